@@ -1,0 +1,94 @@
+"""The one module that runs git.
+
+Every git call goes through :func:`run`, which raises :class:`GitError` with
+the command, status and stderr. Git's own ``GIT_*`` variables are stripped
+from the environment: a ``GIT_INDEX_FILE`` or ``GIT_DIR`` inherited from a
+hook would otherwise point our git at another repository's state.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Mapping, Sequence
+from functools import lru_cache
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from kubectl_gitops.errors import GitError
+
+if TYPE_CHECKING:
+    import git as gitpython
+
+# Variables a hook may set that must not leak into git calls we make on
+# purpose against a (possibly other) repository. GIT_AUTHOR_* / GIT_COMMITTER_*
+# are a user's choice and are kept.
+_LEAKY = ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_OBJECT_DIRECTORY",
+          "GIT_ALTERNATE_OBJECT_DIRECTORIES", "GIT_PREFIX", "GIT_COMMON_DIR",
+          "GIT_NAMESPACE", "GIT_QUARANTINE_PATH", "GIT_EXEC_PATH")
+
+
+def clean_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in _LEAKY}
+    env["GIT_TERMINAL_PROMPT"] = "0"
+    env.setdefault("LC_ALL", "C")
+    if extra:
+        env.update(extra)
+    return env
+
+
+def run(args: Sequence[str], *, cwd: str | Path, check: bool = True, input: bytes | None = None,
+        env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess[bytes]:
+    cmd = ["git", *args]
+    try:
+        proc = subprocess.run(cmd, cwd=cwd, input=input, capture_output=True,
+                              env=clean_env(env))
+    except FileNotFoundError as e:
+        raise GitError("git is not installed or not on PATH", cmd=cmd) from e
+    if check and proc.returncode != 0:
+        stderr = proc.stderr.decode("utf-8", "replace").strip()
+        first = stderr.splitlines()[-1] if stderr else f"exit status {proc.returncode}"
+        raise GitError(f"git {args[0]}: {first.removeprefix('fatal: ')}", cmd=cmd,
+                       status=proc.returncode, stderr=stderr)
+    return proc
+
+
+def out(args: Sequence[str], *, cwd: str | Path, **kw: object) -> str:
+    return run(args, cwd=cwd, **kw).stdout.decode("utf-8", "surrogateescape").strip()  # type: ignore[arg-type]
+
+
+def zsplit(data: bytes) -> list[str]:
+    """Split NUL-separated git output (``-z``) into paths, keeping odd bytes."""
+    return [p.decode("utf-8", "surrogateescape") for p in data.split(b"\0") if p]
+
+
+def toplevel(start: str | Path | None = None) -> Path:
+    """The work tree root of the repository containing ``start`` (default: cwd)."""
+    where = Path(start or os.getcwd())
+    if not where.exists():
+        raise GitError(f"{where}: no such directory")
+    proc = run(["rev-parse", "--show-toplevel"], cwd=where, check=False)
+    if proc.returncode != 0:
+        raise GitError(f"{where}: not inside a git repository (use --repo DIR)")
+    return Path(proc.stdout.decode("utf-8", "surrogateescape").strip())
+
+
+@lru_cache(maxsize=8)
+def repo(root: str) -> gitpython.Repo:
+    """A GitPython handle, cached per run. Imported lazily: it costs ~0.1 s."""
+    os.environ.pop("GIT_INDEX_FILE", None)  # GitPython reads the index through it
+    import git as gitpython  # noqa: PLC0415
+
+    try:
+        return gitpython.Repo(root)
+    except gitpython.exc.GitError as e:  # type: ignore[attr-defined]
+        raise GitError(f"{root}: not a usable git repository ({e})") from e
+
+
+def rev_parse(root: str | Path, rev: str) -> str:
+    """The full commit sha of ``rev``; a one-line error when it does not exist."""
+    proc = run(["rev-parse", "--verify", "--quiet", "--end-of-options", f"{rev}^{{commit}}"],
+               cwd=root, check=False)
+    if proc.returncode != 0:
+        raise GitError(f"{rev}: no such revision in {root}")
+    return proc.stdout.decode().strip()

@@ -1,0 +1,202 @@
+"""Where manifests come from: a commit, the working tree, or the index.
+
+Commits and the index are read from git objects, never from a checkout, so
+any revision can be read without touching the working tree or the index.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import posixpath
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from kubectl_gitops import git
+from kubectl_gitops.errors import ConfigError, GitError
+
+CONFIG_FILE = ".gitops.yaml"
+MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
+KUSTOMIZATION_FILES = ("kustomization.yaml", "kustomization.yml", "Kustomization")
+
+Mode = Literal["commit", "worktree", "index"]
+
+
+@dataclass(frozen=True)
+class RepoConfig:
+    """``.gitops.yaml`` at the repo root; every key is optional."""
+
+    path: str | None = None
+    name: str | None = None
+    namespace: str | None = None
+    exclude: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    path: str  # relative to the repo root, POSIX separators
+    data: bytes
+
+
+@dataclass
+class Source:
+    """A resolved manifest source. ``files()`` yields what lies under ``path``."""
+
+    root: Path
+    path: str  # "" means the repo root
+    mode: Mode
+    ref: str
+    sha: str | None  # the commit, in commit mode
+    name: str
+    namespace: str | None
+    exclude: tuple[str, ...] = ()
+    _tree_cache: dict[str, object] = field(default_factory=dict, repr=False)
+
+    @property
+    def revision(self) -> str:
+        """A short label: ``git@<short sha>``, or the working tree / index."""
+        if self.mode == "commit":
+            assert self.sha
+            return f"git@{self.sha[:7]}"
+        return "working-tree" if self.mode == "worktree" else "index"
+
+    def files(self) -> list[SourceFile]:
+        reader = {"commit": _commit_files, "worktree": _worktree_files,
+                  "index": _index_files}[self.mode]
+        return [f for f in reader(self) if self.wanted(f.path)]
+
+    def wanted(self, relpath: str) -> bool:
+        inner = relpath[len(self.path) + 1:] if self.path else relpath
+        for pattern in self.exclude:
+            if fnmatch.fnmatchcase(relpath, pattern) or fnmatch.fnmatchcase(inner, pattern):
+                return False
+        return True
+
+
+def load_config(root: Path, data: bytes | None = None) -> RepoConfig:
+    """Parse ``.gitops.yaml`` (from ``data`` when given, else the work tree)."""
+    import yaml  # noqa: PLC0415
+
+    if data is None:
+        cfg = root / CONFIG_FILE
+        if not cfg.is_file():
+            return RepoConfig()
+        data = cfg.read_bytes()
+    try:
+        doc = yaml.safe_load(data) or {}
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark else ""
+        raise ConfigError(f"{CONFIG_FILE}{line}: not valid YAML") from e
+    if not isinstance(doc, dict):
+        raise ConfigError(f"{CONFIG_FILE}: expected a mapping of path, name, namespace, exclude")
+    unknown = set(doc) - {"path", "name", "namespace", "exclude"}
+    if unknown:
+        raise ConfigError(f"{CONFIG_FILE}: unknown key(s) {', '.join(sorted(unknown))}")
+    exclude = doc.get("exclude") or []
+    if isinstance(exclude, str):
+        exclude = [exclude]
+    for key in ("path", "name", "namespace"):
+        if doc.get(key) is not None and not isinstance(doc[key], str):
+            raise ConfigError(f"{CONFIG_FILE}: {key} must be a string")
+    return RepoConfig(path=doc.get("path"), name=doc.get("name"),
+                      namespace=doc.get("namespace"), exclude=tuple(map(str, exclude)))
+
+
+def normalize_path(root: Path, path: str | None) -> str:
+    """``path`` relative to the repo root, POSIX, no leading ``./``; "" = root."""
+    if not path:
+        return ""
+    p = Path(path)
+    if p.is_absolute():
+        try:
+            p = p.resolve().relative_to(root.resolve())
+        except ValueError:
+            raise ConfigError(f"{path}: outside the repository {root}") from None
+    rel = posixpath.normpath(p.as_posix())
+    if rel.startswith("../") or rel == "..":
+        raise ConfigError(f"{path}: outside the repository {root}")
+    return "" if rel == "." else rel
+
+
+def resolve(*, repo: str | Path | None = None, path: str | None = None, ref: str | None = None,
+            working_tree: bool = False, staged: bool = False, name: str | None = None,
+            namespace: str | None = None) -> Source:
+    """Resolve the common source options (DESIGN.md) into a :class:`Source`."""
+    if working_tree and staged:
+        raise ConfigError("--working-tree and --staged exclude each other")
+    if (working_tree or staged) and ref not in (None, "HEAD"):
+        raise ConfigError("--ref cannot be combined with --working-tree or --staged")
+    root = git.toplevel(repo)
+    cfg = load_config(root)
+    mode: Mode = "worktree" if working_tree else "index" if staged else "commit"
+    ref = ref or "HEAD"
+    sha = git.rev_parse(root, ref) if mode == "commit" else None
+    if path is not None and repo is None and not Path(path).is_absolute():
+        # A relative --path given on the command line is relative to the cwd,
+        # as every git and kubectl path argument is.
+        path = os.path.relpath(Path(path).resolve(), root.resolve())
+    rel = normalize_path(root, path if path is not None else cfg.path)
+    return Source(root=root, path=rel, mode=mode, ref=ref, sha=sha,
+                  name=name or cfg.name or root.name, namespace=namespace or cfg.namespace,
+                  exclude=cfg.exclude)
+
+
+def is_manifest(relpath: str) -> bool:
+    return relpath.endswith(MANIFEST_SUFFIXES) and posixpath.basename(relpath) != CONFIG_FILE
+
+
+def _under(relpath: str, base: str) -> bool:
+    return not base or relpath == base or relpath.startswith(base + "/")
+
+
+def _commit_files(src: Source) -> Iterator[SourceFile]:
+    repo = git.repo(str(src.root))
+    tree = repo.commit(src.sha).tree
+    if src.path:
+        try:
+            tree = tree / src.path
+        except KeyError:
+            raise ConfigError(f"{src.path}: no such directory at {src.ref}") from None
+        if tree.type != "tree":
+            raise ConfigError(f"{src.path}: not a directory at {src.ref}")
+    odb = repo.odb
+    for item in tree.traverse(predicate=lambda i, _d: i.type == "blob"):
+        if is_manifest(item.path) or posixpath.basename(item.path) in KUSTOMIZATION_FILES:
+            yield SourceFile(item.path, odb.stream(item.binsha).read())
+
+
+def _index_entries(src: Source) -> list[tuple[str, str, str]]:
+    """``(mode, sha, path)`` of every stage-0 entry under the path, NUL-safe."""
+    args = ["ls-files", "-z", "--stage", "--"] + ([src.path] if src.path else [])
+    entries = []
+    for rec in git.zsplit(git.run(args, cwd=src.root).stdout):
+        meta, _, path = rec.partition("\t")
+        mode, sha, stage = meta.split()
+        if stage != "0":
+            raise GitError(f"{path}: unmerged in the index; resolve the conflict first")
+        entries.append((mode, sha, path))
+    return entries
+
+
+def _index_files(src: Source) -> Iterator[SourceFile]:
+    odb = git.repo(str(src.root)).odb
+    for mode, sha, path in _index_entries(src):
+        if mode.startswith("160") or mode.startswith("120"):
+            continue  # submodules and symlinks hold no manifests of their own
+        if is_manifest(path) or posixpath.basename(path) in KUSTOMIZATION_FILES:
+            yield SourceFile(path, odb.stream(bytes.fromhex(sha)).read())
+
+
+def _worktree_files(src: Source) -> Iterator[SourceFile]:
+    args = ["ls-files", "-z", "--cached", "--others", "--exclude-standard", "--"]
+    paths = sorted(set(git.zsplit(git.run(args + ([src.path] if src.path else []),
+                                          cwd=src.root).stdout)))
+    for path in paths:
+        full = src.root / path
+        if not full.is_file() or full.is_symlink():
+            continue  # deleted but still tracked, or a link
+        if is_manifest(path) or posixpath.basename(path) in KUSTOMIZATION_FILES:
+            yield SourceFile(path, full.read_bytes())
