@@ -57,6 +57,30 @@ def out(args: Sequence[str], *, cwd: str | Path, **kw: object) -> str:
     return run(args, cwd=cwd, **kw).stdout.decode("utf-8", "surrogateescape").strip()  # type: ignore[arg-type]
 
 
+def cat_blobs(root: str | Path, shas: Sequence[str], *,
+              env: Mapping[str, str] | None = None) -> list[bytes]:
+    """Contents of many blobs through one ``git cat-file --batch``.
+
+    The hook reads the index this way: one process, and no GitPython import
+    (~0.15 s) on the path that runs on every commit.
+    """
+    if not shas:
+        return []
+    data = run(["cat-file", "--batch"], cwd=root, env=env,
+               input="".join(f"{s}\n" for s in shas).encode()).stdout
+    blobs: list[bytes] = []
+    pos = 0
+    for sha in shas:
+        eol = data.index(b"\n", pos)
+        header = data[pos:eol].split()
+        if len(header) != 3:
+            raise GitError(f"{sha}: object missing from the repository {root}")
+        size = int(header[2])
+        blobs.append(data[eol + 1:eol + 1 + size])
+        pos = eol + 1 + size + 1  # the content is followed by a newline
+    return blobs
+
+
 def zsplit(data: bytes) -> list[str]:
     """Split NUL-separated git output (``-z``) into paths, keeping odd bytes."""
     return [p.decode("utf-8", "surrogateescape") for p in data.split(b"\0") if p]

@@ -21,7 +21,7 @@ import yaml
 
 from kubectl_gitops import git
 from kubectl_gitops.errors import ManifestError, ManifestErrors
-from kubectl_gitops.source import KUSTOMIZATION_FILES, Source, SourceFile
+from kubectl_gitops.source import KUSTOMIZATION_FILES, Source, SourceFile, index_env
 
 try:  # libyaml is ~10x faster; fall back to the pure-Python loader.
     _Loader: type = yaml.CSafeLoader
@@ -74,9 +74,13 @@ class Manifest:
         return f"{self.kind} {ns}/{self.name}" if ns else f"{self.kind} {self.name}"
 
 
-def read(src: Source) -> tuple[list[Manifest], list[ManifestError]]:
-    """Every object under the source, in sorted path order, and every error."""
-    files = sorted(src.files(), key=lambda f: f.path)
+def read(src: Source, files: list[SourceFile] | None = None) \
+        -> tuple[list[Manifest], list[ManifestError]]:
+    """Every object under the source, in sorted path order, and every error.
+
+    ``files``: the source's files when the caller already read them.
+    """
+    files = sorted(src.files() if files is None else files, key=lambda f: f.path)
     kdirs = _kustomize_dirs(f.path for f in files)
     manifests: list[Manifest] = []
     errors: list[ManifestError] = []
@@ -315,7 +319,8 @@ def _render_kustomization(src: Source, directory: str) -> tuple[list[Manifest], 
 def _export(src: Source, dest: Path) -> None:
     """Write the revision's whole tree to ``dest`` (bases may live outside PATH)."""
     if src.mode == "index":
-        git.run(["checkout-index", "--all", f"--prefix={dest}/"], cwd=src.root)
+        git.run(["checkout-index", "--all", f"--prefix={dest}/"], cwd=src.root,
+                env=index_env(src))
         return
     archive = git.run(["archive", "--format=tar", str(src.sha)], cwd=src.root).stdout
     import io  # noqa: PLC0415

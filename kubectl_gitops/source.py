@@ -52,6 +52,9 @@ class Source:
     name: str
     namespace: str | None
     exclude: tuple[str, ...] = ()
+    # In index mode: the index to read instead of the repo's own, e.g. the
+    # temporary one a pre-commit hook gets from ``git commit -a``.
+    index_file: str | None = None
     _tree_cache: dict[str, object] = field(default_factory=dict, repr=False)
 
     @property
@@ -172,7 +175,7 @@ def _index_entries(src: Source) -> list[tuple[str, str, str]]:
     """``(mode, sha, path)`` of every stage-0 entry under the path, NUL-safe."""
     args = ["ls-files", "-z", "--stage", "--"] + ([src.path] if src.path else [])
     entries = []
-    for rec in git.zsplit(git.run(args, cwd=src.root).stdout):
+    for rec in git.zsplit(git.run(args, cwd=src.root, env=index_env(src)).stdout):
         meta, _, path = rec.partition("\t")
         mode, sha, stage = meta.split()
         if stage != "0":
@@ -181,13 +184,18 @@ def _index_entries(src: Source) -> list[tuple[str, str, str]]:
     return entries
 
 
+def index_env(src: Source) -> dict[str, str] | None:
+    return {"GIT_INDEX_FILE": src.index_file} if src.index_file else None
+
+
 def _index_files(src: Source) -> Iterator[SourceFile]:
-    odb = git.repo(str(src.root)).odb
-    for mode, sha, path in _index_entries(src):
-        if mode.startswith("160") or mode.startswith("120"):
-            continue  # submodules and symlinks hold no manifests of their own
-        if is_manifest(path) or posixpath.basename(path) in KUSTOMIZATION_FILES:
-            yield SourceFile(path, odb.stream(bytes.fromhex(sha)).read())
+    wanted = [(sha, path) for mode, sha, path in _index_entries(src)
+              # submodules and symlinks hold no manifests of their own
+              if not mode.startswith(("160", "120"))
+              and (is_manifest(path) or posixpath.basename(path) in KUSTOMIZATION_FILES)]
+    blobs = git.cat_blobs(src.root, [sha for sha, _ in wanted])
+    for (_, path), data in zip(wanted, blobs):
+        yield SourceFile(path, data)
 
 
 def _worktree_files(src: Source) -> Iterator[SourceFile]:
