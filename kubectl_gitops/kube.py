@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import quote, urlencode
 
+from kubectl_gitops import kubeconfig as kubeconfig_mod
 from kubectl_gitops.errors import ClusterError, ConflictError, NotFoundError
 from kubectl_gitops.resources import Mapper, ResourceType
 
@@ -41,33 +42,19 @@ class Kube:
     def __init__(self, kubeconfig: str | None = None, context: str | None = None,
                  *, concurrency: int = 16, timeout: float = 30.0) -> None:
         import urllib3  # noqa: PLC0415
-        from kubernetes import client, config  # noqa: PLC0415
-        from kubernetes.config.config_exception import ConfigException  # noqa: PLC0415
 
-        cfg = client.Configuration()
-        try:
-            config.load_kube_config(config_file=kubeconfig, context=context,
-                                    client_configuration=cfg, persist_config=False)
-            _, active = config.list_kube_config_contexts(config_file=kubeconfig)
-            if context:
-                contexts, _ = config.list_kube_config_contexts(config_file=kubeconfig)
-                active = next(c for c in contexts if c["name"] == context)
-        except (ConfigException, OSError, StopIteration, TypeError) as e:
-            where = kubeconfig or "the default kubeconfig"
-            raise ClusterError(f"cannot load {where}"
-                               f"{' context ' + context if context else ''}: {e}") from e
-        self.info = ClusterInfo(server=cfg.host, context=active["name"],
-                                namespace=(active.get("context") or {}).get("namespace")
-                                or "default")
-        self._cfg = cfg
+        conn = kubeconfig_mod.load(kubeconfig, context)
+        self.info = ClusterInfo(server=conn.server, context=conn.context,
+                                namespace=conn.namespace)
+        self._conn = conn
         self._timeout = urllib3.Timeout(connect=10.0, read=timeout)
         pool_kw: dict[str, Any] = {"maxsize": max(concurrency, 4), "block": True,
                                    "retries": False}
-        if cfg.host.startswith("https"):
-            pool_kw.update(cert_reqs="CERT_REQUIRED" if cfg.verify_ssl else "CERT_NONE",
-                           ca_certs=cfg.ssl_ca_cert, cert_file=cfg.cert_file,
-                           key_file=cfg.key_file)
-            if not cfg.verify_ssl:
+        if conn.server.startswith("https"):
+            pool_kw.update(cert_reqs="CERT_REQUIRED" if conn.verify else "CERT_NONE",
+                           ca_certs=conn.ca_file, cert_file=conn.cert_file,
+                           key_file=conn.key_file)
+            if not conn.verify:
                 urllib3.disable_warnings()
         self._http = urllib3.PoolManager(num_pools=2, **pool_kw)
         self.concurrency = concurrency
@@ -81,11 +68,9 @@ class Kube:
         headers = {"Accept": accept, "User-Agent": "kubectl-gitops"}
         if content_type:
             headers["Content-Type"] = content_type
-        if self._cfg.refresh_api_key_hook is not None:
-            self._cfg.refresh_api_key_hook(self._cfg)
-        token = self._cfg.get_api_key_with_prefix("authorization") if self._cfg.api_key else None
-        if token:
-            headers["Authorization"] = token
+        auth = self._conn.authorization()
+        if auth:
+            headers["Authorization"] = auth
         return headers
 
     def request(self, method: str, path: str, *, params: dict[str, Any] | None = None,
@@ -93,7 +78,7 @@ class Kube:
                 accept: str = "application/json", obj: str = "") -> Any:
         import urllib3  # noqa: PLC0415
 
-        url = self._cfg.host + path
+        url = self._conn.server + path
         if params:
             url += "?" + urlencode({k: v for k, v in params.items() if v is not None})
         data = json.dumps(body).encode() if body is not None else None
@@ -103,7 +88,7 @@ class Kube:
                                                             accept))
         except urllib3.exceptions.HTTPError as e:
             reason = getattr(e, "reason", None) or e
-            raise ClusterError(f"cannot reach the cluster at {self._cfg.host}: {reason}") from e
+            raise ClusterError(f"cannot reach the cluster at {self._conn.server}: {reason}") from e
         if resp.status >= 400:
             raise _status_error(resp.status, resp.data, obj)
         return json.loads(resp.data) if resp.data else None
