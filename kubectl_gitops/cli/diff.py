@@ -1,0 +1,85 @@
+"""``kubectl gitops diff``: the git revision against the live cluster."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import click
+
+from kubectl_gitops import exitcodes
+from kubectl_gitops.cli.common import (cluster_options, handle_errors, kubeconfig_value,
+                                       pick_path, run, source_options)
+
+
+def use_color(no_color: bool) -> bool:
+    return not no_color and "NO_COLOR" not in os.environ and sys.stdout.isatty()
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@source_options()
+@cluster_options
+@click.option("--prune", is_flag=True, help="Also list the objects sync --prune would delete.")
+@click.option("-o", "--output", type=click.Choice(["diff", "table", "json"]), default="diff",
+              show_default=True, help="Output format.")
+@click.option("--show-secrets", is_flag=True, help="Show Secret values instead of masking them.")
+@click.option("--no-color", is_flag=True, help="Never colour the diff (also: NO_COLOR).")
+@click.option("--concurrency", type=click.IntRange(1, 256), default=16, show_default=True,
+              help="Requests to the API server at once.")
+@handle_errors
+def command(path_arg: str | None, path: str | None, repo: str | None, ref: str | None,
+            working_tree: bool, name: str | None, kubeconfig: str | None, context: str | None,
+            namespace: str | None, prune: bool, output: str, show_secrets: bool,
+            no_color: bool, concurrency: int) -> int:
+    """Show how the live cluster differs from a git revision.
+
+    Exit status: 0 no differences, 1 differences, 2 error (as kubectl diff).
+    """
+    from kubectl_gitops import app as app_mod  # noqa: PLC0415 - keep --help fast
+    from kubectl_gitops import diff, plan, source  # noqa: PLC0415
+
+    src = source.resolve(repo=repo, path=pick_path(path_arg, path), ref=ref,
+                         working_tree=working_tree, name=name, namespace=namespace)
+    kube = app_mod.connect(kubeconfig_value(kubeconfig), context, concurrency)
+    app = app_mod.load(src, kube, name=name, namespace=namespace)
+    the_plan = plan.build(kube, app.manifests, app.parent, app.parent_live, prune=prune)
+    if the_plan.errors:
+        for item in the_plan.errors:
+            click.echo(f"error: {item.id}: {item.error}", err=True)
+        return exitcodes.ERROR
+    rendered = [diff.render(i, src.revision, show_secrets=show_secrets)
+                for i in diff.changed(the_plan)]
+    status = exitcodes.DIFFERENT if rendered else exitcodes.OK
+    external = os.environ.get("KUBECTL_EXTERNAL_DIFF")
+    if output == "json":
+        click.echo(json.dumps(diff.as_json(rendered), indent=2))
+    elif output == "table":
+        if rendered:
+            click.echo(diff.as_table(rendered))
+    elif external:
+        rc = diff.external_diff(external, rendered)
+        if rc > 1:
+            click.echo(f"error: {external} exited with status {rc}", err=True)
+            return exitcodes.ERROR
+    else:
+        color = use_color(no_color)
+        for r in rendered:
+            if r.item.note:
+                click.echo(f"# {r.item.id}: {r.item.note}")
+            click.echo(diff.colorize(r.text) if color else r.text, nl=False)
+    _summary(the_plan, prune, app.parent_live is not None)
+    return status
+
+
+def _summary(the_plan: object, prune: bool, has_parent: bool) -> None:
+    counts = the_plan.counts()  # type: ignore[attr-defined]
+    line = (f"{counts['create']} to create, {counts['update']} to update, "
+            f"{counts['prune']} to delete, {counts['unchanged']} unchanged")
+    if prune and not has_parent:
+        line += " (no ApplySet in the cluster yet: nothing to prune)"
+    click.echo(line, err=True)
+
+
+def main() -> None:
+    run(command, "kubectl gitops diff")

@@ -1,0 +1,116 @@
+"""``kubectl gitops sync``: converge the cluster to a git revision."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from kubectl_gitops import exitcodes
+from kubectl_gitops.cli.common import (cluster_options, handle_errors, kubeconfig_value,
+                                       pick_path, run, source_options)
+
+
+def parse_duration(value: str) -> float:
+    """``90``, ``90s``, ``5m`` or ``1h`` as seconds (kubectl's --timeout forms)."""
+    units = {"s": 1, "m": 60, "h": 3600}
+    try:
+        if value and value[-1] in units:
+            return float(value[:-1]) * units[value[-1]]
+        return float(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a duration like 90s, 5m or 1h") from None
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@source_options()
+@cluster_options
+@click.option("--prune", is_flag=True, help="Delete members of this ApplySet that the "
+              "revision no longer holds.")
+@click.option("--dry-run", is_flag=True, help="Print the plan; write nothing.")
+@click.option("--force-conflicts", is_flag=True, help="Take ownership of fields another "
+              "field manager owns.")
+@click.option("--allow-empty", is_flag=True, help="Allow --prune with a revision that holds "
+              "no objects (deletes every member).")
+@click.option("--adopt", is_flag=True, help="Take over objects that belong to another "
+              "ApplySet or deployment tool.")
+@click.option("--wait", is_flag=True, help="Wait until rollouts, Jobs, CRDs and PVCs are "
+              "healthy.")
+@click.option("--timeout", default="5m", show_default=True, help="How long --wait waits.")
+@click.option("--concurrency", type=click.IntRange(1, 256), default=16, show_default=True,
+              help="Requests to the API server at once.")
+@click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text",
+              show_default=True)
+@handle_errors
+def command(path_arg: str | None, path: str | None, repo: str | None, ref: str | None,
+            working_tree: bool, name: str | None, kubeconfig: str | None, context: str | None,
+            namespace: str | None, prune: bool, dry_run: bool, force_conflicts: bool,
+            allow_empty: bool, adopt: bool, wait: bool, timeout: str, concurrency: int,
+            output: str) -> int:
+    """Converge the cluster to a git revision.
+
+    Exit status: 0 converged, 2 error. Nothing is written when any manifest
+    is invalid.
+    """
+    from kubectl_gitops import app as app_mod  # noqa: PLC0415 - keep --help fast
+    from kubectl_gitops import plan, source, sync  # noqa: PLC0415
+
+    opts = sync.Options(prune=prune, dry_run=dry_run, allow_empty=allow_empty, adopt=adopt,
+                        force_conflicts=force_conflicts, wait=wait,
+                        timeout=parse_duration(timeout))
+    src = source.resolve(repo=repo, path=pick_path(path_arg, path), ref=ref,
+                         working_tree=working_tree, name=name, namespace=namespace)
+    kube = app_mod.connect(kubeconfig_value(kubeconfig), context, concurrency)
+    app = app_mod.load(src, kube, name=name, namespace=namespace)
+    the_plan = plan.build(kube, app.manifests, app.parent, app.parent_live, prune=prune,
+                          force_conflicts=force_conflicts)
+    quiet = output == "json"
+    report = (lambda _line: None) if quiet else click.echo
+    if dry_run:
+        sync.check(app, the_plan, opts)
+        _print_plan(the_plan, quiet)
+    result = sync.run(app, the_plan, opts, report)
+    if quiet:
+        click.echo(json.dumps(_as_json(src, the_plan, result, dry_run), indent=2))
+    else:
+        _summary(src, result, dry_run, the_plan)
+    return exitcodes.OK if result.ok else exitcodes.ERROR
+
+
+def _print_plan(the_plan: object, quiet: bool) -> None:
+    if quiet:
+        return
+    for item in the_plan.items:  # type: ignore[attr-defined]
+        action = item.action if item.action == "prune" or item.needs_apply else "unchanged"
+        if action != "unchanged":
+            click.echo(f"would {action:<7} {item.id}")
+
+
+def _summary(src: object, result: object, dry_run: bool, the_plan: object) -> None:
+    c = result.counts()  # type: ignore[attr-defined]
+    rev = src.revision  # type: ignore[attr-defined]
+    if dry_run:
+        p = the_plan.counts()  # type: ignore[attr-defined]
+        click.echo(f"dry run of {rev}: {p['create']} to create, {p['update']} to update, "
+                   f"{p['prune']} to prune, {p['unchanged']} unchanged; nothing written",
+                   err=True)
+        return
+    click.echo(f"synced {rev}: {c['created']} created, {c['updated']} updated, "
+               f"{c['pruned']} pruned, {c['unchanged']} unchanged, {c['failed']} failed",
+               err=True)
+    for failure in result.failures:  # type: ignore[attr-defined]
+        click.echo(f"error: {failure}", err=True)
+
+
+def _as_json(src: object, the_plan: object, result: object, dry_run: bool) -> dict[str, object]:
+    items = [{"action": i.action, "apply": i.needs_apply, "kind": i.id.kind, "group": i.id.group,
+              "namespace": i.id.namespace, "name": i.id.name, "note": i.note}
+             for i in the_plan.items]  # type: ignore[attr-defined]
+    return {"revision": src.sha, "dryRun": dry_run,  # type: ignore[attr-defined]
+            "result": "succeeded" if result.ok else "failed",  # type: ignore[attr-defined]
+            "counts": result.counts(), "failures": result.failures,  # type: ignore[attr-defined]
+            "items": items}
+
+
+def main() -> None:
+    run(command, "kubectl gitops sync")

@@ -1,0 +1,252 @@
+"""One plan, two uses: diff shows it, sync carries it out.
+
+For every desired object the plan knows the live object and the predicted
+one: the server-side apply dry-run of the manifest (field manager
+``kubectl-gitops``), so server defaults never show as drift. An object this
+tool applied before, whose manifest is unchanged and whose live fields still
+equal the manifest, is known unchanged without a dry-run (the applied hash
+annotation and a field-by-field check), which is what makes a no-change run
+cheap.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from kubectl_gitops import applyset
+from kubectl_gitops.errors import ClusterError, ConflictError, NotFoundError
+from kubectl_gitops.kube import Kube
+from kubectl_gitops.manifests import Manifest
+from kubectl_gitops.resources import ObjectId, ResourceType, crd_types, object_id
+
+Action = Literal["create", "update", "unchanged", "prune"]
+HASH_ANNOTATION = "kubectl-gitops.io/applied-hash"
+LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
+_SERVER_META = ("managedFields", "resourceVersion", "uid", "generation", "creationTimestamp",
+                "selfLink")
+
+
+@dataclass
+class Item:
+    id: ObjectId
+    action: Action
+    rtype: ResourceType | None
+    manifest: Manifest | None = None
+    desired: dict[str, Any] | None = None  # what sync applies (labelled, hashed)
+    live: dict[str, Any] | None = None
+    predicted: dict[str, Any] | None = None
+    needs_apply: bool = False
+    note: str = ""
+    error: str = ""
+
+    @property
+    def api_version(self) -> str:
+        obj = self.desired or self.live or {}
+        return str(obj.get("apiVersion", ""))
+
+    @property
+    def phase(self) -> int:
+        """Apply order: Namespaces and CRDs, other cluster-scoped, namespaced."""
+        if self.id.kind == "Namespace" and not self.id.group:
+            return 0
+        if self.id.kind == "CustomResourceDefinition":
+            return 0
+        return 1 if not self.id.namespace else 2
+
+
+@dataclass
+class Plan:
+    items: list[Item]
+    parent: applyset.Parent
+    parent_live: dict[str, Any] | None
+    pruning: bool
+
+    def of(self, *actions: Action) -> list[Item]:
+        return [i for i in self.items if i.action in actions]
+
+    @property
+    def errors(self) -> list[Item]:
+        return [i for i in self.items if i.error]
+
+    def counts(self) -> dict[str, int]:
+        out = {"create": 0, "update": 0, "prune": 0, "unchanged": 0}
+        for i in self.items:
+            out[i.action] += 1
+        return out
+
+
+def desired_hash(obj: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":"))
+                          .encode()).hexdigest()[:32]
+
+
+def to_apply(m: Manifest, set_id: str) -> dict[str, Any]:
+    """The object sync applies: the manifest, labelled as a member, with the
+    hash of exactly that content so an unchanged manifest is recognised."""
+    obj = applyset.label_member(m.obj, set_id)
+    meta = obj["metadata"]
+    meta["annotations"] = {**(meta.get("annotations") or {}), HASH_ANNOTATION: desired_hash(obj)}
+    return obj
+
+
+def normalize(obj: dict[str, Any] | None, *, ours: bool = True) -> dict[str, Any] | None:
+    """Drop server-owned fields; with ``ours``, also this tool's bookkeeping."""
+    if obj is None:
+        return None
+    out = copy.deepcopy(obj)
+    out.pop("status", None)
+    meta = out.get("metadata") or {}
+    for key in _SERVER_META:
+        meta.pop(key, None)
+    annotations = meta.get("annotations") or {}
+    annotations.pop(LAST_APPLIED, None)
+    labels = meta.get("labels") or {}
+    if ours:
+        annotations.pop(HASH_ANNOTATION, None)
+        labels.pop(applyset.PART_OF_LABEL, None)
+    for key, value in (("annotations", annotations), ("labels", labels)):
+        if key in meta and not value:
+            del meta[key]
+    return out
+
+
+def is_subset(want: Any, have: Any) -> bool:
+    """Every field of ``want`` is in ``have`` with the same value."""
+    if isinstance(want, dict):
+        return isinstance(have, dict) and all(k in have and is_subset(v, have[k])
+                                              for k, v in want.items())
+    if isinstance(want, list):
+        return isinstance(have, list) and len(want) == len(have) and \
+            all(is_subset(w, h) for w, h in zip(want, have))
+    return want == have or (want is None and have in ({}, []))
+
+
+def _known_unchanged(desired: dict[str, Any], live: dict[str, Any] | None) -> bool:
+    if live is None:
+        return False
+    ann = (live.get("metadata") or {}).get("annotations") or {}
+    want = desired["metadata"]["annotations"][HASH_ANNOTATION]
+    return ann.get(HASH_ANNOTATION) == want and is_subset(desired, live)
+
+
+def build(kube: Kube, manifests: list[Manifest], parent: applyset.Parent,
+          parent_live: dict[str, Any] | None, *, prune: bool,
+          force_conflicts: bool = False) -> Plan:
+    served = kube.resource_types()
+    in_tree = crd_types(manifests)
+    new_namespaces = {m.name for m in manifests if m.kind == "Namespace" and not m.group}
+    items: list[Item] = []
+    for m in manifests:
+        key = (m.group, m.kind)
+        rtype = served.get(key) or in_tree.get(key)
+        item = Item(object_id(m), "create", rtype, manifest=m, desired=to_apply(m, parent.id))
+        if key not in served:
+            item.note = f"{m.kind} is defined by a CRD this revision creates"
+        items.append(item)
+    live = _fetch_live(kube, [i for i in items if (i.id.group, i.id.kind) in served])
+    for item in items:
+        item.live = live.get(item.id)
+    _predict(kube, [i for i in items if not i.note and not _known_unchanged(i.desired, i.live)],
+             new_namespaces, force_conflicts)
+    for item in items:
+        _classify(item)
+    if prune and parent_live is not None:
+        items += _prune_candidates(kube, parent, {i.id for i in items}, served)
+    items.sort(key=lambda i: (i.phase, i.id.namespace, i.id.group, i.id.kind, i.id.name)
+               if i.action != "prune" else (9 - i.phase, i.id))
+    return Plan(items, parent, parent_live, prune)
+
+
+def _fetch_live(kube: Kube, items: list[Item]) -> dict[ObjectId, dict[str, Any]]:
+    """One LIST per type and namespace; a GET where only one object is wanted."""
+    groups: dict[tuple[ResourceType, str], list[Item]] = defaultdict(list)
+    for i in items:
+        assert i.rtype
+        groups[(i.rtype, i.id.namespace)].append(i)
+
+    def fetch(key: tuple[ResourceType, str]) -> list[dict[str, Any]]:
+        rtype, ns = key
+        wanted = groups[key]
+        if len(wanted) == 1:
+            obj = kube.get(rtype, ns, wanted[0].id.name)
+            if obj is not None:
+                obj.setdefault("kind", rtype.kind)
+            return [obj] if obj else []
+        return kube.list(rtype, ns)
+
+    found: dict[ObjectId, dict[str, Any]] = {}
+    for (rtype, _), objs in zip(groups, kube.map(fetch, list(groups))):
+        for obj in objs:
+            meta = obj["metadata"]
+            found[ObjectId(rtype.group, rtype.kind, meta.get("namespace", ""), meta["name"])] = obj
+    return found
+
+
+def _predict(kube: Kube, items: list[Item], new_namespaces: set[str], force: bool) -> None:
+    def dry_run(item: Item) -> None:
+        assert item.rtype and item.desired
+        try:
+            item.predicted = kube.apply(item.rtype, item.desired, dry_run=True, force=force)
+        except NotFoundError as e:
+            if item.id.namespace in new_namespaces and "namespace" in str(e).lower():
+                item.note = f"namespace {item.id.namespace} is created by this revision"
+            else:
+                item.error = str(e)
+        except ConflictError as e:
+            item.error = f"{e}; use --force-conflicts to take ownership of these fields"
+        except ClusterError as e:
+            msg = str(e)
+            if "immutable" in msg:
+                msg += (f"; this field cannot change in place: delete {item.id} and sync "
+                        "again, or give it a new name")
+            item.error = msg
+
+    list(kube.map(dry_run, items))
+
+
+def _classify(item: Item) -> None:
+    if item.predicted is None:
+        # Not predicted: known unchanged, or created along with its namespace/CRD.
+        item.predicted = item.live if item.live is not None and not item.note else item.desired
+    if item.live is None:
+        item.action, item.needs_apply = "create", True
+        return
+    same = normalize(item.live) == normalize(item.predicted)
+    item.action = "unchanged" if same else "update"
+    item.needs_apply = normalize(item.live, ours=False) != normalize(item.predicted, ours=False)
+
+
+def _prune_candidates(kube: Kube, parent: applyset.Parent, desired: set[ObjectId],
+                      served: dict[tuple[str, str], ResourceType]) -> list[Item]:
+    selector = f"{applyset.PART_OF_LABEL}={parent.id}"
+    queries: list[tuple[ResourceType, str]] = []
+    for gk in sorted(parent.group_kinds | {i.group_kind for i in desired}):
+        rtype = served.get(applyset.parse_group_kind(gk))
+        if rtype is None:
+            continue  # the type is gone from the cluster, and its objects with it
+        namespaces = sorted(parent.namespaces) if rtype.namespaced else [""]
+        queries += [(rtype, ns) for ns in namespaces]
+    results = kube.map(lambda q: kube.list(q[0], q[1], label_selector=selector), queries)
+    items: list[Item] = []
+    for (rtype, _), objs in zip(queries, results):
+        for obj in objs:
+            meta = obj["metadata"]
+            oid = ObjectId(rtype.group, rtype.kind, meta.get("namespace", ""), meta["name"])
+            labels = meta.get("labels") or {}
+            if oid in desired or labels.get(applyset.PART_OF_LABEL) != parent.id:
+                continue
+            item = Item(oid, "prune", rtype, live=obj)
+            if applyset.keeps(obj):
+                item.action, item.note = "unchanged", f"kept: {applyset.PRUNE_ANNOTATION}=false"
+            items.append(item)
+    return items
+
+
+def namespaces_of(ids: Iterable[ObjectId]) -> set[str]:
+    return {i.namespace for i in ids if i.namespace}
