@@ -332,8 +332,10 @@ def sync_executable() -> str:
 def sync_args(executable: str, plan: Plan, sha: str, *, prune: bool, name: str | None,
               cluster: Mapping[str, str | None]) -> list[str]:
     """The sync command line for the rollback commit, cluster options passed on."""
-    args = [executable, "--repo", str(plan.root), "--ref", sha,
-            "--path", plan.path or "."]
+    # The branch name reads best in the sync history; the sha when the name
+    # is ambiguous (a tag of the same name would win).
+    ref = plan.branch if _object(plan.root, f"{plan.branch}^{{commit}}") == sha else sha
+    args = [executable, "--repo", str(plan.root), "--ref", ref, "--path", plan.path or "."]
     if prune:
         args.append("--prune")
     if name:

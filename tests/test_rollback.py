@@ -480,6 +480,21 @@ def test_push_without_upstream_is_refused_before_committing(repo: Path, env) -> 
     clean(repo)
 
 
+def test_a_failed_sync_keeps_the_commit_and_says_so(repo: Path, env, tmp_path: Path) -> None:
+    app_history(repo, ["one", "two"])
+    before = configured(repo)
+    missing = tmp_path / "no-such-kubeconfig"
+    proc = rollback(repo, "--sync", "--kubeconfig", str(missing), env=env)
+    assert proc.returncode == 2
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 2 and "Traceback" not in proc.stderr
+    assert str(missing) in lines[0]  # the sync's own error, passed through
+    assert lines[1] == (f"error: the rollback is committed as {head(repo)[:7]} but the sync "
+                        "failed; fix the cause and run kubectl gitops sync again")
+    assert git(repo, "rev-parse", "HEAD^") == before
+    assert value(repo, "deploy/web.yaml") == "one"
+
+
 # --- with the cluster ---------------------------------------------------------------
 
 
@@ -519,7 +534,9 @@ def test_sync_after_rollback_leaves_the_cluster_equal_to_the_restored_revision(
     diff = gitops("diff", "--prune", "-n", namespace, repo=repo, env=env)
     assert diff.returncode == 0, diff.stdout + diff.stderr
     history = gitops("history", "-n", namespace, "-o", "json", repo=repo, env=env)
-    assert json.loads(history.stdout)[0]["revision"] == head(repo)
+    newest = json.loads(history.stdout)[0]
+    assert (newest["revision"], newest["ref"], newest["result"]) == (head(repo), "main",
+                                                                    "succeeded")
 
 
 @pytest.mark.cluster
