@@ -21,7 +21,7 @@ import yaml
 
 from kubectl_gitops import git
 from kubectl_gitops.errors import ManifestError, ManifestErrors
-from kubectl_gitops.source import KUSTOMIZATION_FILES, Source, SourceFile, index_env
+from kubectl_gitops.source import KUSTOMIZATION_FILES, Source, SourceFile
 
 try:  # libyaml is ~10x faster; fall back to the pure-Python loader.
     _Loader: type = yaml.CSafeLoader
@@ -81,7 +81,8 @@ def read(src: Source, files: list[SourceFile] | None = None) \
     ``files``: the source's files when the caller already read them.
     """
     files = sorted(src.files() if files is None else files, key=lambda f: f.path)
-    kdirs = _kustomize_dirs(f.path for f in files)
+    kfiles = _kustomizations(f.path for f in files)
+    kdirs = [posixpath.dirname(k) for k in kfiles]
     manifests: list[Manifest] = []
     errors: list[ManifestError] = []
     for f in files:
@@ -90,11 +91,8 @@ def read(src: Source, files: list[SourceFile] | None = None) \
         ms, es = parse_file(f.path, f.data)
         manifests += ms
         errors += es
-    for d in kdirs:
-        ms, es = _render_kustomization(src, d)
-        manifests += ms
-        errors += es
-    return manifests, errors
+    ms, es = _render_kustomizations(src, kfiles)
+    return manifests + ms, errors + es
 
 
 def parse_file(path: str, data: bytes) -> tuple[list[Manifest], list[ManifestError]]:
@@ -113,6 +111,35 @@ def parse_file(path: str, data: bytes) -> tuple[list[Manifest], list[ManifestErr
     text = text.removeprefix("\ufeff")
     if path.endswith(".json"):
         return _parse_json(path, text)
+    try:
+        return _parse_stream(path, text)
+    except (yaml.YAMLError, _AliasBomb, RecursionError):
+        # Some document is bad: read them one by one, so that each problem is
+        # reported at its own line and the good documents still count.
+        return _parse_documents(path, text)
+
+
+def _parse_stream(path: str, text: str) -> tuple[list[Manifest], list[ManifestError]]:
+    """All documents through one loader: the fast path for a valid file."""
+    loader = _CachingLoader(text)
+    docs: list[tuple[int, Any]] = []
+    try:
+        while loader.check_node():
+            node = loader.get_node()
+            docs.append((node.start_mark.line + 1, _construct(loader, node)))
+    finally:
+        loader.dispose()
+    manifests: list[Manifest] = []
+    errors: list[ManifestError] = []
+    for line, doc in docs:
+        if doc is not None:  # else an empty document
+            ms, es = to_manifests(doc, path, line)
+            manifests += ms
+            errors += es
+    return manifests, errors
+
+
+def _parse_documents(path: str, text: str) -> tuple[list[Manifest], list[ManifestError]]:
     manifests: list[Manifest] = []
     errors: list[ManifestError] = []
     for start, chunk in split_documents(text):
@@ -121,10 +148,12 @@ def parse_file(path: str, data: bytes) -> tuple[list[Manifest], list[ManifestErr
         except yaml.YAMLError as e:
             errors.append(_yaml_error(path, start, e))
             continue
-        except _AliasBomb:
+        except _AliasBomb as e:
+            errors.append(ManifestError(path, _first_content_line(chunk, start), str(e)))
+            continue
+        except RecursionError:
             errors.append(ManifestError(path, _first_content_line(chunk, start),
-                                        "YAML aliases expand to more than "
-                                        f"{MAX_EXPANDED_NODES:,} nodes (an alias bomb?)"))
+                                        "YAML nested too deeply for a Kubernetes object"))
             continue
         if doc is None:
             continue  # an empty document
@@ -170,29 +199,162 @@ class _AliasBomb(Exception):
     pass
 
 
+_T = "tag:yaml.org,2002:"
+_STR, _SEQ, _MAP = _T + "str", _T + "seq", _T + "map"
+_MERGE_KEYS = (_T + "merge", _T + "value")
+# Values of plain scalars repeat a lot across a tree (keys above all), and
+# resolving a tag runs regular expressions in Python for each one.
+_RESOLVED: dict[str, str] = {}
+
+
+class _CachingLoader(_Loader):  # type: ignore[misc,valid-type]
+    def resolve(self, kind: type, value: Any, implicit: tuple[bool, bool]) -> str:
+        if kind is not yaml.ScalarNode:
+            return super().resolve(kind, value, implicit)  # type: ignore[no-any-return]
+        if not implicit[0]:
+            return _STR  # quoted: always a string
+        tag = _RESOLVED.get(value)
+        if tag is None:
+            tag = super().resolve(kind, value, implicit)
+            if len(value) < 100:
+                if len(_RESOLVED) > 100_000:
+                    _RESOLVED.clear()
+                _RESOLVED[value] = tag
+        return tag  # type: ignore[no-any-return]
+
+
 def _load(chunk: str) -> Any:
-    doc = yaml.load(chunk, Loader=_Loader)  # noqa: S506 - a safe loader
-    if "&" in chunk and "*" in chunk:
+    loader = _CachingLoader(chunk)
+    try:
+        node = loader.get_single_node()
+        return None if node is None else _construct(loader, node)
+    finally:
+        loader.dispose()
+
+
+def _construct(loader: Any, root: yaml.Node) -> Any:
+    """A composed document to plain data: dicts, lists, str, int, float, bool, None.
+
+    PyYAML's own constructor is generic and spends most of a read; this one
+    knows only what JSON (and so a Kubernetes object) can hold, refuses other
+    tags, keeps timestamps as strings (as kubectl does), and shares aliased
+    collections, checking afterwards that they do not expand into a bomb.
+    """
+    memo: dict[int, Any] = {}
+    aliased = False
+
+    def build(node: yaml.Node) -> Any:
+        nonlocal aliased
+        cls = node.__class__
+        if cls is yaml.ScalarNode:
+            return node.value if node.tag == _STR else _scalar(loader, node)
+        key = id(node)
+        if key in memo:
+            aliased = True
+            return memo[key]
+        if cls is yaml.SequenceNode and node.tag == _SEQ:
+            seq: list[Any] = []
+            memo[key] = seq  # before the items: an alias may point back here
+            seq.extend([build(item) for item in node.value])
+            return seq
+        if cls is yaml.MappingNode and node.tag == _MAP:
+            mapping: dict[Any, Any] = {}
+            memo[key] = mapping
+            fill(node, mapping)
+            return mapping
+        raise _unsupported(node)
+
+    def fill(node: yaml.MappingNode, mapping: dict[Any, Any]) -> None:
+        for k, v in node.value:
+            if k.__class__ is yaml.ScalarNode and k.tag == _STR:
+                mapping[k.value] = build(v)
+            elif k.tag in _MERGE_KEYS:  # "<<: *base": rare, let PyYAML merge
+                loader.flatten_mapping(node)
+                mapping.clear()
+                fill(node, mapping)
+                return
+            else:
+                key = build(k)
+                try:
+                    hash(key)
+                except TypeError:
+                    raise yaml.constructor.ConstructorError(
+                        "while constructing a mapping", node.start_mark,
+                        "found an unhashable key", k.start_mark) from None
+                mapping[key] = build(v)
+
+    doc = build(root)
+    if aliased:
         _check_expansion(doc)
+        # kubectl sends each alias as its own copy; shared dicts would let a
+        # namespace set on one place appear in another.
+        doc = _unshare(doc)
     return doc
+
+
+def _unshare(node: Any) -> Any:
+    if isinstance(node, dict):
+        return {k: _unshare(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_unshare(v) for v in node]
+    return node
+
+
+def _scalar(loader: Any, node: yaml.ScalarNode) -> Any:
+    tag = node.tag
+    if tag == _T + "timestamp":
+        return node.value  # kubectl reads an unquoted date as a string too
+    if tag == _T + "null":
+        return None
+    construct = _SCALARS.get(tag)
+    if construct is None:
+        raise _unsupported(node)
+    try:
+        return construct(loader, node)
+    except (ValueError, KeyError):  # an explicit tag on a value it cannot take
+        raise yaml.constructor.ConstructorError(
+            None, None, f"cannot read {node.value!r} as {_short(tag)}", node.start_mark) from None
+
+
+_SCALARS = {_T + "bool": yaml.constructor.SafeConstructor.construct_yaml_bool,
+            _T + "int": yaml.constructor.SafeConstructor.construct_yaml_int,
+            _T + "float": yaml.constructor.SafeConstructor.construct_yaml_float}
+
+
+def _short(tag: str) -> str:
+    return "!!" + tag.removeprefix(_T) if tag.startswith(_T) else tag
+
+
+def _unsupported(node: yaml.Node) -> yaml.YAMLError:
+    return yaml.constructor.ConstructorError(
+        None, None, f"unsupported YAML tag {_short(node.tag)} on a {node.id}: a Kubernetes "
+        "object holds only mappings, lists, strings, numbers, booleans and null",
+        node.start_mark)
 
 
 def _check_expansion(doc: Any) -> None:
     """Aliases share nodes when loaded; count them as if expanded, once each."""
     memo: dict[int, int] = {}
+    active: set[int] = set()
 
     def size(node: Any) -> int:
+        if not isinstance(node, (dict, list)):
+            return 1
         key = id(node)
         if key in memo:
             return memo[key]
+        if key in active:
+            raise _AliasBomb("YAML alias refers to a node that contains it (a recursive "
+                             "structure no Kubernetes object can hold)")
+        active.add(key)
         if isinstance(node, dict):
             n = 1 + sum(size(k) + size(v) for k, v in node.items())
-        elif isinstance(node, list):
-            n = 1 + sum(size(v) for v in node)
         else:
-            n = 1
+            n = 1 + sum(size(v) for v in node)
+        active.discard(key)
         if n > MAX_EXPANDED_NODES:
-            raise _AliasBomb
+            raise _AliasBomb(f"YAML aliases expand to more than {MAX_EXPANDED_NODES:,} nodes "
+                             "(an alias bomb?); write the values out instead")
         memo[key] = n
         return n
 
@@ -224,6 +386,8 @@ def _parse_json(path: str, text: str) -> tuple[list[Manifest], list[ManifestErro
         doc = json.loads(text)
     except json.JSONDecodeError as e:
         return [], [ManifestError(path, e.lineno, f"invalid JSON: {e.msg} at column {e.colno}")]
+    except RecursionError:
+        return [], [ManifestError(path, 1, "JSON nested too deeply for a Kubernetes object")]
     return to_manifests(doc, path, 1)
 
 
@@ -266,15 +430,16 @@ def _missing_fields(doc: dict[str, Any]) -> str | None:
 
 # --- kustomize -------------------------------------------------------------
 
-def _kustomize_dirs(paths: Iterable[str]) -> list[str]:
-    """Top-most directories holding a kustomization file."""
-    dirs = sorted({posixpath.dirname(p) for p in paths
-                   if posixpath.basename(p) in KUSTOMIZATION_FILES})
-    top: list[str] = []
-    for d in dirs:
+def _kustomizations(paths: Iterable[str]) -> list[str]:
+    """Kustomization files of the top-most directories holding one."""
+    top: dict[str, str] = {}
+    # By directory, so a parent comes before the directories inside it.
+    for p in sorted((p for p in paths if posixpath.basename(p) in KUSTOMIZATION_FILES),
+                    key=posixpath.dirname):
+        d = posixpath.dirname(p)
         if not any(_inside(d + "/x", t) for t in top):
-            top.append(d)
-    return top
+            top[d] = p
+    return list(top.values())
 
 
 def _inside(path: str, directory: str) -> bool:
@@ -292,42 +457,40 @@ def kubectl_binary() -> str:
     return found
 
 
-def _render_kustomization(src: Source, directory: str) -> tuple[list[Manifest], list[ManifestError]]:
-    label = posixpath.join(directory, "kustomization.yaml")
+def _render_kustomizations(src: Source, kfiles: list[str]) \
+        -> tuple[list[Manifest], list[ManifestError]]:
+    """Render each kustomization (by its file's path) from one export of the tree."""
+    manifests: list[Manifest] = []
+    errors: list[ManifestError] = []
+    if not kfiles:
+        return manifests, errors
     with tempfile.TemporaryDirectory(prefix="kubectl-gitops-kustomize-") as tmp:
-        if src.mode == "worktree":
-            base = src.root
-        else:
+        base = src.root
+        if src.mode != "worktree":
             base = Path(tmp)
-            _export(src, base)
-        try:
-            proc = subprocess.run([kubectl_binary(), "kustomize", str(base / directory)],
-                                  capture_output=True, env=git.clean_env())
-        except FileNotFoundError:
-            return [], [ManifestError(label, None, "kubectl is needed to render kustomize "
-                                      "directories and was not found on PATH")]
-    if proc.returncode != 0:
-        err = proc.stderr.decode("utf-8", "replace").strip().splitlines()
-        msg = (err[-1] if err else "failed").replace(str(base) + "/", "")
-        return [], [ManifestError(label, None, f"kustomize: {msg.removeprefix('error: ')}")]
-    manifests, errors = parse_file(label, proc.stdout)
-    for m in manifests:
-        m.line = 0  # lines of rendered output mean nothing to the author
+            src.export(base)  # the revision's blobs: bases may live outside PATH
+        for kfile in kfiles:
+            ms, es = _render_kustomization(base, kfile)
+            manifests += ms
+            errors += es
     return manifests, errors
 
 
-def _export(src: Source, dest: Path) -> None:
-    """Write the revision's whole tree to ``dest`` (bases may live outside PATH)."""
-    if src.mode == "index":
-        git.run(["checkout-index", "--all", f"--prefix={dest}/"], cwd=src.root,
-                env=index_env(src))
-        return
-    archive = git.run(["archive", "--format=tar", str(src.sha)], cwd=src.root).stdout
-    import io  # noqa: PLC0415
-    import tarfile  # noqa: PLC0415
-
-    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
-        tar.extractall(dest, filter="data")
+def _render_kustomization(base: Path, kfile: str) -> tuple[list[Manifest], list[ManifestError]]:
+    try:
+        proc = subprocess.run([kubectl_binary(), "kustomize", str(base / posixpath.dirname(kfile))],
+                              capture_output=True, env=git.clean_env())
+    except FileNotFoundError:
+        return [], [ManifestError(kfile, None, "kubectl is needed to render kustomize "
+                                  "directories and was not found on PATH")]
+    if proc.returncode != 0:
+        err = proc.stderr.decode("utf-8", "replace").strip().splitlines()
+        msg = (err[-1] if err else "failed").replace(str(base) + "/", "")
+        return [], [ManifestError(kfile, None, f"kustomize: {msg.removeprefix('error: ')}")]
+    manifests, errors = parse_file(kfile, proc.stdout)
+    for m in manifests:
+        m.line = 0  # lines of rendered output mean nothing to the author
+    return manifests, errors
 
 
 def load(src: Source) -> list[Manifest]:

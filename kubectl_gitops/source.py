@@ -68,7 +68,26 @@ class Source:
     def files(self) -> list[SourceFile]:
         reader = {"commit": _commit_files, "worktree": _worktree_files,
                   "index": _index_files}[self.mode]
-        return [f for f in reader(self) if self.wanted(f.path)]
+        return list(reader(self))
+
+    def export(self, dest: Path) -> None:
+        """Write every blob of the revision's whole tree (or the index) under
+        ``dest``, as git stores it: kustomize bases may live outside ``path``
+        and generators read files of any kind. No attributes or filters apply
+        (``git archive`` would honour ``export-ignore``)."""
+        if self.mode == "worktree":
+            raise ValueError("the working tree needs no export")
+        entries = _tree_entries(self, "") if self.mode == "commit" else _index_entries(self, "")
+        blobs = [(sha, path) for mode, sha, path in entries if mode.startswith("100")]
+        for (_, path), data in zip(blobs, git.cat_blobs(self.root, [s for s, _ in blobs])):
+            full = dest / path
+            full.parent.mkdir(parents=True, exist_ok=True)
+            full.write_bytes(data)
+
+    def reads(self, relpath: str) -> bool:
+        """Whether ``relpath`` is a manifest or kustomization this source reads."""
+        return (is_manifest(relpath) or posixpath.basename(relpath) in KUSTOMIZATION_FILES) \
+            and self.wanted(relpath)
 
     def wanted(self, relpath: str) -> bool:
         inner = relpath[len(self.path) + 1:] if self.path else relpath
@@ -155,32 +174,55 @@ def _under(relpath: str, base: str) -> bool:
     return not base or relpath == base or relpath.startswith(base + "/")
 
 
-def _commit_files(src: Source) -> Iterator[SourceFile]:
-    repo = git.repo(str(src.root))
-    tree = repo.commit(src.sha).tree
-    if src.path:
-        try:
-            tree = tree / src.path
-        except KeyError:
-            raise ConfigError(f"{src.path}: no such directory at {src.ref}") from None
-        if tree.type != "tree":
-            raise ConfigError(f"{src.path}: not a directory at {src.ref}")
-    odb = repo.odb
-    for item in tree.traverse(predicate=lambda i, _d: i.type == "blob"):
-        if is_manifest(item.path) or posixpath.basename(item.path) in KUSTOMIZATION_FILES:
-            yield SourceFile(item.path, odb.stream(item.binsha).read())
+# Paths given to git are file names, never globs: a directory may be called
+# "app*" and must not match "apps".
+_LITERAL = {"GIT_LITERAL_PATHSPECS": "1"}
 
 
-def _index_entries(src: Source) -> list[tuple[str, str, str]]:
-    """``(mode, sha, path)`` of every stage-0 entry under the path, NUL-safe."""
-    args = ["ls-files", "-z", "--stage", "--"] + ([src.path] if src.path else [])
+def _tree_entries(src: Source, path: str | None = None) -> list[tuple[str, str, str]]:
+    """``(mode, sha, path)`` of every blob and link under ``path`` (default:
+    the source's) at the commit, from one ``git ls-tree``: reading git objects
+    never needs a checkout, and one process beats a round trip per tree."""
+    path = src.path if path is None else path
+    args = ["ls-tree", "-r", "-z", "--full-tree", str(src.sha), "--"] + ([path] if path else [])
     entries = []
-    for rec in git.zsplit(git.run(args, cwd=src.root, env=index_env(src)).stdout):
-        meta, _, path = rec.partition("\t")
+    for rec in git.zsplit(git.run(args, cwd=src.root, env=_LITERAL).stdout):
+        meta, _, name = rec.partition("\t")
+        mode, _kind, sha = meta.split()
+        entries.append((mode, sha, name))
+    if path and not any(name.startswith(path + "/") for _, _, name in entries):
+        what = "not a directory" if entries else "no such directory"
+        raise ConfigError(f"{path}: {what} at {src.ref}")
+    return entries
+
+
+def _blob_files(src: Source, entries: list[tuple[str, str, str]]) -> Iterator[SourceFile]:
+    # Regular files only: submodules (160000) and symlinks (120000) hold no
+    # manifests of their own, in every mode alike.
+    wanted = [(sha, path) for mode, sha, path in entries
+              if mode.startswith("100") and src.reads(path)]
+    blobs = git.cat_blobs(src.root, [sha for sha, _ in wanted])
+    for (_, path), data in zip(wanted, blobs):
+        yield SourceFile(path, data)
+
+
+def _commit_files(src: Source) -> Iterator[SourceFile]:
+    return _blob_files(src, _tree_entries(src))
+
+
+def _index_entries(src: Source, path: str | None = None) -> list[tuple[str, str, str]]:
+    """``(mode, sha, path)`` of every stage-0 entry under ``path`` (default:
+    the source's), NUL-safe."""
+    path = src.path if path is None else path
+    args = ["ls-files", "-z", "--stage", "--"] + ([path] if path else [])
+    entries = []
+    env = {**_LITERAL, **(index_env(src) or {})}
+    for rec in git.zsplit(git.run(args, cwd=src.root, env=env).stdout):
+        meta, _, name = rec.partition("\t")
         mode, sha, stage = meta.split()
         if stage != "0":
-            raise GitError(f"{path}: unmerged in the index; resolve the conflict first")
-        entries.append((mode, sha, path))
+            raise GitError(f"{name}: unmerged in the index; resolve the conflict first")
+        entries.append((mode, sha, name))
     return entries
 
 
@@ -189,22 +231,15 @@ def index_env(src: Source) -> dict[str, str] | None:
 
 
 def _index_files(src: Source) -> Iterator[SourceFile]:
-    wanted = [(sha, path) for mode, sha, path in _index_entries(src)
-              # submodules and symlinks hold no manifests of their own
-              if not mode.startswith(("160", "120"))
-              and (is_manifest(path) or posixpath.basename(path) in KUSTOMIZATION_FILES)]
-    blobs = git.cat_blobs(src.root, [sha for sha, _ in wanted])
-    for (_, path), data in zip(wanted, blobs):
-        yield SourceFile(path, data)
+    return _blob_files(src, _index_entries(src))
 
 
 def _worktree_files(src: Source) -> Iterator[SourceFile]:
     args = ["ls-files", "-z", "--cached", "--others", "--exclude-standard", "--"]
     paths = sorted(set(git.zsplit(git.run(args + ([src.path] if src.path else []),
-                                          cwd=src.root).stdout)))
+                                          cwd=src.root, env=_LITERAL).stdout)))
     for path in paths:
         full = src.root / path
-        if not full.is_file() or full.is_symlink():
+        if not src.reads(path) or not full.is_file() or full.is_symlink():
             continue  # deleted but still tracked, or a link
-        if is_manifest(path) or posixpath.basename(path) in KUSTOMIZATION_FILES:
-            yield SourceFile(path, full.read_bytes())
+        yield SourceFile(path, full.read_bytes())
