@@ -44,6 +44,8 @@ class Item:
     needs_apply: bool = False
     note: str = ""
     error: str = ""
+    conflict: str = ""  # fields another manager owns; sync needs --force-conflicts
+    adopted: str = ""  # the previous owner, when --adopt takes the object over
 
     @property
     def api_version(self) -> str:
@@ -197,17 +199,28 @@ def _predict(kube: Kube, items: list[Item], new_namespaces: set[str], force: boo
             if item.id.namespace in new_namespaces and "namespace" in str(e).lower():
                 item.note = f"namespace {item.id.namespace} is created by this revision"
             else:
-                item.error = str(e)
+                item.error = _message(e)
         except ConflictError as e:
-            item.error = f"{e}; use --force-conflicts to take ownership of these fields"
+            # Predict what a forced apply would do, and say that it needs forcing.
+            item.conflict = f"{e}; use --force-conflicts to take ownership of these fields"
+            try:
+                item.predicted = kube.apply(item.rtype, item.desired, dry_run=True, force=True)
+            except ClusterError as again:
+                item.error = _message(again)
         except ClusterError as e:
-            msg = str(e)
+            msg = _message(e)
             if "immutable" in msg:
                 msg += (f"; this field cannot change in place: delete {item.id} and sync "
                         "again, or give it a new name")
             item.error = msg
 
     list(kube.map(dry_run, items))
+
+
+def _message(e: ClusterError) -> str:
+    """The server's message without the object prefix (callers name the object)."""
+    text = str(e)
+    return text.removeprefix(f"{e.obj}: ") if e.obj else text
 
 
 def _classify(item: Item) -> None:

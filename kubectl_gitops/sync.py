@@ -9,6 +9,7 @@ object and re-running it converges.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -69,12 +70,18 @@ def check(app: App, plan: Plan, opts: Options) -> None:
     if opts.prune and not app.manifests and not opts.allow_empty:
         problems.append(f"the revision holds no objects under {app.src.path or 'the repo root'}; "
                         "refusing to prune everything (pass --allow-empty to do so)")
-    if not opts.adopt:
-        for item in plan.items:
-            owner = applyset.foreign_owner(item.live, app.parent.id) if item.live else None
-            if owner and item.action != "prune":
-                problems.append(f"{item.id}: already owned by {owner}; not taking it over "
-                                "(pass --adopt to take ownership)")
+    for item in plan.items:
+        owner = applyset.foreign_owner(item.live, app.parent.id) if item.live else None
+        if not owner or item.action == "prune":
+            continue
+        if opts.adopt:
+            item.adopted = owner  # taking over means taking its fields too
+        else:
+            problems.append(f"{item.id}: already owned by {owner}; not taking it over "
+                            "(pass --adopt to take ownership)")
+    if not opts.force_conflicts:
+        problems += [i.conflict for i in plan.items
+                     if i.conflict and i.needs_apply and not i.adopted]
     if problems:
         raise SyncRefused(problems)
 
@@ -127,25 +134,26 @@ def _apply_parent(app: App, parent: applyset.Parent, hist: list[dict[str, Any]])
 
 
 def _apply(app: App, items: list[Item], opts: Options, result: Result, report: Report) -> None:
-    def one(item: Item) -> str | None:
+    """Apply concurrently, reporting each object as it lands (a killed sync
+    shows how far it got)."""
+    lock = threading.Lock()
+
+    def one(item: Item) -> None:
         assert item.rtype and item.desired
         try:
-            app.kube.apply(item.rtype, item.desired, force=opts.force_conflicts)
+            app.kube.apply(item.rtype, item.desired,
+                           force=opts.force_conflicts or bool(item.adopted))
         except ClusterError as e:
-            msg = str(e)
-            return msg if msg.startswith(str(item.id)) else f"{item.id}: {msg}"
-        return None
+            msg = str(e).removeprefix(f"{e.obj}: ") if e.obj else str(e)
+            with lock:
+                result.failures.append(f"{item.id}: {msg}")
+                report(f"failed     {item.id}: {msg}")
+            return
+        with lock:
+            (result.created if item.action == "create" else result.updated).append(item)
+            report(f"{'created   ' if item.action == 'create' else 'configured'} {item.id}")
 
-    for item, failure in zip(items, app.kube.map(one, items)):
-        if failure:
-            result.failures.append(failure)
-            report(f"failed     {item.id}: {failure.removeprefix(str(item.id) + ': ')}")
-        elif item.action == "create":
-            result.created.append(item)
-            report(f"created    {item.id}")
-        else:
-            result.updated.append(item)
-            report(f"configured {item.id}")
+    list(app.kube.map(one, items))
 
 
 def _wait_established(app: App, items: list[Item], result: Result, deadline: float) -> None:
