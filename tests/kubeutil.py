@@ -58,3 +58,17 @@ def deployment(name: str, replicas: int = 1, image: str = "nginx:1.27") -> dict[
             "spec": {"replicas": replicas, "selector": {"matchLabels": labels},
                      "template": {"metadata": {"labels": labels},
                                   "spec": {"containers": [{"name": "c", "image": image}]}}}}
+
+
+def crd(kind: str, group: str, properties: dict[str, Any]) -> str:
+    """A namespaced CRD ``<kind>s.<group>`` whose spec has ``properties``."""
+    plural = kind.lower() + "s"
+    schema = {"type": "object", "properties": {
+        "spec": {"type": "object", "properties": properties}}}
+    return docs({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+                 "metadata": {"name": f"{plural}.{group}"},
+                 "spec": {"group": group, "scope": "Namespaced",
+                          "names": {"kind": kind, "plural": plural, "singular": kind.lower(),
+                                    "listKind": f"{kind}List"},
+                          "versions": [{"name": "v1", "served": True, "storage": True,
+                                        "schema": {"openAPIV3Schema": schema}}]}})

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 from gitutil import commit, git_env, make_repo, write  # noqa: F401
-from kubeutil import configmap, deployment, docs, get, gitops, kubectl
+from kubeutil import configmap, crd, deployment, docs, get, gitops, kubectl
 
 # Every kind the issue names, as a user would write it: no server defaults.
 KINDS = {
@@ -130,28 +130,8 @@ spec:
   accessModes: [ReadWriteOnce]
   resources: {requests: {storage: 1Gi}}
 """,
-    "crd": """
-apiVersion: apiextensions.k8s.io/v1
-kind: CustomResourceDefinition
-metadata: {name: widgets.NS.example.com}
-spec:
-  group: NS.example.com
-  scope: Namespaced
-  names: {kind: Widget, plural: widgets, singular: widget, listKind: WidgetList}
-  versions:
-  - name: v1
-    served: true
-    storage: true
-    schema:
-      openAPIV3Schema:
-        type: object
-        properties:
-          spec:
-            type: object
-            properties:
-              size: {type: integer, default: 3}
-              color: {type: string}
----
+    "crd": crd("Widget", "NS.example.com", {"size": {"type": "integer", "default": 3},
+                                            "color": {"type": "string"}}) + """---
 apiVersion: NS.example.com/v1
 kind: Widget
 metadata: {name: blue}

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from gitutil import commit, git_env, make_repo, write  # noqa: F401
-from kubeutil import configmap, deployment, docs, get, gitops, kubectl
+from kubeutil import configmap, crd, deployment, docs, get, gitops, kubectl
 
 from kubectl_gitops.applyset import (GROUP_KINDS_ANNOTATION, ID_LABEL, NAMESPACES_ANNOTATION,
                                      PART_OF_LABEL, TOOLING_ANNOTATION, applyset_id)
@@ -156,27 +156,7 @@ def test_empty_revision_guard(tmp_path: Path, git_env: dict, kube_env: dict,
     assert get("configmap", "a", kube_env, namespace) is None
 
 
-CRD = """
-apiVersion: apiextensions.k8s.io/v1
-kind: CustomResourceDefinition
-metadata: {name: gadgets.NS.example.com}
-spec:
-  group: NS.example.com
-  scope: Namespaced
-  names: {kind: Gadget, plural: gadgets, singular: gadget, listKind: GadgetList}
-  versions:
-  - name: v1
-    served: true
-    storage: true
-    schema:
-      openAPIV3Schema:
-        type: object
-        properties:
-          spec:
-            type: object
-            properties:
-              size: {type: integer, maximum: 10}
-"""
+CRD = crd("Gadget", "NS.example.com", {"size": {"type": "integer", "maximum": 10}})
 
 
 def _gadget(name: str, size: int, ns: str) -> str:
