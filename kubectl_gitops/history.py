@@ -18,9 +18,10 @@ def records(kube: Kube, name: str, namespace: str) -> list[dict[str, Any]]:
 
 
 def git_user(root: str) -> str:
-    name = git.run(["config", "user.name"], cwd=root, check=False).stdout.decode().strip()
-    email = git.run(["config", "user.email"], cwd=root, check=False).stdout.decode().strip()
-    return f"{name} <{email}>" if email else name
+    """Who git says is acting (config or GIT_COMMITTER_* variables), as ``Name <email>``."""
+    proc = git.run(["var", "GIT_COMMITTER_IDENT"], cwd=root, check=False)
+    ident = proc.stdout.decode("utf-8", "replace").strip()
+    return ident.rsplit(" ", 2)[0] if proc.returncode == 0 and ident else ""
 
 
 def record(*, revision: str | None, ref: str, path: str, git_user: str, cluster_user: str,
