@@ -1,0 +1,100 @@
+"""Shared fixtures: a real local control plane, one namespace per test.
+
+Integration tests run against etcd + kube-apiserver + kube-controller-manager
+started by ``kubectl_gitops.controlplane`` (or an already running cluster whose
+kubeconfig is in ``$KUBECTL_GITOPS_KUBECONFIG``, e.g. from ``controlplane up``).
+They are never skipped: if the control plane cannot start, they fail.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+if TYPE_CHECKING:
+    from kubernetes.client import ApiClient
+
+CLUSTER_FIXTURES = {"control_plane", "api_client", "namespace", "kube_env"}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "cluster: needs the real local control plane (etcd + kube-apiserver)")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # Any test that touches the cluster is marked, so `-m "not cluster"` runs
+    # exactly the unit tests without every test file having to remember.
+    for item in items:
+        if CLUSTER_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.cluster)
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """What tests need to reach a cluster."""
+
+    kubeconfig: Path
+
+
+@pytest.fixture(scope="session")
+def control_plane() -> Iterator[Cluster]:
+    reuse = os.environ.get("KUBECTL_GITOPS_KUBECONFIG")
+    if reuse:
+        path = Path(reuse)
+        if not path.is_file():
+            raise FileNotFoundError(f"KUBECTL_GITOPS_KUBECONFIG={reuse}: no such kubeconfig; "
+                                    "unset it to start a control plane for this session")
+        yield Cluster(path)
+        return
+    from kubectl_gitops.controlplane import ControlPlane
+
+    # Any failure to start raises here, which fails (never skips) the tests.
+    with ControlPlane() as cp:
+        yield Cluster(cp.kubeconfig)
+
+
+@pytest.fixture(scope="session")
+def api_client(control_plane: Cluster) -> Iterator[ApiClient]:
+    from kubernetes import config
+
+    client = config.new_client_from_config(config_file=str(control_plane.kubeconfig))
+    with client:
+        yield client
+
+
+@pytest.fixture
+def namespace(request: pytest.FixtureRequest, api_client: ApiClient) -> Iterator[str]:
+    """A fresh namespace named after the test; deleted (not awaited) afterwards."""
+    from kubernetes.client import CoreV1Api, V1Namespace, V1ObjectMeta
+    from kubernetes.client.exceptions import ApiException
+
+    slug = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower()).strip("-")[:40].strip("-")
+    name = f"t-{slug}-{uuid.uuid4().hex[:6]}"
+    core = CoreV1Api(api_client)
+    core.create_namespace(V1Namespace(metadata=V1ObjectMeta(name=name)))
+    yield name
+    try:
+        core.delete_namespace(name)
+    except ApiException as e:
+        if e.status != 404:  # a test may delete its own namespace
+            raise
+
+
+@pytest.fixture
+def kube_env(control_plane: Cluster) -> dict[str, str]:
+    """Environment for subprocesses: KUBECONFIG set, the venv's bin dir first
+    on PATH so the real ``kubectl`` and this package's executables are found."""
+    bin_dir = str(Path(sys.executable).parent)
+    env = dict(os.environ)
+    env["KUBECONFIG"] = str(control_plane.kubeconfig)
+    env["PATH"] = os.pathsep.join([bin_dir, env.get("PATH", "")])
+    return env
