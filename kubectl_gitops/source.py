@@ -190,10 +190,15 @@ def _tree_entries(src: Source, path: str | None = None) -> list[tuple[str, str, 
         meta, _, name = rec.partition("\t")
         mode, _kind, sha = meta.split()
         entries.append((mode, sha, name))
+    _check_directory(path, entries, f"at {src.ref}")
+    return entries
+
+
+def _check_directory(path: str, entries: list[tuple[str, str, str]], where: str) -> None:
+    """A mistyped path must not read as an empty desired state."""
     if path and not any(name.startswith(path + "/") for _, _, name in entries):
         what = "not a directory" if entries else "no such directory"
-        raise ConfigError(f"{path}: {what} at {src.ref}")
-    return entries
+        raise ConfigError(f"{path}: {what} {where}")
 
 
 def _blob_files(src: Source, entries: list[tuple[str, str, str]]) -> Iterator[SourceFile]:
@@ -231,10 +236,15 @@ def index_env(src: Source) -> dict[str, str] | None:
 
 
 def _index_files(src: Source) -> Iterator[SourceFile]:
-    return _blob_files(src, _index_entries(src))
+    entries = _index_entries(src)
+    _check_directory(src.path, entries, "in the index")
+    return _blob_files(src, entries)
 
 
 def _worktree_files(src: Source) -> Iterator[SourceFile]:
+    if src.path and not (src.root / src.path).is_dir():
+        what = "not a directory" if (src.root / src.path).exists() else "no such directory"
+        raise ConfigError(f"{src.path}: {what} in the working tree")
     args = ["ls-files", "-z", "--cached", "--others", "--exclude-standard", "--"]
     paths = sorted(set(git.zsplit(git.run(args + ([src.path] if src.path else []),
                                           cwd=src.root, env=_LITERAL).stdout)))

@@ -244,6 +244,12 @@ def test_bad_paths(repo: Path) -> None:
         source.resolve(repo=repo, path="nope").files()
     with pytest.raises(ConfigError, match=r"^apps/a\.yaml: not a directory at HEAD$"):
         source.resolve(repo=repo, path="apps/a.yaml").files()
+    for kw, where in (({"staged": True}, "in the index"),
+                      ({"working_tree": True}, "in the working tree")):
+        with pytest.raises(ConfigError, match=f"^nope: no such directory {where}$"):
+            source.resolve(repo=repo, path="nope", **kw).files()
+        with pytest.raises(ConfigError, match=rf"^apps/a\.yaml: not a directory {where}$"):
+            source.resolve(repo=repo, path="apps/a.yaml", **kw).files()
 
 
 def test_not_a_repository(tmp_path: Path, git_env: dict[str, str]) -> None:
