@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import zlib
 from collections.abc import Mapping, Sequence
 from functools import lru_cache
 from pathlib import Path
@@ -59,13 +60,55 @@ def out(args: Sequence[str], *, cwd: str | Path, **kw: object) -> str:
 
 def cat_blobs(root: str | Path, shas: Sequence[str], *,
               env: Mapping[str, str] | None = None) -> list[bytes]:
-    """Contents of many blobs through one ``git cat-file --batch``.
+    """Contents of many blobs: loose objects read directly, the rest (packed,
+    or from alternates) through one ``git cat-file --batch``.
 
-    The hook reads the index this way: one process, and no GitPython import
-    (~0.15 s) on the path that runs on every commit.
+    The hook reads the index this way: no GitPython import (~0.15 s) on the
+    path that runs on every commit. Freshly committed or staged blobs are
+    loose, and git spends ~80 us of system time on each one it opens for
+    ``cat-file``; inflating them here costs a third of that.
     """
     if not shas:
         return []
+    objects = _objects_dir(str(root))
+    fanout = _fanout_dirs(objects)
+    blobs = [_loose_blob(objects, s) if s[:2] in fanout else None for s in shas]
+    missing = [s for s, b in zip(shas, blobs) if b is None]
+    if missing:
+        packed = dict(zip(missing, _cat_file(root, missing, env)))
+        blobs = [packed[s] if b is None else b for s, b in zip(shas, blobs)]
+    return blobs  # type: ignore[return-value]
+
+
+@lru_cache(maxsize=8)
+def _objects_dir(root: str) -> Path:
+    # --git-path follows linked worktrees to the common object store.
+    return Path(root) / out(["rev-parse", "--git-path", "objects"], cwd=root)
+
+
+def _fanout_dirs(objects: Path) -> frozenset[str]:
+    """The ``xx/`` directories that hold loose objects: none after a ``git gc``."""
+    try:
+        return frozenset(n for n in os.listdir(objects) if len(n) == 2)
+    except OSError:
+        return frozenset()
+
+
+def _loose_blob(objects: Path, sha: str) -> bytes | None:
+    """A loose blob's content, or None to leave it to git (packed, or odd)."""
+    try:
+        with open(objects / sha[:2] / sha[2:], "rb") as f:
+            raw = zlib.decompress(f.read())
+    except (OSError, zlib.error):
+        return None
+    header, _, body = raw.partition(b"\0")
+    if header != b"blob %d" % len(body):
+        return None
+    return body
+
+
+def _cat_file(root: str | Path, shas: Sequence[str],
+              env: Mapping[str, str] | None) -> list[bytes]:
     data = run(["cat-file", "--batch"], cwd=root, env=env,
                input="".join(f"{s}\n" for s in shas).encode()).stdout
     blobs: list[bytes] = []

@@ -86,6 +86,35 @@ def test_any_commit_ish_and_a_missing_revision(repo: Path) -> None:
         source.resolve(repo=repo, ref="no-such-ref")
 
 
+def test_loose_and_packed_objects_read_alike(repo: Path) -> None:
+    write(repo, "a.yaml", cm("a", "one"))
+    write(repo, "b.yaml", cm("b", "one"))
+    commit(repo, "one")
+    git(repo, "gc", "-q")  # everything so far is packed, no loose object left
+    assert not list((repo / ".git" / "objects").glob("[0-9a-f][0-9a-f]/*"))
+    write(repo, "a.yaml", cm("a", "two"))  # a loose blob beside a packed one
+    commit(repo, "two")
+    write(repo, "b.yaml", cm("b", "staged"))
+    git(repo, "add", "b.yaml")
+    assert values(source.resolve(repo=repo, ref="HEAD~1")) == {"a": "one", "b": "one"}
+    assert values(source.resolve(repo=repo)) == {"a": "two", "b": "one"}
+    assert values(source.resolve(repo=repo, staged=True)) == {"a": "two", "b": "staged"}
+
+
+def test_a_linked_worktree_reads_the_shared_object_store(repo: Path, tmp_path: Path) -> None:
+    write(repo, "a.yaml", cm("a", "main"))
+    commit(repo)
+    git(repo, "worktree", "add", "-q", "-b", "side", str(tmp_path / "side"))
+    side = tmp_path / "side"
+    write(side, "a.yaml", cm("a", "side"))
+    commit(side)
+    assert values(source.resolve(repo=side)) == {"a": "side"}
+    assert values(source.resolve(repo=side, ref="main")) == {"a": "main"}
+    write(side, "a.yaml", cm("a", "side-staged"))
+    git(side, "add", "a.yaml")
+    assert values(source.resolve(repo=side, staged=True)) == {"a": "side-staged"}
+
+
 def test_only_manifest_files_are_read_in_sorted_order(repo: Path) -> None:
     write(repo, "z.yaml", cm("z"))
     write(repo, "dir/m.yml", cm("m"))
