@@ -346,6 +346,10 @@ def _unverified_context() -> ssl.SSLContext:
 
 _running: set[ControlPlane] = set()
 _previous_handlers: dict[int, Any] = {}
+# While a child is being spawned it is not yet in its ControlPlane's list, so
+# a stop then would miss it; signals that arrive meanwhile wait for the end.
+_spawning = 0
+_deferred: list[int] = []
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 _atexit_registered = False
 
@@ -388,7 +392,24 @@ def _restore_handlers() -> None:
         del _previous_handlers[sig]
 
 
+@contextlib.contextmanager
+def _signals_deferred() -> Iterator[None]:
+    global _spawning
+    _spawning += 1
+    try:
+        yield
+    finally:
+        _spawning -= 1
+    if not _spawning and _deferred:
+        signum = _deferred[0]
+        _deferred.clear()
+        _on_signal(signum, None)
+
+
 def _on_signal(signum: int, frame: FrameType | None) -> None:
+    if _spawning:
+        _deferred.append(signum)
+        return
     previous = _previous_handlers.get(signum, signal.SIG_DFL)
     _stop_all()
     _restore_handlers()
@@ -472,8 +493,12 @@ class ControlPlane:
         return self
 
     def stop(self, timeout: float = STOP_TIMEOUT) -> None:
-        """Stop every process (SIGTERM, SIGKILL after ``timeout``) and clean up."""
-        if self._stopped or not self._started:
+        """Stop every process (SIGTERM, SIGKILL after ``timeout``) and clean up.
+
+        Safe to call again: it then only catches what a start still running
+        (e.g. interrupted by a signal whose handler returned) added since.
+        """
+        if not self._started:
             return
         self._stopped = True
         _unregister(self)
@@ -484,9 +509,8 @@ class ControlPlane:
     def _terminate_all(self, timeout: float) -> None:
         # Clients of etcd first, so they do not spend their shutdown retrying it.
         by_name = {c.name: c.proc for c in self._components}
-        clients = [by_name[n] for n in ("kube-controller-manager", "kube-apiserver") if n in by_name]
-        _terminate(clients, timeout)
-        _terminate([by_name[n] for n in ("etcd",) if n in by_name], timeout)
+        for wave in (("kube-controller-manager", "kube-apiserver"), ("etcd",)):
+            _terminate([by_name[n] for n in wave if n in by_name], timeout)
 
     def _make_data_dir(self) -> Path:
         if self._requested_dir is None:
@@ -540,10 +564,13 @@ class ControlPlane:
                    lambda: _expect_status(https_get(sa, ctx), 200))
 
     def _launch(self, bin_dir: Path, name: str, args: list[str]) -> _Component:
+        if self._stopped:
+            raise ControlPlaneError(f"stopped while starting, before {name}")
         log = self.data_dir / f"{name}.log"
-        component = _spawn(name, [str(bin_dir / name), *args], log,
-                           die_with_parent=self._die_with_parent)
-        self._components.append(component)
+        with _signals_deferred():
+            component = _spawn(name, [str(bin_dir / name), *args], log,
+                               die_with_parent=self._die_with_parent)
+            self._components.append(component)
         return component
 
     def _wait(self, component: _Component, what: str, probe: Callable[[], str | None]) -> None:
@@ -556,8 +583,8 @@ class ControlPlane:
         while True:
             for c in self._components:
                 if c.proc.poll() is not None:
-                    raise ControlPlaneError(c.failure(
-                        f"{c.name} exited with status {c.proc.returncode} while waiting for {what}"))
+                    why = f"{c.name} exited with status {c.proc.returncode}"
+                    raise ControlPlaneError(c.failure(f"{why} while waiting for {what}"))
             why = probe()
             if why is None:
                 return
@@ -814,18 +841,28 @@ def _wait_gone(pids: Sequence[int], timeout: float) -> list[int]:
 def cmd_up(state: StateDir, timeout: float) -> int:
     with state.locked():
         pid = state.supervisor_pid()
-        if pid is not None and state.ready():
+        # A running cluster may answer slowly on a busy machine, and one still
+        # starting (an earlier `up` was interrupted) will be ready soon: wait
+        # rather than replace a cluster someone may be using.
+        if pid is not None and _becomes_ready(state, pid, timeout):
             print(f"reusing the control plane in {state.path} (pid {pid})", file=sys.stderr)
             print(state.kubeconfig)
             return exitcodes.OK
         if pid is not None:
-            # Alive but not ready: a stuck or half-dead supervisor; replace it.
+            print(f"replacing the unresponsive control plane (pid {pid})", file=sys.stderr)
             _stop_supervisor(state, pid)
         state.clear()
         bin_dir = binaries_dir()
-        pid = _spawn_supervisor(state, bin_dir, timeout)
         start = time.monotonic()
-        _wait_ready(state, pid, timeout)
+        pid = _spawn_supervisor(state, bin_dir, timeout)
+        # The supervisor has its own per-step timeouts; this is a backstop.
+        if not _becomes_ready(state, pid, timeout * 3 + 30):
+            _stop_supervisor(state, pid)
+            state.clear()
+            # A few more lines than usual: the supervisor's own error heads them.
+            log_tail = tail_file(state.log, LOG_TAIL_LINES + 5)
+            raise ControlPlaneError(f"the control plane did not start; "
+                                    f"last lines of {state.log}:\n{log_tail}")
         print(f"control plane ready in {time.monotonic() - start:.1f}s "
               f"(pid {pid}, logs in {state.path})", file=sys.stderr)
         print(state.kubeconfig)
@@ -838,7 +875,7 @@ def _spawn_supervisor(state: StateDir, bin_dir: Path, timeout: float) -> int:
     env["PYTHONPATH"] = os.pathsep.join(p for p in (package_parent, env.get("PYTHONPATH")) if p)
     argv = [sys.executable, "-m", "kubectl_gitops.controlplane", "_serve",
             "--state-dir", str(state.path), "--bin-dir", str(bin_dir), "--timeout", str(timeout)]
-    with state.log.open("ab") as log:
+    with state.log.open("wb") as log:
         # Detached: own session, stdio off the caller's pipes (else `make`
         # or `$(...)` would wait for it), cwd that pins no directory.
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log,
@@ -851,18 +888,14 @@ def _spawn_supervisor(state: StateDir, bin_dir: Path, timeout: float) -> int:
     return proc.pid
 
 
-def _wait_ready(state: StateDir, pid: int, timeout: float) -> None:
-    # The supervisor has its own per-step timeouts; this one is a backstop.
-    deadline = time.monotonic() + timeout * 3
+def _becomes_ready(state: StateDir, pid: int, timeout: float) -> bool:
+    """Whether the supervisor's cluster answers /readyz before ``timeout``."""
+    deadline = time.monotonic() + timeout
     while not state.ready():
-        if not pid_alive(pid):
-            raise ControlPlaneError(f"the control plane supervisor exited; "
-                                    f"last lines of {state.log}:\n{tail_file(state.log)}")
-        if time.monotonic() > deadline:
-            _stop_supervisor(state, pid)
-            raise ControlPlaneError(f"timed out waiting for the control plane; "
-                                    f"last lines of {state.log}:\n{tail_file(state.log)}")
+        if not pid_alive(pid) or time.monotonic() > deadline:
+            return False
         time.sleep(0.2)
+    return True
 
 
 def _stop_supervisor(state: StateDir, pid: int) -> None:
@@ -957,14 +990,14 @@ def _publish(state: StateDir, cp: ControlPlane, bin_dir: Path) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m kubectl_gitops.controlplane",
-        description="Run a local etcd + kube-apiserver + kube-controller-manager in the background.")
+        description="Run etcd, kube-apiserver and kube-controller-manager in the background.")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, text in (("up", "start (or reuse) it; print the kubeconfig path last"),
                        ("down", "stop it"), ("status", "report whether it runs"),
                        ("_serve", argparse.SUPPRESS)):
         p = sub.add_parser(name, help=text)
-        p.add_argument("--state-dir", type=Path, default=None,
-                       help="default: $KUBECTL_GITOPS_CLUSTER_DIR or ~/.cache/kubectl-gitops/cluster")
+        p.add_argument("--state-dir", type=Path, default=None, help=(
+            "default: $KUBECTL_GITOPS_CLUSTER_DIR or ~/.cache/kubectl-gitops/cluster"))
         if name in ("up", "_serve"):
             p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT,
                            help="seconds allowed for each start-up step")
