@@ -1,0 +1,27 @@
+"""Running this package's installed executables from tests."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BIN = Path(sys.executable).parent
+
+
+@pytest.fixture
+def env(git_env: dict[str, str]) -> dict[str, str]:
+    """The isolated git environment with this package's executables first on PATH."""
+    return {**git_env, "PATH": os.pathsep.join([str(BIN), git_env.get("PATH", "")])}
+
+
+def run(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=180)
+
+
+def cm(name: str, extra: str = "") -> str:
+    """A ConfigMap manifest; ``extra`` is appended as more YAML lines."""
+    return f"apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\n{extra}"
