@@ -145,17 +145,22 @@ def normalize_path(root: Path, path: str | None) -> str:
 
 def resolve(*, repo: str | Path | None = None, path: str | None = None, ref: str | None = None,
             working_tree: bool = False, staged: bool = False, name: str | None = None,
-            namespace: str | None = None) -> Source:
-    """Resolve the common source options (DESIGN.md) into a :class:`Source`."""
+            namespace: str | None = None, index_file: str | None = None) -> Source:
+    """Resolve the common source options (DESIGN.md) into a :class:`Source`.
+
+    ``.gitops.yaml`` is read from the same place as the manifests (the
+    commit, the index or the working tree), so a revision carries its own
+    settings and rollback or diff of an old commit sees that commit's path.
+    """
     if working_tree and staged:
         raise ConfigError("--working-tree and --staged exclude each other")
     if (working_tree or staged) and ref not in (None, "HEAD"):
         raise ConfigError("--ref cannot be combined with --working-tree or --staged")
     root = git.toplevel(repo)
-    cfg = load_config(root)
     mode: Mode = "worktree" if working_tree else "index" if staged else "commit"
     ref = ref or "HEAD"
     sha = git.rev_parse(root, ref) if mode == "commit" else None
+    cfg = _config_at(root, mode, sha, index_file)
     if path is not None and repo is None and not Path(path).is_absolute():
         # A relative --path given on the command line is relative to the cwd,
         # as every git and kubectl path argument is.
@@ -163,7 +168,16 @@ def resolve(*, repo: str | Path | None = None, path: str | None = None, ref: str
     rel = normalize_path(root, path if path is not None else cfg.path)
     return Source(root=root, path=rel, mode=mode, ref=ref, sha=sha,
                   name=name or cfg.name or root.name, namespace=namespace or cfg.namespace,
-                  exclude=cfg.exclude)
+                  exclude=cfg.exclude, index_file=index_file)
+
+
+def _config_at(root: Path, mode: Mode, sha: str | None, index_file: str | None) -> RepoConfig:
+    if mode == "worktree":
+        return load_config(root)
+    spec = f"{sha}:{CONFIG_FILE}" if mode == "commit" else f":{CONFIG_FILE}"
+    env = {"GIT_INDEX_FILE": index_file} if index_file and mode == "index" else None
+    proc = git.run(["cat-file", "blob", spec], cwd=root, check=False, env=env)
+    return load_config(root, proc.stdout) if proc.returncode == 0 else RepoConfig()
 
 
 def is_manifest(relpath: str) -> bool:

@@ -147,6 +147,10 @@ current-context: with-ns
     assert desired.default_namespace(plain, None, with_ns) == "from-context"
     # 2. .gitops.yaml beats the context
     write(repo, ".gitops.yaml", "namespace: from-config\n")
+    # ... read from the same place as the manifests: uncommitted, it is not at HEAD yet.
+    assert source.resolve(repo=repo).namespace is None
+    assert source.resolve(repo=repo, working_tree=True).namespace == "from-config"
+    commit(repo, "config")
     configured = source.resolve(repo=repo)
     assert desired.default_namespace(configured, None, with_ns) == "from-config"
     # 1. --namespace beats everything, whether given to resolve() or to load()
