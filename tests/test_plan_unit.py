@@ -137,3 +137,15 @@ def test_foreign_owner() -> None:
     assert applyset.foreign_owner({"metadata": {"labels": {
         "app.kubernetes.io/managed-by": "Helm"}}}, ours) == "app.kubernetes.io/managed-by=Helm"
     assert applyset.foreign_owner({"metadata": {}}, ours) is None
+
+
+def test_history_keeps_the_newest_ten() -> None:
+    from kubectl_gitops import history
+
+    records: list[dict] = []
+    for i in range(12):
+        records = history.appended(records, {"revision": str(i)})
+    assert [r["revision"] for r in records] == [str(i) for i in range(11, 1, -1)]
+    parent = applyset.Parent("app", "ns", group_kinds={"ConfigMap"}, namespaces={"ns"})
+    live = parent.to_object(history=records)
+    assert applyset.parent_from_live("app", "ns", live).history == records
