@@ -245,6 +245,24 @@ def test_crd_combinators_and_list_types() -> None:
     assert "exactly one must match" in found[0][1]
 
 
+def test_definitions_are_cached_without_descriptions(tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    _, directory = schema.schema_dir(KUBERNETES_VERSION)
+    first = schema.definitions(directory)
+    [cached] = (tmp_path / "cache" / "kubectl-gitops" / "schemas").iterdir()
+    assert cached.name.startswith(directory.name) and cached.suffix == ".marshal"
+    assert schema.definitions(directory) == first
+    pc = first["io.k8s.api.scheduling.v1.PriorityClass"]
+    assert "description" not in pc and "description" in pc["properties"]  # a field's name
+    # A damaged or unwritable cache is only slower.
+    cached.write_bytes(b"not marshal data")
+    assert schema.definitions(directory) == first
+    assert cached.read_bytes() != b"not marshal data"  # rewritten
+    monkeypatch.setenv("XDG_CACHE_HOME", "/proc/no-such-dir")
+    assert schema.definitions(directory) == first
+
+
 def test_builtin_schemas_are_loaded_once_and_cached_per_kind() -> None:
     b = schema.BuiltinSchemas(KUBERNETES_VERSION)
     first = b.lookup("apps", "v1", "Deployment")
