@@ -372,7 +372,8 @@ def _child(node: yaml.Node, seg: str | int) -> tuple[int, yaml.Node] | None:
         if seg < len(node.value):
             return node.value[seg].start_mark.line, node.value[seg]
     elif isinstance(node, yaml.MappingNode):
-        for k, v in node.value:
+        # The last of repeated keys is the one the parser kept.
+        for k, v in reversed(node.value):
             if isinstance(k, yaml.ScalarNode) and k.value == str(seg):
                 return k.start_mark.line, v
     return None
