@@ -159,6 +159,16 @@ def staged_changes_matter(src: Source) -> bool:
                for path in git.zsplit(out))
 
 
+def path_in_index(src: Source) -> bool:
+    """Whether PATH holds anything in the index; a repo whose configured path
+    does not exist yet has nothing for the hook to validate."""
+    if not src.path:
+        return True
+    out = git.run(["ls-files", "-z", "--", src.path], cwd=src.root,
+                  env=source.index_env(src)).stdout
+    return bool(out)
+
+
 def validate_source(src: Source, opts: Options) -> Result:
     """Validate everything under a source (a commit, the index, the work tree)."""
     files = src.files()

@@ -123,6 +123,9 @@ def test_commits_that_touch_no_manifest_are_not_held_up(repo: Path, env: dict[st
 def test_only_the_configured_path_is_validated(repo: Path, env: dict[str, str]) -> None:
     write(repo, ".gitops.yaml", "path: deploy\n")
     write(repo, ".github/workflows/ci.yml", "on: push\njobs: {}\n")  # not a manifest
+    git(repo, "add", "-A")
+    proc = try_commit(repo, env)  # deploy/ does not exist yet: nothing to validate
+    assert (proc.returncode, proc.stderr) == (0, "")
     write(repo, "deploy/app.yaml", cm("app"))
     git(repo, "add", "-A")
     assert try_commit(repo, env).returncode == 0
