@@ -20,7 +20,11 @@ from kubectl_gitops.errors import GitError
 HOOK = "pre-commit"
 CHAINED = "pre-commit.kubectl-gitops-chained"
 MARKER = b"# kubectl-gitops pre-commit hook"
-TEMPLATE = Path(__file__).resolve().parent.parent / "git_hooks" / "pre-commit"
+# In a checkout (editable install) the template is git_hooks/pre-commit; a
+# wheel installs it as data under <prefix>/share/kubectl-gitops/git_hooks.
+_CANDIDATES = (Path(__file__).resolve().parent.parent / "git_hooks" / "pre-commit",
+               Path(sys.prefix) / "share" / "kubectl-gitops" / "git_hooks" / "pre-commit")
+TEMPLATE = next((p for p in _CANDIDATES if p.is_file()), _CANDIDATES[0])
 ENTRY_POINT = "kubectl-gitops-pre-commit"
 
 
