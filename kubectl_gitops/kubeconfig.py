@@ -20,6 +20,8 @@ import yaml
 
 from kubectl_gitops.errors import ClusterError
 
+_Loader: type = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when built with it
+
 
 @dataclass
 class Connection:
@@ -68,7 +70,7 @@ def _merged(paths: list[Path]) -> tuple[dict[str, Any], Path]:
         if not path.is_file():
             continue
         try:
-            doc = yaml.safe_load(path.read_text()) or {}
+            doc = yaml.load(path.read_text(), Loader=_Loader) or {}
         except (OSError, yaml.YAMLError) as e:
             raise ClusterError(f"{path}: cannot read kubeconfig: {e}") from e
         found = True

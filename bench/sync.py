@@ -1,0 +1,172 @@
+#!/usr/bin/env python3
+"""Benchmark: ``kubectl gitops sync --prune`` against ``kubectl apply --server-side``.
+
+N objects (ConfigMaps, Deployments, Services in 5 namespaces) on a fresh
+local control plane. Each round gives every tool its own fresh set of 5
+Namespaces (made beforehand, untimed; not among the N objects) and times,
+tools interleaved in a rotating order:
+
+  first      the first sync into the empty namespaces
+  no-change  the same revision again
+  change     after a commit that changes a third of the objects
+
+for
+
+  kubectl gitops sync --prune          (through kubectl's plugin discovery)
+  kubectl apply --server-side -f apps
+  KUBECTL_APPLYSET=true kubectl apply --server-side --prune
+      --applyset=applysets.bench.kubectl-gitops.io/NAME -f apps
+
+on the same files (only the namespace names differ between tools).
+
+kubectl's ApplySet: with a namespaced parent (``--applyset=configmap/NAME
+-n NS``) kubectl refuses every object outside NS ("the namespace from the
+provided object ... does not match"), and without -n it refuses the parent
+("namespace is required to use namespace-scoped ApplySet"). To hold objects
+in 5 namespaces its parent must be cluster-scoped: a custom resource whose
+CRD is labelled ``applyset.kubernetes.io/is-parent-type``. kubectl will not
+create such a parent, so the bench makes the CRD once and, per round, the
+parent with the ID label and the annotations kubectl requires (untimed).
+
+The Deployments are paused (see common.render): same API work for the
+tools, little for the controller-manager. Between timed runs the bench
+still waits (untimed) until the controllers have observed every Deployment,
+so one tool's after-effects do not land in the next one's time. Every run
+must exit 0, and ours must report what the phase did. The table gives
+medians and each kubectl variant's median divided by ours (2.00x = we are
+twice as fast).
+
+    .venv/bin/python bench/sync.py                     # N = 500, 3 rounds
+    .venv/bin/python bench/sync.py -n 200 --rounds 5
+    .venv/bin/python bench/sync.py --reuse /tmp/bench-cluster   # a running cluster's state dir
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import common  # bench/, the script's directory, is first on sys.path
+
+OURS = "kubectl gitops sync --prune"
+APPLY = "kubectl apply"
+APPLYSET = "kubectl apply --applyset"
+TOOLS = (OURS, APPLY, APPLYSET)
+SHORT = {OURS: "gitops", APPLY: "apply", APPLYSET: "applyset"}
+PHASES = ("first", "no-change", "change")
+
+PARENT_GROUP = "bench.kubectl-gitops.io"
+PARENT_RESOURCE = f"applysets.{PARENT_GROUP}"
+PARENT_CRD = f"""\
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: {PARENT_RESOURCE}
+  labels:
+    applyset.kubernetes.io/is-parent-type: "true"
+spec:
+  group: {PARENT_GROUP}
+  names: {{kind: ApplySet, plural: applysets, singular: applyset, listKind: ApplySetList}}
+  scope: Cluster
+  versions:
+    - name: v1
+      served: true
+      storage: true
+      schema:
+        openAPIV3Schema:
+          type: object
+          x-kubernetes-preserve-unknown-fields: true
+"""
+
+
+def parent_manifest(name: str) -> str:
+    """A cluster-scoped ApplySet parent as kubectl expects to find one: the ID
+    label of KEP-3659 (name.namespace.kind.group), tooling and (empty)
+    contains-group-kinds annotations."""
+    digest = hashlib.sha256(f"{name}..ApplySet.{PARENT_GROUP}".encode()).digest()
+    set_id = f"applyset-{base64.urlsafe_b64encode(digest).decode().rstrip('=')}-v1"
+    return (f"apiVersion: {PARENT_GROUP}/v1\nkind: ApplySet\nmetadata:\n  name: {name}\n"
+            f"  labels:\n    applyset.kubernetes.io/id: {set_id}\n"
+            f"  annotations:\n    applyset.kubernetes.io/tooling: kubectl/v1\n"
+            f"    applyset.kubernetes.io/contains-group-kinds: \"\"\n")
+
+
+def kubectl_apply(env: dict[str, str], text: str) -> None:
+    proc = subprocess.run(["kubectl", "apply", "--server-side", "-f", "-"], env=env, input=text,
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        common.die(f"kubectl apply: {proc.stderr.strip()}")
+
+
+def commands(tool: str, repo: common.Repo, parent: str) -> list[str]:
+    if tool == OURS:
+        return ["kubectl", "gitops", "sync", "--prune"]
+    if tool == APPLY:
+        return ["kubectl", "apply", "--server-side", "-f", str(repo.apps)]
+    return ["kubectl", "apply", "--server-side", "--prune",
+            f"--applyset={PARENT_RESOURCE}/{parent}", "-f", str(repo.apps)]
+
+
+def expect_summary(stderr: str, phase: str, n: int, changed: int) -> None:
+    """Our summary line must say what the phase did (untimed sanity check)."""
+    want = {"first": f"{n} created, 0 updated",
+            "no-change": f"0 created, 0 updated, 0 pruned, {n} unchanged",
+            "change": f"0 created, {changed} updated"}[phase]
+    if want not in stderr:
+        common.die(f"{OURS} ({phase}): expected '{want}' in its summary, got:\n{stderr[-2000:]}")
+
+
+def main() -> int:
+    args = common.arguments(__doc__, rounds=3)
+    common.say(common.machine())
+    changed = common.changed_indices(args.objects)
+    table = common.Table(list(TOOLS))
+    with common.cluster(args.reuse) as cl, tempfile.TemporaryDirectory(prefix="bench-sync-") as t:
+        tmp = Path(t)
+        tag = tmp.name[-6:].lower().replace("_", "-")
+        env = common.environment(cl.kubeconfig, tmp)
+        kubectl_env = {**env, "KUBECTL_APPLYSET": "true"}
+        kube = cl.kube()
+        kubectl_apply(env, PARENT_CRD)
+        common.kubectl(env, "wait", "--for=condition=Established", "--timeout=60s",
+                       f"crd/{PARENT_RESOURCE}")
+        for r in range(args.rounds):
+            order = common.rotate(list(TOOLS), r)
+            repos: dict[str, common.Repo] = {}
+            parent = f"bench-{tag}-r{r}"
+            for tool in TOOLS:
+                namespaces = common.namespace_set(f"s{tag}-r{r}-{SHORT[tool]}")
+                common.create_namespaces(env, namespaces)
+                repos[tool] = common.make_repo(env, tmp / f"r{r}-{SHORT[tool]}", args.objects,
+                                               namespaces, paused=True)
+            kubectl_apply(env, parent_manifest(parent))
+            for phase in PHASES:
+                for tool in order:
+                    repo = repos[tool]
+                    if phase == "change" and not repo.changed:
+                        common.commit_change(env, repo, changed)
+                    t = common.timed(commands(tool, repo, parent),
+                                     kubectl_env if tool == APPLYSET else env, cwd=repo.root)
+                    if tool == OURS:
+                        expect_summary(t.stderr, phase, args.objects, len(changed))
+                    table.add(phase, tool, t)
+                    common.settle(kube, repo.namespaces)
+                common.say(f"round {r + 1}/{args.rounds} {phase}: " + ", ".join(
+                    f"{tool} {table.last(phase, tool):.2f}s" for tool in TOOLS))
+    print(f"\n{common.machine('end')}")
+    print(f"N = {args.objects} objects ({len(changed)} changed in 'change'), 5 namespaces "
+          f"per tool and round, {args.rounds} rounds, interleaved; "
+          f"ratio = kubectl median / ours", flush=True)
+    print(table.render())
+    apply = {p: table.median(p, APPLY) / table.median(p, OURS) for p in PHASES}
+    print(f"target >= 2x faster than kubectl apply on the first sync: {apply['first']:.2f}x; "
+          f">= 5x on the no-change sync: {apply['no-change']:.2f}x", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
