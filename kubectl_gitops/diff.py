@@ -52,8 +52,13 @@ def mask_secrets(before: dict[str, Any] | None, after: dict[str, Any] | None) \
     for key in ("data", "stringData"):
         b = (before or {}).get(key)
         a = (after or {}).get(key)
-        b = b if isinstance(b, dict) else {}
-        a = a if isinstance(a, dict) else {}
+        # Copies: normalized objects share nested values with the live ones.
+        b = dict(b) if isinstance(b, dict) else {}
+        a = dict(a) if isinstance(a, dict) else {}
+        if before is not None and key in before:
+            before[key] = b
+        if after is not None and key in after:
+            after[key] = a
         for k in set(b) | set(a):
             changed = b.get(k) != a.get(k) and k in b and k in a
             if k in b:

@@ -11,7 +11,6 @@ cheap.
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 from collections import defaultdict
@@ -101,32 +100,39 @@ def normalize(obj: dict[str, Any] | None, *, ours: bool = True) -> dict[str, Any
     """Drop server-owned fields; with ``ours``, also this tool's bookkeeping."""
     if obj is None:
         return None
-    out = copy.deepcopy(obj)
-    out.pop("status", None)
-    meta = out.get("metadata") or {}
-    for key in _SERVER_META:
-        meta.pop(key, None)
-    annotations = meta.get("annotations") or {}
+    # Copy only what changes: deep copies of every object cost more than the rest.
+    out = {k: v for k, v in obj.items() if k != "status"}
+    meta = {k: v for k, v in (out.get("metadata") or {}).items() if k not in _SERVER_META}
+    annotations = dict(meta.get("annotations") or {})
     annotations.pop(LAST_APPLIED, None)
-    labels = meta.get("labels") or {}
+    labels = dict(meta.get("labels") or {})
     if ours:
         annotations.pop(HASH_ANNOTATION, None)
         labels.pop(applyset.PART_OF_LABEL, None)
     for key, value in (("annotations", annotations), ("labels", labels)):
-        if key in meta and not value:
-            del meta[key]
+        if value:
+            meta[key] = value
+        else:
+            meta.pop(key, None)
+    if "metadata" in out:
+        out["metadata"] = meta
     return out
 
 
 def is_subset(want: Any, have: Any) -> bool:
-    """Every field of ``want`` is in ``have`` with the same value."""
+    """Every field of ``want`` is in ``have`` with the same value.
+
+    The server drops values a manifest may spell out empty or false
+    (``paused: false``, ``labels: {}``), so those match a missing field."""
+    if have is None and want in (None, False, 0, "", {}, []):
+        return True
     if isinstance(want, dict):
-        return isinstance(have, dict) and all(k in have and is_subset(v, have[k])
+        return isinstance(have, dict) and all(is_subset(v, have.get(k))
                                               for k, v in want.items())
     if isinstance(want, list):
         return isinstance(have, list) and len(want) == len(have) and \
             all(is_subset(w, h) for w, h in zip(want, have))
-    return want == have or (want is None and have in ({}, []))
+    return want == have
 
 
 def _known_unchanged(desired: dict[str, Any], live: dict[str, Any] | None) -> bool:

@@ -96,7 +96,9 @@ def run(app: App, plan: Plan, opts: Options, report: Report) -> Result:
     ids = [i.id for i in plan.items if i.action != "prune"]
     widened = _parent(app, app.parent.group_kinds | applyset.group_kinds(ids),
                       app.parent.namespaces | namespaces_of(ids))
-    _apply_parent(app, widened, app.parent.history)
+    if not (app.parent.exists and widened.group_kinds == app.parent.group_kinds
+            and widened.namespaces == app.parent.namespaces):
+        _apply_parent(app, widened, app.parent.history)  # nothing to widen otherwise
     for phase in (0, 1, 2):
         batch = [i for i in plan.items if i.needs_apply and i.phase == phase
                  and i.action != "prune"]
@@ -127,7 +129,7 @@ def _apply_parent(app: App, parent: applyset.Parent, hist: list[dict[str, Any]])
     # Without its own namespace the parent cannot exist; the revision may
     # create that namespace, so make sure it is there first.
     ns_type = app.kube.resource_types().get(("", "Namespace"))
-    if ns_type and app.kube.get(ns_type, "", parent.namespace) is None:
+    if ns_type and not app.parent.exists and app.kube.get(ns_type, "", parent.namespace) is None:
         app.kube.apply(ns_type, {"apiVersion": "v1", "kind": "Namespace",
                                  "metadata": {"name": parent.namespace}})
     app.kube.apply(applyset.PARENT_TYPE, parent.to_object(history=hist), force=True)

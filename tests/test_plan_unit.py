@@ -149,3 +149,9 @@ def test_history_keeps_the_newest_ten() -> None:
     parent = applyset.Parent("app", "ns", group_kinds={"ConfigMap"}, namespaces={"ns"})
     live = parent.to_object(history=records)
     assert applyset.parent_from_live("app", "ns", live).history == records
+
+
+def test_is_subset_accepts_values_the_server_drops() -> None:
+    assert is_subset({"spec": {"paused": False, "x": 1}}, {"spec": {"x": 1}})
+    assert is_subset({"metadata": {"labels": {}}}, {"metadata": {}})
+    assert not is_subset({"spec": {"paused": True}}, {"spec": {}})
