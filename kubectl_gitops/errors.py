@@ -73,6 +73,7 @@ class ClusterError(GitOpsError):
         self.status = status
         self.reason = reason
         self.obj = obj
+        self.message = message  # without the object, for callers that name it themselves
         super().__init__(f"{obj}: {message}" if obj else message)
 
 

@@ -205,28 +205,22 @@ def _predict(kube: Kube, items: list[Item], new_namespaces: set[str], force: boo
             if item.id.namespace in new_namespaces and "namespace" in str(e).lower():
                 item.note = f"namespace {item.id.namespace} is created by this revision"
             else:
-                item.error = _message(e)
+                item.error = e.message
         except ConflictError as e:
             # Predict what a forced apply would do, and say that it needs forcing.
             item.conflict = f"{e}; use --force-conflicts to take ownership of these fields"
             try:
                 item.predicted = kube.apply(item.rtype, item.desired, dry_run=True, force=True)
             except ClusterError as again:
-                item.error = _message(again)
+                item.error = again.message
         except ClusterError as e:
-            msg = _message(e)
+            msg = e.message
             if "immutable" in msg:
                 msg += (f"; this field cannot change in place: delete {item.id} and sync "
                         "again, or give it a new name")
             item.error = msg
 
     list(kube.map(dry_run, items))
-
-
-def _message(e: ClusterError) -> str:
-    """The server's message without the object prefix (callers name the object)."""
-    text = str(e)
-    return text.removeprefix(f"{e.obj}: ") if e.obj else text
 
 
 def _classify(item: Item) -> None:

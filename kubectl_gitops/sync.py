@@ -146,7 +146,7 @@ def _apply(app: App, items: list[Item], opts: Options, result: Result, report: R
             app.kube.apply(item.rtype, item.desired,
                            force=opts.force_conflicts or bool(item.adopted))
         except ClusterError as e:
-            msg = str(e).removeprefix(f"{e.obj}: ") if e.obj else str(e)
+            msg = e.message
             with lock:
                 result.failures.append(f"{item.id}: {msg}")
                 report(f"failed     {item.id}: {msg}")
@@ -184,7 +184,7 @@ def _prune(app: App, items: list[Item], result: Result, report: Report) -> None:
                 app.kube.delete(item.rtype, item.id.namespace, item.id.name,
                                 uid=item.live["metadata"].get("uid"))
             except ClusterError as e:
-                return f"{item.id}: prune failed: {e}"
+                return f"{item.id}: prune failed: {e.message}"
             return None
 
         for item, failure in zip(batch, app.kube.map(one, batch)):

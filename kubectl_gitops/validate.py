@@ -618,8 +618,7 @@ def _dry_run(kube: Kube, resolved: list[Manifest], parsed: list[Manifest]) \
             if e.status == 404 and m.namespace in tree_namespaces:
                 skipped.append(str(m))
                 return None
-            text = str(e).removeprefix(f"{e.obj}: ") if e.obj else str(e)
-            return Problem(m.path, m.line, f"server-side dry-run: {text}", obj=str(m),
+            return Problem(m.path, m.line, f"server-side dry-run: {e.message}", obj=str(m),
                            check="cluster")
         return None
 
