@@ -21,6 +21,16 @@ def _observed(obj: dict[str, Any]) -> bool:
     return status.get("observedGeneration", -1) >= generation
 
 
+def _rollout(obj: dict[str, Any], want: int, updated: int, ready: int,
+             what: str) -> tuple[bool, str]:
+    """A workload rollout: observed, and enough updated and ready pods."""
+    if not _observed(obj):
+        return False, "rollout not observed yet"
+    if updated < want or ready < want:
+        return False, f"{min(updated, ready)}/{want} {what}"
+    return True, ""
+
+
 def check(obj: dict[str, Any]) -> tuple[bool, str]:
     """``(healthy, what it is waiting for)``; a failed Job raises ValueError."""
     kind = obj.get("kind")
@@ -28,23 +38,13 @@ def check(obj: dict[str, Any]) -> tuple[bool, str]:
     status = obj.get("status") or {}
     spec = obj.get("spec") or {}
     if group == "apps" and kind in ("Deployment", "StatefulSet"):
-        want = spec.get("replicas", 1)
         ready_key = "availableReplicas" if kind == "Deployment" else "readyReplicas"
-        updated, ready = status.get("updatedReplicas", 0), status.get(ready_key, 0)
-        if not _observed(obj):
-            return False, "rollout not observed yet"
-        if updated < want or ready < want:
-            return False, f"{min(updated, ready)}/{want} replicas updated and ready"
-        return True, ""
+        return _rollout(obj, spec.get("replicas", 1), status.get("updatedReplicas", 0),
+                        status.get(ready_key, 0), "replicas updated and ready")
     if group == "apps" and kind == "DaemonSet":
-        want = status.get("desiredNumberScheduled", 0)
-        updated = status.get("updatedNumberScheduled", 0)
-        ready = status.get("numberAvailable", 0)
-        if not _observed(obj):
-            return False, "rollout not observed yet"
-        if updated < want or ready < want:
-            return False, f"{min(updated, ready)}/{want} pods updated and available"
-        return True, ""
+        return _rollout(obj, status.get("desiredNumberScheduled", 0),
+                        status.get("updatedNumberScheduled", 0),
+                        status.get("numberAvailable", 0), "pods updated and available")
     if group == "batch" and kind == "Job":
         if _condition(obj, "Failed") == "True":
             raise ValueError("the Job failed")
