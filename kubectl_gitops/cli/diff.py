@@ -5,12 +5,16 @@ from __future__ import annotations
 import json
 import os
 import sys
+from typing import TYPE_CHECKING
 
 import click
 
 from kubectl_gitops import exitcodes
 from kubectl_gitops.cli.common import (cluster_options, handle_errors, kubeconfig_value,
                                        pick_path, run, source_options)
+
+if TYPE_CHECKING:  # type names only: the modules load lazily, after --help
+    from kubectl_gitops.plan import Plan
 
 
 def use_color(no_color: bool) -> bool:
@@ -72,8 +76,8 @@ def command(path_arg: str | None, path: str | None, repo: str | None, ref: str |
     return status
 
 
-def _summary(the_plan: object, prune: bool, has_parent: bool) -> None:
-    counts = the_plan.counts()  # type: ignore[attr-defined]
+def _summary(the_plan: Plan, prune: bool, has_parent: bool) -> None:
+    counts = the_plan.counts()
     line = (f"{counts['create']} to create, {counts['update']} to update, "
             f"{counts['prune']} to delete, {counts['unchanged']} unchanged")
     if prune and not has_parent:

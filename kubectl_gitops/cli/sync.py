@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import json
+from typing import TYPE_CHECKING
 
 import click
 
 from kubectl_gitops import exitcodes
 from kubectl_gitops.cli.common import (cluster_options, handle_errors, kubeconfig_value,
                                        pick_path, run, source_options)
+
+if TYPE_CHECKING:  # type names only: the modules load lazily, after --help
+    from kubectl_gitops.plan import Plan
+    from kubectl_gitops.source import Source
+    from kubectl_gitops.sync import Result
 
 
 def parse_duration(value: str) -> float:
@@ -77,20 +83,20 @@ def command(path_arg: str | None, path: str | None, repo: str | None, ref: str |
     return exitcodes.OK if result.ok else exitcodes.ERROR
 
 
-def _print_plan(the_plan: object, quiet: bool) -> None:
+def _print_plan(the_plan: Plan, quiet: bool) -> None:
     if quiet:
         return
-    for item in the_plan.items:  # type: ignore[attr-defined]
+    for item in the_plan.items:
         action = item.action if item.action == "prune" or item.needs_apply else "unchanged"
         if action != "unchanged":
             click.echo(f"would {action:<7} {item.id}")
 
 
-def _summary(src: object, result: object, dry_run: bool, the_plan: object) -> None:
-    c = result.counts()  # type: ignore[attr-defined]
-    rev = src.revision  # type: ignore[attr-defined]
+def _summary(src: Source, result: Result, dry_run: bool, the_plan: Plan) -> None:
+    c = result.counts()
+    rev = src.revision
     if dry_run:
-        p = the_plan.counts()  # type: ignore[attr-defined]
+        p = the_plan.counts()
         click.echo(f"dry run of {rev}: {p['create']} to create, {p['update']} to update, "
                    f"{p['prune']} to prune, {p['unchanged']} unchanged; nothing written",
                    err=True)
@@ -98,17 +104,17 @@ def _summary(src: object, result: object, dry_run: bool, the_plan: object) -> No
     click.echo(f"synced {rev}: {c['created']} created, {c['updated']} updated, "
                f"{c['pruned']} pruned, {c['unchanged']} unchanged, {c['failed']} failed",
                err=True)
-    for failure in result.failures:  # type: ignore[attr-defined]
+    for failure in result.failures:
         click.echo(f"error: {failure}", err=True)
 
 
-def _as_json(src: object, the_plan: object, result: object, dry_run: bool) -> dict[str, object]:
+def _as_json(src: Source, the_plan: Plan, result: Result, dry_run: bool) -> dict[str, object]:
     items = [{"action": i.action, "apply": i.needs_apply, "kind": i.id.kind, "group": i.id.group,
               "namespace": i.id.namespace, "name": i.id.name, "note": i.note}
-             for i in the_plan.items]  # type: ignore[attr-defined]
-    return {"revision": src.sha, "dryRun": dry_run,  # type: ignore[attr-defined]
-            "result": "succeeded" if result.ok else "failed",  # type: ignore[attr-defined]
-            "counts": result.counts(), "failures": result.failures,  # type: ignore[attr-defined]
+             for i in the_plan.items]
+    return {"revision": src.sha, "dryRun": dry_run,
+            "result": "succeeded" if result.ok else "failed",
+            "counts": result.counts(), "failures": result.failures,
             "items": items}
 
 
