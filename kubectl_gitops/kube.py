@@ -189,6 +189,18 @@ class Kube:
                             params=params, body=obj, content_type="application/apply-patch+yaml",
                             obj=_label(obj))
 
+    def create(self, rt: ResourceType, obj: dict[str, Any], *, dry_run: bool = False,
+               field_manager: str = FIELD_MANAGER) -> dict[str, Any]:
+        """A plain create (POST), with strict field validation as an apply
+        has. As a dry-run it predicts an apply that creates the object at
+        about half the server's cost: no read of the store, no merge."""
+        meta = obj["metadata"]
+        version = obj["apiVersion"].rpartition("/")[2]
+        params = {"fieldManager": field_manager, "fieldValidation": "Strict",
+                  "dryRun": "All" if dry_run else None}
+        return self.request("POST", self.path(rt, meta.get("namespace", ""), version=version),
+                            params=params, body=obj, obj=_label(obj))
+
     def delete(self, rt: ResourceType, namespace: str, name: str, *,
                uid: str | None = None, propagation: str = "Background") -> None:
         body: dict[str, Any] = {"apiVersion": "v1", "kind": "DeleteOptions",

@@ -2,7 +2,9 @@
 
 For every desired object the plan knows the live object and the predicted
 one: the server-side apply dry-run of the manifest (field manager
-``kubectl-gitops``), so server defaults never show as drift. An object this
+``kubectl-gitops``), so server defaults never show as drift; for a new
+object of a built-in kind, the create dry-run, which makes the same checks
+(see ``_create_predictable``) at half the server's cost. An object this
 tool applied before, whose manifest is unchanged and whose live fields still
 equal the manifest, is known unchanged without a dry-run (the applied hash
 annotation and a field-by-field check), which is what makes a no-change run
@@ -18,11 +20,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from kubectl_gitops import applyset
-from kubectl_gitops.errors import ClusterError, ConflictError, NotFoundError
+from kubectl_gitops import applyset, schema
+from kubectl_gitops.errors import ClusterError, ConflictError, GitOpsError, NotFoundError
 from kubectl_gitops.kube import Kube
 from kubectl_gitops.manifests import Manifest
 from kubectl_gitops.resources import ObjectId, ResourceType, crd_types, object_id
+from kubectl_gitops.versions import KUBERNETES_VERSION
 
 Action = Literal["create", "update", "unchanged", "prune"]
 HASH_ANNOTATION = "kubectl-gitops.io/applied-hash"
@@ -157,7 +160,7 @@ def build(kube: Kube, manifests: list[Manifest], parent: applyset.Parent,
         if key not in served:
             item.note = f"{m.kind} is defined by a CRD this revision creates"
         items.append(item)
-    live = _fetch_live(kube, [i for i in items if (i.id.group, i.id.kind) in served])
+    live, listed = _fetch_live(kube, [i for i in items if (i.id.group, i.id.kind) in served])
     for item in items:
         item.live = live.get(item.id)
     _predict(kube, [i for i in items if not i.note and not _known_unchanged(i.desired, i.live)],
@@ -165,14 +168,18 @@ def build(kube: Kube, manifests: list[Manifest], parent: applyset.Parent,
     for item in items:
         _classify(item)
     if prune and parent_live is not None:
-        items += _prune_candidates(kube, parent, {i.id for i in items}, served)
+        items += _prune_candidates(kube, parent, {i.id for i in items}, served, listed)
     items.sort(key=lambda i: (i.phase, i.id.namespace, i.id.group, i.id.kind, i.id.name)
                if i.action != "prune" else (9 - i.phase, i.id))
     return Plan(items, parent, parent_live, prune)
 
 
-def _fetch_live(kube: Kube, items: list[Item]) -> dict[ObjectId, dict[str, Any]]:
-    """One LIST per type and namespace; a GET where only one object is wanted."""
+Listed = dict[tuple[str, str, str], list[dict[str, Any]]]  # (group, kind, namespace): all
+
+
+def _fetch_live(kube: Kube, items: list[Item]) -> tuple[dict[ObjectId, dict[str, Any]], Listed]:
+    """One LIST per type and namespace; a GET where only one object is wanted.
+    Also returns what the LISTs held, whole, for the prune candidates."""
     groups: dict[tuple[ResourceType, str], list[Item]] = defaultdict(list)
     for i in items:
         assert i.rtype
@@ -189,18 +196,33 @@ def _fetch_live(kube: Kube, items: list[Item]) -> dict[ObjectId, dict[str, Any]]
         return kube.list(rtype, ns)
 
     found: dict[ObjectId, dict[str, Any]] = {}
-    for (rtype, _), objs in zip(groups, kube.map(fetch, list(groups))):
+    listed: Listed = {}
+    for (rtype, ns), objs in zip(groups, kube.map(fetch, list(groups))):
+        if len(groups[(rtype, ns)]) > 1:
+            listed[(rtype.group, rtype.kind, ns)] = objs
         for obj in objs:
             meta = obj["metadata"]
             found[ObjectId(rtype.group, rtype.kind, meta.get("namespace", ""), meta["name"])] = obj
-    return found
+    return found, listed
 
 
 def _predict(kube: Kube, items: list[Item], new_namespaces: set[str], force: bool) -> None:
+    by_create = _create_predictable(items)
+
+    def predict(item: Item) -> dict[str, Any]:
+        assert item.rtype and item.desired
+        if item.id in by_create:
+            try:
+                return kube.create(item.rtype, item.desired, dry_run=True)
+            except ClusterError as e:
+                if e.reason != "AlreadyExists":  # else it appeared since the LIST
+                    raise
+        return kube.apply(item.rtype, item.desired, dry_run=True, force=force)
+
     def dry_run(item: Item) -> None:
         assert item.rtype and item.desired
         try:
-            item.predicted = kube.apply(item.rtype, item.desired, dry_run=True, force=force)
+            item.predicted = predict(item)
         except NotFoundError as e:
             if item.id.namespace in new_namespaces and "namespace" in str(e).lower():
                 item.note = f"namespace {item.id.namespace} is created by this revision"
@@ -220,7 +242,36 @@ def _predict(kube: Kube, items: list[Item], new_namespaces: set[str], force: boo
                         "again, or give it a new name")
             item.error = msg
 
-    list(kube.map(dry_run, items))
+    list(kube.map(dry_run, [i for i in items if not i.error]))
+
+
+def _create_predictable(items: list[Item]) -> set[ObjectId]:
+    """New objects of built-in kinds, whose apply is predicted by a create
+    dry-run: the same admission and validation at about half the server's
+    cost (no read of the store, no merge). The one thing an apply refuses
+    and a create does not, a repeated key in a list the schema merges by
+    key, is checked here against the built-in schemas, and becomes the
+    item's error. Custom resources keep the apply dry-run."""
+    new = [i for i in items if i.live is None and i.manifest is not None and i.desired]
+    if not new:
+        return set()
+    try:
+        builtin = schema.BuiltinSchemas(KUBERNETES_VERSION)
+        checks = [builtin.lookup(i.id.group, i.manifest.version, i.id.kind)  # type: ignore
+                  for i in new]
+    except (GitOpsError, OSError, ValueError, KeyError):
+        return set()  # no schemas at hand: every object gets the apply dry-run
+    out: set[ObjectId] = set()
+    for item, check in zip(new, checks):
+        if check is None:
+            continue
+        found: list[schema.Problem] = []
+        check(item.desired, "", found)
+        repeated = [f"{path}: {msg}" for path, msg in found if msg.startswith(schema.DUPLICATE)]
+        if repeated:
+            item.error = "; ".join(repeated)
+        out.add(item.id)
+    return out
 
 
 def _classify(item: Item) -> None:
@@ -236,7 +287,9 @@ def _classify(item: Item) -> None:
 
 
 def _prune_candidates(kube: Kube, parent: applyset.Parent, desired: set[ObjectId],
-                      served: dict[tuple[str, str], ResourceType]) -> list[Item]:
+                      served: dict[tuple[str, str], ResourceType], listed: Listed) -> list[Item]:
+    """Members of the set the revision no longer holds: from the LISTs the
+    plan already made where it made one, else a LIST by the part-of label."""
     selector = f"{applyset.PART_OF_LABEL}={parent.id}"
     queries: list[tuple[ResourceType, str]] = []
     for gk in sorted(parent.group_kinds | {i.group_kind for i in desired}):
@@ -245,7 +298,12 @@ def _prune_candidates(kube: Kube, parent: applyset.Parent, desired: set[ObjectId
             continue  # the type is gone from the cluster, and its objects with it
         namespaces = sorted(parent.namespaces) if rtype.namespaced else [""]
         queries += [(rtype, ns) for ns in namespaces]
-    results = kube.map(lambda q: kube.list(q[0], q[1], label_selector=selector), queries)
+    def members(q: tuple[ResourceType, str]) -> list[dict[str, Any]]:
+        rtype, ns = q
+        whole = listed.get((rtype.group, rtype.kind, ns))
+        return whole if whole is not None else kube.list(rtype, ns, label_selector=selector)
+
+    results = kube.map(members, queries)
     items: list[Item] = []
     for (rtype, _), objs in zip(queries, results):
         for obj in objs:

@@ -36,6 +36,9 @@ Check = Callable[[Any, str, list[Problem]], None]
 
 _SCHEMA_DIR = re.compile(r"v(\d+)\.(\d+)\.\d+-local-strict\Z")
 _DEF_PREFIX = "#/$defs/"
+# Every message about a repeated key of a list-map or entry of a set starts so:
+# the one check an apply makes (SSA merges by these keys) that a create does not.
+DUPLICATE = "duplicate entry"
 _INT_RANGES = {"int32": (-2**31, 2**31 - 1), "int64": (-2**63, 2**63 - 1)}
 
 
@@ -385,7 +388,7 @@ def _unique_keys(items: list[Any], keys: list[str], path: str, out: list[Problem
             continue  # a key that is itself a list or mapping: the schema reports it
         if first != i:
             what = ", ".join(f"{k}={json.dumps(item.get(k), default=str)}" for k in keys)
-            out.append((f"{path}[{i}]", f"duplicate entry {what} (also at [{first}]); "
+            out.append((f"{path}[{i}]", f"{DUPLICATE} {what} (also at [{first}]); "
                                         "keys of this list must be unique"))
 
 
@@ -395,7 +398,7 @@ def _unique_items(items: list[Any], path: str, out: list[Problem]) -> None:
         key = json.dumps(item, sort_keys=True, default=str)
         first = seen.setdefault(key, i)
         if first != i:
-            out.append((f"{path}[{i}]", f"duplicate entry {key[:40]} (also at [{first}])"))
+            out.append((f"{path}[{i}]", f"{DUPLICATE} {key[:40]} (also at [{first}])"))
 
 
 def _enum(allowed: list[Any]) -> Callable[[Any], str | None]:

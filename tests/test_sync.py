@@ -88,6 +88,74 @@ def test_server_rejected_manifest_writes_nothing(tmp_path: Path, git_env: dict,
     assert get("configmap", "good", kube_env, namespace) is None
 
 
+def test_key_an_apply_refuses_writes_nothing(tmp_path: Path, git_env: dict, kube_env: dict,
+                                             namespace: str) -> None:
+    # A create accepts two env entries of one name; an apply refuses them.
+    # New objects are predicted with a create dry-run, so sync checks this
+    # itself before anything is written.
+    bad = deployment("twice")
+    bad["spec"]["template"]["spec"]["containers"][0]["env"] = [
+        {"name": "MODE", "value": "a"}, {"name": "MODE", "value": "b"}]
+    repo = _repo(tmp_path, docs(configmap("good"), bad))
+    r = _sync(repo, namespace, kube_env)
+    assert r.returncode == 2
+    errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [f"error: Deployment {namespace}/twice: spec.template.spec.containers[0]"
+                      '.env[1]: duplicate entry name="MODE" (also at [0]); keys of this list '
+                      "must be unique"], r.stderr
+    assert get("configmap", "good", kube_env, namespace) is None
+    assert get("configmap", "app", kube_env, namespace) is None
+
+
+def test_create_prediction_falls_back_when_the_object_appeared(kube_env: dict,
+                                                               namespace: str) -> None:
+    # Planned as new (no live object seen), but created by someone since:
+    # the create dry-run says AlreadyExists and the apply dry-run predicts.
+    from kubectl_gitops import applyset, plan
+    from kubectl_gitops.kube import Kube
+    from kubectl_gitops.manifests import Manifest
+    from kubectl_gitops.resources import object_id
+
+    kubectl("create", "configmap", "late", "-n", namespace, "--from-literal=k=old",
+            env=kube_env)
+    kube = Kube(kube_env["KUBECONFIG"])
+    obj = configmap("late", {"k": "new"}, namespace=namespace)
+    m = Manifest(obj=obj, path="late.yaml", line=1)
+    parent = applyset.Parent("app", namespace)
+    item = plan.Item(object_id(m), "create", kube.resource_types()[("", "ConfigMap")],
+                     manifest=m, desired=plan.to_apply(m, parent.id))
+    plan._predict(kube, [item], set(), force=False)
+    assert not item.error, item.error
+    assert item.predicted["data"] == {"k": "new"}
+    assert item.predicted["metadata"]["uid"] == get("configmap", "late", kube_env,
+                                                    namespace)["metadata"]["uid"]
+    kube.close()
+
+
+def test_prune_uses_the_plans_lists_and_its_label(tmp_path: Path, git_env: dict,
+                                                  kube_env: dict, namespace: str) -> None:
+    # Several objects of a kind in a namespace: the plan LISTs them all, and
+    # prune picks its members out of that LIST by the part-of label. A
+    # namespace the revision leaves entirely is searched by the label.
+    other = f"{namespace}-y"
+    kubectl("create", "namespace", other, env=kube_env)
+    kubectl("create", "configmap", "bystander", "-n", namespace, env=kube_env)
+    foreign = _repo(tmp_path / "f", docs(configmap("theirs")))
+    assert _sync(foreign, namespace, kube_env, name="other-app").returncode == 0
+    repo = _repo(tmp_path, docs(configmap("a"), configmap("b"), configmap("c"),
+                                configmap("d", namespace=other)))
+    assert _sync(repo, namespace, kube_env, "--prune").returncode == 0
+    _set(repo, docs(configmap("a"), configmap("b")))
+    r = _sync(repo, namespace, kube_env, "--prune")
+    assert r.returncode == 0, r.stderr
+    pruned = sorted(line.split()[-1] for line in r.stdout.splitlines()
+                    if line.startswith("pruned"))
+    assert pruned == sorted([f"{namespace}/c", f"{other}/d"])
+    for name in ("a", "b", "bystander", "theirs"):
+        assert get("configmap", name, kube_env, namespace) is not None, name
+    kubectl("delete", "namespace", other, "--wait=false", env=kube_env)
+
+
 def test_applyset_parent_matches_kep_and_kubectl(tmp_path: Path, git_env: dict, kube_env: dict,
                                                  namespace: str) -> None:
     other = f"{namespace}-b"
