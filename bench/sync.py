@@ -28,6 +28,12 @@ CRD is labelled ``applyset.kubernetes.io/is-parent-type``. kubectl will not
 create such a parent, so the bench makes the CRD once and, per round, the
 parent with the ID label and the annotations kubectl requires (untimed).
 
+A fourth row, ``floor``, times only the N applies of the first sync, 16
+at a time from one process with nothing read or checked before
+(bench/apply_floor.py, into its own namespaces): the API server's own
+limit on this machine. kubectl apply's median divided by it bounds what
+any first sync could reach here.
+
 The Deployments are paused (see common.render): same API work for the
 tools, little for the controller-manager. Between timed runs the bench
 still waits (untimed) until the controllers have observed every Deployment,
@@ -56,7 +62,8 @@ OURS = "kubectl gitops sync --prune"
 APPLY = "kubectl apply"
 APPLYSET = "kubectl apply --applyset"
 TOOLS = (OURS, APPLY, APPLYSET)
-SHORT = {OURS: "gitops", APPLY: "apply", APPLYSET: "applyset"}
+FLOOR = "floor: the applies alone"
+SHORT = {OURS: "gitops", APPLY: "apply", APPLYSET: "applyset", FLOOR: "floor"}
 PHASES = ("first", "no-change", "change")
 
 PARENT_GROUP = "bench.kubectl-gitops.io"
@@ -111,6 +118,16 @@ def commands(tool: str, repo: common.Repo, parent: str) -> list[str]:
             f"--applyset={PARENT_RESOURCE}/{parent}", "-f", str(repo.apps)]
 
 
+def floor(repo: common.Repo, kubeconfig: Path, env: dict[str, str]) -> common.Timing:
+    """bench/apply_floor.py on the repo's files: the applies' own seconds."""
+    proc = subprocess.run([str(common.PYTHON), str(Path(__file__).with_name("apply_floor.py")),
+                           str(repo.apps), str(kubeconfig)], env=env, capture_output=True,
+                          text=True)
+    if proc.returncode != 0:
+        common.die(f"apply_floor.py: {proc.stderr.strip()[-2000:]}")
+    return common.Timing(float(proc.stdout.strip()), 0.0, "")
+
+
 def expect_summary(stderr: str, phase: str, n: int, changed: int) -> None:
     """Our summary line must say what the phase did (untimed sanity check)."""
     want = {"first": f"{n} created, 0 updated",
@@ -124,7 +141,7 @@ def main() -> int:
     args = common.arguments(__doc__, rounds=3)
     common.say(common.machine())
     changed = common.changed_indices(args.objects)
-    table = common.Table(list(TOOLS))
+    table = common.Table([*TOOLS, FLOOR])
     with common.cluster(args.reuse) as cl, tempfile.TemporaryDirectory(prefix="bench-sync-") as t:
         tmp = Path(t)
         tag = tmp.name[-6:].lower().replace("_", "-")
@@ -138,7 +155,7 @@ def main() -> int:
             order = common.rotate(list(TOOLS), r)
             repos: dict[str, common.Repo] = {}
             parent = f"bench-{tag}-r{r}"
-            for tool in TOOLS:
+            for tool in (*TOOLS, FLOOR):
                 namespaces = common.namespace_set(f"s{tag}-r{r}-{SHORT[tool]}")
                 common.create_namespaces(env, namespaces)
                 repos[tool] = common.make_repo(env, tmp / f"r{r}-{SHORT[tool]}", args.objects,
@@ -155,6 +172,9 @@ def main() -> int:
                         expect_summary(t.stderr, phase, args.objects, len(changed))
                     table.add(phase, tool, t)
                     common.settle(kube, repo.namespaces)
+                if phase == "first":
+                    table.add(phase, FLOOR, floor(repos[FLOOR], cl.kubeconfig, env))
+                    common.settle(kube, repos[FLOOR].namespaces)
                 common.say(f"round {r + 1}/{args.rounds} {phase}: " + ", ".join(
                     f"{tool} {table.last(phase, tool):.2f}s" for tool in TOOLS))
     print(f"\n{common.machine('end')}")
@@ -165,6 +185,10 @@ def main() -> int:
     apply = {p: table.median(p, APPLY) / table.median(p, OURS) for p in PHASES}
     print(f"target >= 2x faster than kubectl apply on the first sync: {apply['first']:.2f}x; "
           f">= 5x on the no-change sync: {apply['no-change']:.2f}x", flush=True)
+    bound = table.median("first", APPLY) / table.median("first", FLOOR)
+    print(f"floor: the {args.objects} applies alone (bench/apply_floor.py) take "
+          f"{table.median('first', FLOOR):.2f}s, so no first sync on this cluster can be more "
+          f"than {bound:.2f}x faster than kubectl apply", flush=True)
     return 0
 
 
