@@ -180,13 +180,10 @@ class Kube:
     def apply(self, rt: ResourceType, obj: dict[str, Any], *, dry_run: bool = False,
               force: bool = False, field_manager: str = FIELD_MANAGER) -> dict[str, Any]:
         """Server-side apply; ``dry_run`` predicts the result without writing."""
-        meta = obj["metadata"]
-        version = obj["apiVersion"].rpartition("/")[2]
         params = {"fieldManager": field_manager, "force": "true" if force else None,
                   "dryRun": "All" if dry_run else None}
-        return self.request("PATCH", self.path(rt, meta.get("namespace", ""), meta["name"],
-                                               version),
-                            params=params, body=obj, content_type="application/apply-patch+yaml",
+        return self.request("PATCH", self._object_path(rt, obj, named=True), params=params,
+                            body=obj, content_type="application/apply-patch+yaml",
                             obj=_label(obj))
 
     def create(self, rt: ResourceType, obj: dict[str, Any], *, dry_run: bool = False,
@@ -194,12 +191,17 @@ class Kube:
         """A plain create (POST), with strict field validation as an apply
         has. As a dry-run it predicts an apply that creates the object at
         about half the server's cost: no read of the store, no merge."""
-        meta = obj["metadata"]
-        version = obj["apiVersion"].rpartition("/")[2]
         params = {"fieldManager": field_manager, "fieldValidation": "Strict",
                   "dryRun": "All" if dry_run else None}
-        return self.request("POST", self.path(rt, meta.get("namespace", ""), version=version),
-                            params=params, body=obj, obj=_label(obj))
+        return self.request("POST", self._object_path(rt, obj, named=False), params=params,
+                            body=obj, obj=_label(obj))
+
+    def _object_path(self, rt: ResourceType, obj: dict[str, Any], *, named: bool) -> str:
+        """The object's URL (``named``) or its collection's, in the object's
+        own apiVersion."""
+        meta = obj["metadata"]
+        return self.path(rt, meta.get("namespace", ""), meta["name"] if named else "",
+                         obj["apiVersion"].rpartition("/")[2])
 
     def delete(self, rt: ResourceType, namespace: str, name: str, *,
                uid: str | None = None, propagation: str = "Background") -> None:
