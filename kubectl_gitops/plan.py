@@ -185,20 +185,21 @@ def _fetch_live(kube: Kube, items: list[Item]) -> tuple[dict[ObjectId, dict[str,
         assert i.rtype
         groups[(i.rtype, i.id.namespace)].append(i)
 
-    def fetch(key: tuple[ResourceType, str]) -> list[dict[str, Any]]:
+    def fetch(key: tuple[ResourceType, str]) -> tuple[list[dict[str, Any]], bool]:
+        """The objects, and whether they are all there are (a LIST)."""
         rtype, ns = key
         wanted = groups[key]
         if len(wanted) == 1:
             obj = kube.get(rtype, ns, wanted[0].id.name)
             if obj is not None:
                 obj.setdefault("kind", rtype.kind)
-            return [obj] if obj else []
-        return kube.list(rtype, ns)
+            return ([obj] if obj else []), False
+        return kube.list(rtype, ns), True
 
     found: dict[ObjectId, dict[str, Any]] = {}
     listed: Listed = {}
-    for (rtype, ns), objs in zip(groups, kube.map(fetch, list(groups))):
-        if len(groups[(rtype, ns)]) > 1:
+    for (rtype, ns), (objs, whole) in zip(groups, kube.map(fetch, list(groups))):
+        if whole:
             listed[(rtype.group, rtype.kind, ns)] = objs
         for obj in objs:
             meta = obj["metadata"]
@@ -252,17 +253,16 @@ def _create_predictable(items: list[Item]) -> set[ObjectId]:
     and a create does not, a repeated key in a list the schema merges by
     key, is checked here against the built-in schemas, and becomes the
     item's error. Custom resources keep the apply dry-run."""
-    new = [i for i in items if i.live is None and i.manifest is not None and i.desired]
+    new = [(i, i.manifest) for i in items if i.live is None and i.manifest and i.desired]
     if not new:
         return set()
     try:
         builtin = schema.BuiltinSchemas(KUBERNETES_VERSION)
-        checks = [builtin.lookup(i.id.group, i.manifest.version, i.id.kind)  # type: ignore
-                  for i in new]
+        checks = [builtin.lookup(m.group, m.version, m.kind) for _, m in new]
     except (GitOpsError, OSError, ValueError, KeyError):
         return set()  # no schemas at hand: every object gets the apply dry-run
     out: set[ObjectId] = set()
-    for item, check in zip(new, checks):
+    for (item, _), check in zip(new, checks):
         if check is None:
             continue
         found: list[schema.Problem] = []
@@ -298,6 +298,7 @@ def _prune_candidates(kube: Kube, parent: applyset.Parent, desired: set[ObjectId
             continue  # the type is gone from the cluster, and its objects with it
         namespaces = sorted(parent.namespaces) if rtype.namespaced else [""]
         queries += [(rtype, ns) for ns in namespaces]
+
     def members(q: tuple[ResourceType, str]) -> list[dict[str, Any]]:
         rtype, ns = q
         whole = listed.get((rtype.group, rtype.kind, ns))
