@@ -215,6 +215,38 @@ class Kube:
         except NotFoundError:
             pass
 
+    def watch(self, rt: ResourceType, namespace: str = "", *, label_selector: str | None = None,
+              resource_version: str | None = None, timeout: int = 300) \
+            -> Iterator[dict[str, Any]]:
+        """Watch events (``{"type": ..., "object": ...}``) of a type, from
+        ``resource_version``, with bookmarks; ends when the server closes the
+        watch after ``timeout`` seconds. One dedicated connection: a watch
+        holds its socket for its whole life, so it never enters the pool."""
+        params = {"watch": "1", "labelSelector": label_selector,
+                  "resourceVersion": resource_version, "timeoutSeconds": timeout,
+                  "allowWatchBookmarks": "true"}
+        path = self.path(rt, namespace) + "?" + urlencode(
+            {k: v for k, v in params.items() if v is not None})
+        try:
+            sock, resp = self._http.stream(path, self._headers(), read_timeout=timeout + 30)
+        except (OSError, http.client.HTTPException) as e:
+            raise ClusterError(f"cannot reach the cluster at {self._conn.server}: "
+                               f"{_reason(e)}") from e
+        try:
+            if resp.status >= 400:
+                raise _status_error(resp.status, resp.read(), f"watch {rt.kind}")
+            while True:
+                try:
+                    line = resp.readline()
+                except (OSError, http.client.HTTPException):
+                    return  # the connection broke: the caller watches again
+                if not line:
+                    return
+                if line.strip():
+                    yield json.loads(line)
+        finally:
+            sock.close()
+
     def whoami(self) -> str:
         """The cluster user, from a SelfSubjectReview (empty when not allowed)."""
         try:
@@ -356,6 +388,22 @@ class _Pool:
                 with self._lock:
                     self._idle.append(sock)
             return resp.status, payload
+
+    def stream(self, path: str, headers: dict[str, str], *, read_timeout: float) \
+            -> tuple[socket.socket, http.client.HTTPResponse]:
+        """A GET on a connection of its own, its response left to be read."""
+        lines = [f"GET {self._prefix}{path} HTTP/1.1", f"Host: {self._host_header}"]
+        lines += [f"{k}: {v}" for k, v in headers.items()]
+        sock = self._connect()
+        try:
+            sock.settimeout(read_timeout)
+            sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+            resp = http.client.HTTPResponse(sock, method="GET")
+            resp.begin()
+        except BaseException:
+            sock.close()
+            raise
+        return sock, resp
 
     def close(self) -> None:
         with self._lock:

@@ -20,6 +20,11 @@ KUBECTL_COMMANDS = {
     "diff": ("kubectl_gitops.cli.diff", "Show how the live cluster differs from a git revision."),
     "sync": ("kubectl_gitops.cli.sync", "Converge the cluster to a git revision (--prune)."),
     "history": ("kubectl_gitops.cli.history", "Show the sync records kept in the cluster."),
+    "status": ("kubectl_gitops.cli.status", "An app's state read from the cluster."),
+    "ls": ("kubectl_gitops.cli.status", "List the apps this tool manages."),
+    "suspend": ("kubectl_gitops.cli.status", "Stop the agent syncing an app."),
+    "resume": ("kubectl_gitops.cli.status", "Let the agent sync an app again."),
+    "agent": ("kubectl_gitops.cli.agent", "Pull from git and keep apps converged (the agent)."),
 }
 GIT_COMMANDS = {
     "rollback": ("kubectl_gitops.cli.rollback",
@@ -42,7 +47,8 @@ class LazyGroup(click.Group):
         if cmd_name not in self.table:
             return None
         module = importlib.import_module(self.table[cmd_name][0])
-        attr = "install_hooks_command" if cmd_name == "install-hooks" else "command"
+        attr = cmd_name.replace("-", "_") + "_command" if cmd_name in (
+            "install-hooks", "ls", "suspend", "resume") else "command"
         return getattr(module, attr)
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
