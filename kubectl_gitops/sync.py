@@ -86,7 +86,8 @@ def check(app: App, plan: Plan, opts: Options) -> None:
         raise SyncRefused(problems)
 
 
-def run(app: App, plan: Plan, opts: Options, report: Report, *, lease: object | None = None) -> Result:
+def run(app: App, plan: Plan, opts: Options, report: Report, *,
+        lease: object | None = None) -> Result:
     check(app, plan, opts)
     result = Result(unchanged=len([i for i in plan.items
                                    if i.action != "prune" and not i.needs_apply]))

@@ -165,5 +165,9 @@ def test_heal_wait_doubles(tmp_path: Path) -> None:
         run.heals[oid] = (n, now)
         waits.append(round(agent._heal_wait(run, oid)))
     assert waits == [1, 2, 4, 8, 8]
-    run.heals[oid] = (3, now - 9.0)  # quiet for longer than the cap: starts over
-    assert agent._heal_wait(run, oid) == 0.0
+    run.heals[oid] = (3, now - 5.0)  # within twice the wait (4 s): still waits
+    assert agent._heal_wait(run, oid) == 0.0 and (3, now - 5.0) == run.heals[oid]
+    run.heals[oid] = (3, now - 3.0)
+    assert round(agent._heal_wait(run, oid)) == 1
+    run.heals[oid] = (3, now - 9.0)  # quiet for more than twice the wait: starts over
+    assert agent._heal_wait(run, oid) == 0.0 and oid not in run.heals

@@ -47,7 +47,8 @@ class Mirror:
         if "://" not in url and ":" not in url.split("/")[0] and local.exists():
             self.url = str(local.resolve())  # a local path, as git takes it
         digest = hashlib.sha256(self.url.encode()).hexdigest()[:16]
-        self.dir = cache / f"{re.sub(r'[^A-Za-z0-9.-]+', '-', self.url)[-40:]}-{digest}.git"
+        tail = re.sub(r"[^A-Za-z0-9.-]+", "-", redact(self.url))[-40:]
+        self.dir = cache / f"{tail}-{digest}.git"
         self._env = _env(token_file)
         self._lock = threading.Lock()
 
@@ -66,8 +67,12 @@ class Mirror:
                             cwd=self.dir.parent, env=self._env)
                     tmp.rename(self.dir)  # a half-done clone never looks like a mirror
             except GitError as e:
-                raise GitError(redact(str(e)), cmd=[redact(c) for c in e.cmd],
-                               status=e.status, stderr=redact(e.stderr)) from None
+                lines = e.stderr.splitlines()
+                why = next((ln for ln in lines if ln.startswith("fatal:")), lines[-1] if lines
+                           else str(e)).removeprefix("fatal: ")
+                raise GitError(redact(f"git fetch {self.url}: {why}"),
+                               cmd=[redact(c) for c in e.cmd], status=e.status,
+                               stderr=redact(e.stderr)) from None
 
     def resolve(self, ref: str) -> str:
         """The commit ``ref`` names in the mirror (a branch, tag or sha)."""

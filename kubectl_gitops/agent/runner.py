@@ -238,12 +238,14 @@ class Agent:
         run.namespace = desired.default_namespace(src, spec.namespace, self.kube)
         if not self._lead(run):
             return min(spec.interval, self.settings.lease_duration / 3)
-        run.parent_live = self.kube.get(applyset.PARENT_TYPE, run.namespace, spec.name)
+        if ("", "parent", run.namespace) not in run.watches:  # else the watch keeps it fresh
+            run.parent_live = self.kube.get(applyset.PARENT_TYPE, run.namespace, spec.name)
         if state.suspended(run.parent_live):
             self._status(run)
             return spec.interval
-        for oid in run.drift:  # found while suspended, or before a restart of the watches
-            self.queue.add(("drift", spec.name, oid))
+        if run.status.get("suspended"):  # resumed: correct what was only reported
+            for oid in run.drift:
+                self.queue.add(("drift", spec.name, oid))
         if sha != run.synced_sha and sha != run.bad_sha:
             self._sync(run, src)
         self._status(run)
@@ -421,15 +423,18 @@ class Agent:
 
     def _heal_wait(self, run: AppRun, oid: ObjectId) -> float:
         """Seconds until ``oid`` may be corrected again: the n-th correction in
-        a row waits ``heal_backoff * 2**(n-1)`` after the one before; a quiet
-        period as long as the cap starts over."""
+        a row waits ``heal_backoff * 2**(n-1)`` after the one before. A drift
+        that comes back only after twice that wait starts the count over, so
+        a writer that keeps fighting meets a doubling wait, and one honest
+        mistake a while later is corrected at once."""
         n, last = run.heals.get(oid, (0, 0.0))
         s = self.settings
         since = time.monotonic() - last
-        if n == 0 or since > s.heal_backoff_cap:
+        delay = min(s.heal_backoff_cap, s.heal_backoff * 2 ** (n - 1)) if n else 0.0
+        if n == 0 or since > 2 * delay:
             run.heals.pop(oid, None)
             return 0.0
-        return max(0.0, min(s.heal_backoff_cap, s.heal_backoff * 2 ** (n - 1)) - since)
+        return max(0.0, delay - since)
 
     def _no_drift(self, run: AppRun, oid: ObjectId) -> None:
         if run.drift.pop(oid, None) is not None:

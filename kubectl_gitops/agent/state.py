@@ -138,8 +138,8 @@ def members_health(kube: Kube, parent: applyset.Parent) -> tuple[str, int, list[
         for obj in objs:
             count += 1
             meta = obj["metadata"]
-            label = f"{rtype.kind} {meta.get('namespace', '') + '/' if meta.get('namespace') else ''}" \
-                    f"{meta['name']}"
+            ns = meta.get("namespace")
+            label = f"{rtype.kind} {ns + '/' if ns else ''}{meta['name']}"
             try:
                 ok, why = health.check(obj)
             except ValueError as e:
