@@ -78,18 +78,18 @@ def _metrics(port: int) -> dict[str, float]:
 
 
 def _wait_synced(kube: Kube, ns: str, name: str, proc: subprocess.Popen[bytes],
-                 timeout: float = 900) -> float:
+                 log: Path, timeout: float = 600) -> float:
     start = time.perf_counter()
     while time.perf_counter() - start < timeout:
         if proc.poll() is not None:
-            common.die("the agent exited")
+            common.die(f"the agent exited: {log.read_text()[-2000:]}")
         parent = kube.get(PARENT_TYPE, ns, name) or {}
         st = json.loads(((parent.get("metadata") or {}).get("annotations") or {})
                         .get("kubectl-gitops.io/status") or "{}")
         if st.get("sync") == "Synced" and st.get("revision"):
             return time.perf_counter() - start
         time.sleep(0.5)
-    common.die(f"not synced after {timeout:g} s")
+    common.die(f"not synced after {timeout:g} s: {log.read_text()[-2000:]}")
     return 0.0
 
 
@@ -144,10 +144,11 @@ def main() -> None:
                                 paused=True)
         proc, port = _agent(env, repo, tmp, "main", args.interval)
         try:
-            took = _wait_synced(kube, nss[0], "bench-agent", proc)
+            took = _wait_synced(kube, nss[0], "bench-agent", proc, tmp / "agent-main.log")
             common.say(f"first sync of {args.objects} objects by the agent: {took:.1f} s")
             common.settle(kube, nss)
             lat = _drifts(kube, repo, args.drifts)
+            time.sleep(5)  # the last correction's history record, Event and status land
             before = _metrics(port)
             time.sleep(args.idle)
             after = _metrics(port)
@@ -164,7 +165,7 @@ def _rss_run(env: dict[str, str], tmp: Path, kube: Kube, n: int) -> float:
     repo = common.make_repo(env, tmp / "repo-rss", n, nss, name="bench-rss", paused=True)
     proc, _ = _agent(env, repo, tmp, "rss", "1m")
     try:
-        _wait_synced(kube, nss[0], "bench-rss", proc)
+        _wait_synced(kube, nss[0], "bench-rss", proc, tmp / "agent-rss.log")
         time.sleep(5)  # the watches' first LISTs are in
         return _rss_mib(proc.pid)
     finally:

@@ -310,3 +310,30 @@ def test_status_of_an_app_synced_only_by_the_cli(tmp_path: Path, env: dict,
     assert "Managed by:  cli" in text and sha in text
     missing = gitops("status", "nope", "-n", namespace, cwd=tmp_path, env=env)
     assert missing.returncode == 2 and "no application nope" in missing.stderr
+
+
+def test_config_file_reload_and_json_logs(tmp_path: Path, env: dict, namespace: str) -> None:
+    ns = namespace
+    one = make_repo(tmp_path / "one")
+    write(one, ".gitops.yaml", f"name: shop\npath: deploy\nnamespace: {ns}\n")
+    write(one, "deploy/all.yaml", docs(configmap("a")))
+    sha1 = commit(one, "one")
+    two, sha2 = _origin(tmp_path, docs(configmap("b")))
+    cfg = tmp_path / "agent.yaml"
+    cfg.write_text(f"apps:\n- repo: {one}\n  interval: 1s\n")  # a local path, no name
+    a = AgentProc(tmp_path, env, "--config", str(cfg), "--log-format", "json")
+    a.wait_ready()
+    try:
+        wait_for(lambda: status("shop", ns, env).get("revision") == sha1, 30,
+                 "the app named by .gitops.yaml")
+        cfg.write_text(f"apps:\n- repo: {one}\n  interval: 1s\n- name: two\n"
+                       f"  repo: file://{two}\n  ref: main\n  path: deploy\n"
+                       f"  namespace: {ns}\n  interval: 1h\n")
+        a.proc.send_signal(1)  # SIGHUP (the file's change would do too)
+        wait_for(lambda: status("two", ns, env).get("revision") == sha2, 30, "reloaded")
+        assert get("configmap", "b", env, ns) is not None
+    finally:
+        _stopped(a)
+    logs = [json.loads(line) for line in a.text().splitlines() if line.strip()]
+    assert {"time", "level", "msg"} <= set(logs[0])
+    assert any("reloaded" in entry["msg"] for entry in logs)

@@ -30,6 +30,7 @@ class AppSpec:
     prune: bool = False
     self_heal: bool = False
     suspend: bool = False
+    named: bool = True  # False: .gitops.yaml's name, else ``name`` (from the URL)
 
 
 def duration(value: Any, where: str) -> float:
@@ -87,4 +88,4 @@ def _spec(path: Path, index: int, entry: Any) -> AppSpec:
                    interval=duration(entry.get("interval", "1m"), f"{where}.interval"),
                    prune=bool(entry.get("prune", False)),
                    self_heal=bool(entry.get("selfHeal", False)),
-                   suspend=bool(entry.get("suspend", False)))
+                   suspend=bool(entry.get("suspend", False)), named="name" in entry)

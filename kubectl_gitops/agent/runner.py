@@ -58,6 +58,7 @@ class AppRun:
 
     spec: AppSpec
     mirror: Mirror
+    name: str = ""  # the app's name in the cluster (.gitops.yaml's when not given)
     lock: threading.Lock = field(default_factory=threading.Lock)
     lease: Lease | None = None
     namespace: str = ""
@@ -202,8 +203,9 @@ class Agent:
 
     def _lead(self, run: AppRun) -> bool:
         """Hold the app's Lease (the one a CLI sync takes), or try to take it."""
-        if run.lease is None or run.lease.namespace != run.namespace:
-            run.lease = Lease(self.kube, run.namespace, lease_name(run.spec.name),
+        if run.lease is None or (run.lease.namespace, run.lease.name) != \
+                (run.namespace, lease_name(run.name)):
+            run.lease = Lease(self.kube, run.namespace, lease_name(run.name),
                               holder=self.identity, duration=self.settings.lease_duration)
         if run.lease.held:
             return True
@@ -239,7 +241,7 @@ class Agent:
         if not self._lead(run):
             return min(spec.interval, self.settings.lease_duration / 3)
         if ("", "parent", run.namespace) not in run.watches:  # else the watch keeps it fresh
-            run.parent_live = self.kube.get(applyset.PARENT_TYPE, run.namespace, spec.name)
+            run.parent_live = self.kube.get(applyset.PARENT_TYPE, run.namespace, run.name)
         if state.suspended(run.parent_live):
             self._status(run)
             return spec.interval
@@ -278,8 +280,9 @@ class Agent:
         root = run.mirror.dir
         cfg = source._config_at(root, "commit", sha, None)  # .gitops.yaml of that commit
         spec = run.spec
+        run.name = spec.name if spec.named else cfg.name or spec.name
         return source.Source(root=root, path=source.normalize_path(root, spec.path or cfg.path),
-                             mode="commit", ref=spec.ref, sha=sha, name=spec.name,
+                             mode="commit", ref=spec.ref, sha=sha, name=run.name,
                              namespace=spec.namespace or cfg.namespace, exclude=cfg.exclude)
 
     def _sync(self, run: AppRun, src: source.Source) -> None:
@@ -290,7 +293,7 @@ class Agent:
                                                                    ignore_missing_schemas=True))
             if not checked.valid:
                 raise GitOpsError("; ".join(p.render() for p in checked.problems))
-            app = app_mod.load(src, self.kube, name=spec.name, namespace=spec.namespace)
+            app = app_mod.load(src, self.kube, name=run.name, namespace=run.namespace)
             the_plan = plan.build(self.kube, app.manifests, app.parent, app.parent_live,
                                   prune=spec.prune, force_conflicts=False)
             opts = sync.Options(prune=spec.prune, force_conflicts=True)
@@ -316,11 +319,11 @@ class Agent:
             if not result.ok:
                 run.last_error = "; ".join(result.failures)
                 self._event(run, "SyncFailed", f"{summary}: {run.last_error}", warning=True)
-                run.parent_live = self.kube.get(applyset.PARENT_TYPE, run.namespace, spec.name)
+                run.parent_live = self.kube.get(applyset.PARENT_TYPE, run.namespace, run.name)
                 self._status(run)
                 raise GitOpsError(f"sync of {src.sha[:12]} failed: {run.last_error}")
             self._event(run, "Synced", summary)
-            run.parent_live = self.kube.get(applyset.PARENT_TYPE, run.namespace, spec.name)
+            run.parent_live = self.kube.get(applyset.PARENT_TYPE, run.namespace, run.name)
         run.src, run.synced_sha, run.bad_sha, run.last_error = src, src.sha, "", ""
         run.last_sync = state.now()
         self.metrics.last_sync.labels(spec.name).set(time.time())
@@ -385,8 +388,8 @@ class Agent:
         if live is not None and drift.matches(m.desired, live):
             return self._no_drift(run, oid)
         parent_live = run.parent_live = self.kube.get(applyset.PARENT_TYPE, run.namespace,
-                                                      run.spec.name)
-        parent = applyset.parent_from_live(run.spec.name, run.namespace, parent_live)
+                                                      run.name)
+        parent = applyset.parent_from_live(run.name, run.namespace, parent_live)
         one = plan.build(self.kube, [m.manifest], parent, parent_live, prune=False,
                          force_conflicts=False)
         item = one.items[0]
@@ -482,10 +485,10 @@ class Agent:
                                             or [])
         if run.lease is not None:
             run.lease.check()
-        state.write_status(self.kube, run.namespace, run.spec.name, st)
+        state.write_status(self.kube, run.namespace, run.name, st)
         run.status = st
 
     def _event(self, run: AppRun, reason: str, message: str, *, warning: bool = False) -> None:
         if run.namespace:
-            state.event(self.kube, run.parent_live, run.namespace, run.spec.name, reason,
+            state.event(self.kube, run.parent_live, run.namespace, run.name, reason,
                         message, warning=warning)

@@ -54,7 +54,7 @@ def _specs(config: str | None, repo: str | None, ref: str, path: str | None,
         raise click.UsageError("give an app with --repo URL, or apps with --config FILE")
     return [cfg.AppSpec(name=name or cfg.name_from_url(repo), repo=repo, ref=ref, path=path,
                         namespace=namespace, interval=cfg.duration(interval, "--interval"),
-                        prune=prune, self_heal=self_heal)]
+                        prune=prune, self_heal=self_heal, named=bool(name))]
 
 
 class _Json(logging.Formatter):
