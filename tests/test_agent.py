@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from agentutil import SECRET, AgentProc, events, history, status, wait_for
-from gitutil import commit, git, git_env, make_repo, write  # noqa: F401
+from gitutil import commit, git_env, make_repo, write  # noqa: F401
 from kubeutil import configmap, deployment, docs, get, gitops, kubectl
 
 

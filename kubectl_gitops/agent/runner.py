@@ -10,6 +10,7 @@ one app never write at once and a lost Lease stops writing at once.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -103,9 +104,9 @@ class Agent:
         wanted = {s.name: s for s in specs}
         for name in list(self.apps):
             if name not in wanted:
-                run = self.apps.pop(name)
-                with run.lock:
-                    self._stop_app(run)
+                gone = self.apps.pop(name)
+                with gone.lock:
+                    self._stop_app(gone)
                 log.info("app %s removed from the configuration", name)
         for name, spec in wanted.items():
             run = self.apps.get(name)
@@ -350,15 +351,12 @@ class Agent:
         # The parent too (by its ID label): suspend and resume act at once.
         wanted[("", "parent", run.namespace)] = applyset.PARENT_TYPE
         for key, rtype in wanted.items():
-            if key[1] == "parent" and key not in run.watches:
-                run.watches[key] = Watch(self.kube, rtype, key[2], f"{applyset.ID_LABEL}={set_id}",
-                                         lambda ev, oid, obj, r=run: self._on_parent(r, ev, obj)
-                                         ).start()
+            if key in run.watches:
                 continue
-            if key not in run.watches:
-                run.watches[key] = Watch(self.kube, rtype, key[2], selector,
-                                         lambda ev, oid, obj, r=run: self._on_event(r, ev, oid, obj)
-                                         ).start()
+            parent = key[1] == "parent"
+            run.watches[key] = Watch(
+                self.kube, rtype, key[2], f"{applyset.ID_LABEL}={set_id}" if parent else selector,
+                functools.partial(self._on_parent if parent else self._on_event, run)).start()
 
     def _on_event(self, run: AppRun, ev: str, oid: ObjectId, obj: dict[str, Any]) -> None:
         if ev == "DELETED":
@@ -372,7 +370,7 @@ class Agent:
         if ev == "DELETED" or not drift.matches(m.desired, obj):
             self.queue.add(("drift", run.spec.name, oid), self.settings.debounce)
 
-    def _on_parent(self, run: AppRun, ev: str, obj: dict[str, Any]) -> None:
+    def _on_parent(self, run: AppRun, ev: str, _oid: ObjectId, obj: dict[str, Any]) -> None:
         was = state.suspended(run.parent_live)
         run.parent_live = None if ev == "DELETED" else obj
         if state.suspended(run.parent_live) != was and ev != "SYNCED":
@@ -386,7 +384,8 @@ class Agent:
             return None
         live = self.kube.get(m.rtype, oid.namespace, oid.name)
         if live is not None and drift.matches(m.desired, live):
-            return self._no_drift(run, oid)
+            self._no_drift(run, oid)
+            return None
         parent_live = run.parent_live = self.kube.get(applyset.PARENT_TYPE, run.namespace,
                                                       run.name)
         parent = applyset.parent_from_live(run.name, run.namespace, parent_live)
@@ -394,7 +393,8 @@ class Agent:
                          force_conflicts=False)
         item = one.items[0]
         if not item.needs_apply and item.live is not None:
-            return self._no_drift(run, oid)  # only fields git does not declare changed
+            self._no_drift(run, oid)  # only fields git does not declare changed
+            return None
         what = f"{oid}: {drift.describe(item)}"
         if run.drift.get(oid) != what:
             if oid not in run.drift:
@@ -442,7 +442,6 @@ class Agent:
     def _no_drift(self, run: AppRun, oid: ObjectId) -> None:
         if run.drift.pop(oid, None) is not None:
             self._status(run)
-        return None
 
     # --- status and events --------------------------------------------------------------
 
