@@ -330,15 +330,18 @@ def test_config_file_reload_and_json_logs(tmp_path: Path, env: dict, namespace: 
     sha1 = commit(one, "one")
     two, sha2 = _origin(tmp_path, docs(configmap("b")))
     cfg = tmp_path / "agent.yaml"
-    cfg.write_text(f"apps:\n- repo: {one}\n  interval: 1s\n")  # a local path, no name
+    apps = (f"apps:\n- repo: {one}\n  interval: 1s\n"  # a local path, no name
+            f"- name: two\n  repo: file://{two}\n  ref: main\n  path: deploy\n"
+            f"  namespace: {ns}\n  interval: 1s\n  suspend: SUSPEND\n")
+    cfg.write_text(apps.replace("SUSPEND", "true"))
     a = AgentProc(tmp_path, env, "--config", str(cfg), "--log-format", "json")
     a.wait_ready()
     try:
         wait_for(lambda: status("shop", ns, env).get("revision") == sha1, 30,
                  "the app named by .gitops.yaml")
-        cfg.write_text(f"apps:\n- repo: {one}\n  interval: 1s\n- name: two\n"
-                       f"  repo: file://{two}\n  ref: main\n  path: deploy\n"
-                       f"  namespace: {ns}\n  interval: 1h\n")
+        wait_for(lambda: a.metric("gitops_git_fetches_total", app="two") >= 3, 15, "fetches")
+        assert get("configmap", "b", env, ns) is None  # suspended: fetched, never synced
+        cfg.write_text(apps.replace("SUSPEND", "false"))
         a.proc.send_signal(1)  # SIGHUP (the file's change would do too)
         wait_for(lambda: status("two", ns, env).get("revision") == sha2, 30, "reloaded")
         assert get("configmap", "b", env, ns) is not None

@@ -243,7 +243,7 @@ class Agent:
             return min(spec.interval, self.settings.lease_duration / 3)
         if ("", "parent", run.namespace) not in run.watches:  # else the watch keeps it fresh
             run.parent_live = self.kube.get(applyset.PARENT_TYPE, run.namespace, run.name)
-        if state.suspended(run.parent_live):
+        if run.spec.suspend or state.suspended(run.parent_live):
             self._status(run)
             return spec.interval
         if run.status.get("suspended"):  # resumed: correct what was only reported
@@ -403,7 +403,7 @@ class Agent:
             log.warning("app %s: drift: %s", run.spec.name, what)
             self._event(run, "DriftDetected", what, warning=True)
             self._status(run)
-        if not run.spec.self_heal or state.suspended(parent_live):
+        if not run.spec.self_heal or run.spec.suspend or state.suspended(parent_live):
             return None  # reported only; resuming looks at it again
         wait = self._heal_wait(run, oid)
         if wait > 0:
@@ -470,7 +470,7 @@ class Agent:
             "Synced" if run.synced_sha else "Unknown",
             "health": "Degraded" if run.fetch_error else self._health(run),
             "driftCount": len(run.drift), "drift": sorted(run.drift.values())[:20],
-            "lastError": error, "suspended": state.suspended(run.parent_live),
+            "lastError": error, "suspended": run.spec.suspend or state.suspended(run.parent_live),
             "selfHeal": run.spec.self_heal, "prune": run.spec.prune,
             "agent": self.identity, "lastFetchTime": run.last_fetch,
             "lastSyncTime": run.last_sync,
