@@ -312,8 +312,10 @@ def _scalar(loader: Any, node: yaml.ScalarNode) -> Any:
     try:
         return construct(loader, node)
     except (ValueError, KeyError):  # an explicit tag on a value it cannot take
+        # Not quoted: the document is unread, so it may be a Secret's value;
+        # the line and column say where it is.
         raise yaml.constructor.ConstructorError(
-            None, None, f"cannot read {node.value!r} as {_short(tag)}", node.start_mark) from None
+            None, None, f"cannot read the value as {_short(tag)}", node.start_mark) from None
 
 
 _SCALARS = {_T + "bool": yaml.constructor.SafeConstructor.construct_yaml_bool,
