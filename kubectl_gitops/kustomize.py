@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import posixpath
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import yaml
 
+from kubectl_gitops import git, links
 from kubectl_gitops.source import KUSTOMIZATION_FILES
 
 # Fields naming directories (or files) that are rendered as resources.
@@ -51,6 +53,23 @@ class Walk:
     dirs: set[str] = field(default_factory=set)
     files: set[str] = field(default_factory=set)
     problems: list[tuple[str, str]] = field(default_factory=list)  # (file, message)
+
+
+def git_reader(root: Path, entries: Sequence[tuple[str, str, str]]) -> Reader:
+    """A commit's tree (``(mode, sha, path)`` of every entry) as a :class:`Reader`."""
+    tree = links.GitTree(entries, lambda shas: git.cat_blobs(root, shas), root)
+
+    def real(path: str) -> str | None:
+        try:
+            return links.resolve(tree, path)
+        except links.LinkError as e:
+            return None if e.outside else path  # missing: kustomize will say so
+
+    def kind(path: str) -> str | None:
+        found = tree.kind(path)
+        return found if found in ("file", "dir") else None
+
+    return Reader(kind=kind, read=lambda p: git.cat_blobs(root, [tree.sha(p)])[0], real=real)
 
 
 def kustomization_file(reader: Reader, directory: str) -> str | None:

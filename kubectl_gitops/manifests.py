@@ -82,7 +82,7 @@ def read(src: Source, files: list[SourceFile] | None = None) \
     ``files``: the source's files when the caller already read them.
     """
     files = sorted(src.files() if files is None else files, key=lambda f: f.path)
-    kfiles = _kustomizations(f.path for f in files)
+    kfiles = top_kustomizations(f.path for f in files)
     kdirs = [posixpath.dirname(k) for k in kfiles]
     manifests: list[Manifest] = []
     errors: list[ManifestError] = []
@@ -433,7 +433,7 @@ def _missing_fields(doc: dict[str, Any]) -> str | None:
 
 # --- kustomize -------------------------------------------------------------
 
-def _kustomizations(paths: Iterable[str]) -> list[str]:
+def top_kustomizations(paths: Iterable[str]) -> list[str]:
     """Kustomization files of the top-most directories holding one."""
     top: dict[str, str] = {}
     # By directory, so a parent comes before the directories inside it.

@@ -200,6 +200,12 @@ def _under(relpath: str, base: str) -> bool:
 _LITERAL = {"GIT_LITERAL_PATHSPECS": "1"}
 
 
+def tree_entries(root: Path, sha: str) -> list[tuple[str, str, str]]:
+    """``(mode, sha, path)`` of every blob and link of a commit's whole tree."""
+    return _tree_entries(Source(root=root, path="", mode="commit", ref=sha, sha=sha, name="",
+                                namespace=None), "")
+
+
 def _tree_entries(src: Source, path: str | None = None) -> list[tuple[str, str, str]]:
     """``(mode, sha, path)`` of every blob and link under ``path`` (default:
     the source's) at the commit, from one ``git ls-tree``: reading git objects

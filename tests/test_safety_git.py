@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import os
 import stat
+import subprocess
 import tempfile
 from pathlib import Path
 
@@ -210,3 +211,156 @@ def test_kustomize_renders_bases_and_in_repo_links_from_a_private_export(
             ["dev-base", "dev-other"], kw
     assert seen[0] == 0o700 and seen[2] == 0o700
     assert list(shared.iterdir()) == []  # nothing left behind
+
+
+# --- rollback (item 8) ------------------------------------------------------------
+
+def cmv(name: str, value: str) -> str:
+    return cm(name) + f"data:\n  key: {value}\n"
+
+
+def rollback(repo: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return run([str(BIN / "git-gitops-rollback"), *args], repo, env)
+
+
+def history(repo: Path, values: list[str], path: str = "deploy/web.yaml") -> list[str]:
+    shas = []
+    for v in values:
+        write(repo, path, cmv("web", v))
+        shas.append(commit(repo, f"web {v}"))
+    return shas
+
+
+def clean(repo: Path) -> None:
+    assert git(repo, "status", "--porcelain", "--untracked-files=all") == ""
+
+
+def test_rollback_refuses_to_overwrite_ignored_files_and_lists_them(repo: Path, env: dict) -> None:
+    write(repo, "deploy/secret.yaml", cmv("placeholder", "x"))
+    history(repo, ["one"])
+    git(repo, "rm", "-q", "--cached", "deploy/secret.yaml")
+    write(repo, ".gitignore", "secret.yaml\nlocal/\n")
+    write(repo, "deploy/web.yaml", cmv("web", "two"))
+    before = commit(repo, "keep the secret out of git")
+    write(repo, "deploy/secret.yaml", secret("local", f"stringData:\n  password: {PASSWORD}\n"))
+    proc = rollback(repo, env, "--path", "deploy")
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr == "error: the rollback would overwrite ignored files: " \
+        "deploy/secret.yaml; move them out of the way first\n"
+    assert git(repo, "rev-parse", "HEAD") == before
+    assert PASSWORD in (repo / "deploy/secret.yaml").read_text()
+
+
+def test_rollback_signs_as_git_commit_would_and_fails_when_signing_fails(
+        repo: Path, env: dict, tmp_path: Path) -> None:
+    _, b = history(repo, ["one", "two"])
+    failing = tmp_path / "failing-signer"
+    failing.write_text("#!/bin/sh\necho 'signer: no key available' >&2\nexit 1\n")
+    failing.chmod(0o755)
+    git(repo, "config", "commit.gpgSign", "true")
+    git(repo, "config", "gpg.program", str(failing))
+    proc = rollback(repo, env, "--path", "deploy")
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("error: signing the rollback commit failed "
+                                  "(commit.gpgSign is set): "), proc.stderr
+    assert len(proc.stderr.splitlines()) == 1
+    assert git(repo, "rev-parse", "HEAD") == b
+    clean(repo)
+
+    key = tmp_path / "signing-key"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "test@example.com",
+                    "-f", str(key)], check=True)
+    git(repo, "config", "gpg.format", "ssh")
+    git(repo, "config", "user.signingKey", f"{key}.pub")
+    proc = rollback(repo, env, "--path", "deploy")
+    assert proc.returncode == 0, proc.stderr
+    assert "gpgsig -----BEGIN SSH SIGNATURE-----" in git(repo, "cat-file", "commit", "HEAD")
+    allowed = tmp_path / "allowed"
+    allowed.write_text(f"test@example.com {(tmp_path / 'signing-key.pub').read_text()}")
+    assert "Good \"git\" signature" in subprocess.run(
+        ["git", "-c", f"gpg.ssh.allowedSignersFile={allowed}", "verify-commit", "HEAD"],
+        cwd=repo, capture_output=True, text=True, env=env).stderr
+
+
+def test_rollback_across_a_rename_of_path_refuses_naming_the_old_path(
+        repo: Path, env: dict) -> None:
+    history(repo, ["one", "two"], path="k8s/web.yaml")
+    git(repo, "mv", "k8s", "deploy")
+    renamed = commit(repo, "rename k8s to deploy")
+    for args in ([], ["--to", "HEAD~1"]):
+        proc = rollback(repo, env, "--path", "deploy", *args)
+        assert proc.returncode == 2, proc.stderr
+        assert proc.stderr.startswith("error: deploy did not exist at ") and \
+            "it was renamed from k8s in " in proc.stderr, proc.stderr
+        assert git(repo, "rev-parse", "HEAD") == renamed
+        assert (repo / "deploy/web.yaml").exists()
+
+
+def test_rollback_of_a_kustomize_overlay_restores_the_bases_it_renders_from(
+        repo: Path, env: dict) -> None:
+    write(repo, ".gitops.yaml", "path: deploy/overlays/dev\n")
+    write(repo, "deploy/overlays/dev/kustomization.yaml",
+          "resources: [../../bases]\nnamePrefix: dev-\n")
+    write(repo, "deploy/bases/kustomization.yaml", "resources: [web.yaml]\n")
+    write(repo, "deploy/bases/web.yaml", cmv("web", "good-image"))
+    commit(repo, "overlay on a good base")
+    write(repo, "src/app.py", "print('unrelated')\n")
+    good = commit(repo, "code")  # still the good base: the state before the bad change
+    write(repo, "deploy/bases/web.yaml", cmv("web", "bad-image"))
+    commit(repo, "bad image in the base")
+
+    dry = rollback(repo, env, "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert " M  deploy/bases/web.yaml" in dry.stdout and good[:7] in dry.stdout
+    proc = rollback(repo, env)
+    assert proc.returncode == 0, proc.stderr
+    assert "deploy/bases" in git(repo, "log", "-1", "--format=%B")
+    rendered = manifests.load(source.resolve(repo=repo))
+    assert [(m.name, m.obj["data"]["key"]) for m in rendered] == [("dev-web", "good-image")]
+    assert (repo / "src/app.py").exists()
+    clean(repo)
+
+
+KILL_WRAPPER = """#!/bin/sh
+# git, except that at one step it SIGKILLs the process that called it.
+case "$*" in
+  "$KILL_AT"*) kill -9 $PPID; exit 1 ;;
+esac
+exec {git} "$@"
+"""
+
+
+@pytest.mark.parametrize("step", ["commit-tree", "update-ref", "update-index -q", "read-tree -m"])
+def test_a_rollback_killed_at_any_step_leaves_the_old_or_the_new_state(
+        repo: Path, env: dict, tmp_path: Path, step: str) -> None:
+    a, b = history(repo, ["one", "two"])
+    write(repo, "src/code.py", "staged outside PATH\n")
+    git(repo, "add", "src/code.py")
+    wrapper = tmp_path / "wrapped-bin"
+    wrapper.mkdir()
+    real_git = subprocess.run(["which", "git"], capture_output=True, text=True).stdout.strip()
+    (wrapper / "git").write_text(KILL_WRAPPER.format(git=real_git))
+    (wrapper / "git").chmod(0o755)
+    killed = rollback(repo, {**env, "KILL_AT": step,
+                             "PATH": f"{wrapper}{os.pathsep}{env['PATH']}"}, "--path", "deploy")
+    assert killed.returncode == -9
+    staged = git(repo, "diff", "--cached", "--name-only")
+    if git(repo, "rev-parse", "HEAD") == b:  # the old state, untouched
+        assert staged == "src/code.py"
+        assert (repo / "deploy/web.yaml").read_text() == cmv("web", "two")
+    else:  # the branch moved: the next rollback finishes the checkout, and only that
+        new = git(repo, "rev-parse", "HEAD")
+        assert git(repo, "rev-parse", "HEAD^") == b
+        proc = rollback(repo, env, "--path", "deploy")
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout.startswith(f"finished the interrupted rollback {new[:7]}")
+        assert git(repo, "rev-parse", "HEAD") == new
+        assert git(repo, "diff", "--cached", "--name-only") == "src/code.py"
+        assert (repo / "deploy/web.yaml").read_text() == cmv("web", "one")
+    assert git(repo, "status", "--porcelain", "--", "deploy") == ""
+    # Either way, a rollback now works and lands on the state before "two".
+    again = rollback(repo, env, "--path", "deploy") if git(repo, "rev-parse", "HEAD") == b \
+        else None
+    if again is not None:
+        assert again.returncode == 0, again.stderr
+        assert (repo / "deploy/web.yaml").read_text() == cmv("web", "one")
