@@ -364,3 +364,115 @@ def test_a_rollback_killed_at_any_step_leaves_the_old_or_the_new_state(
     if again is not None:
         assert again.returncode == 0, again.stderr
         assert (repo / "deploy/web.yaml").read_text() == cmv("web", "one")
+
+
+# --- against the real control plane: the planted kustomization, and Secret values -----
+
+def test_a_kustomization_planted_in_the_shared_temp_dir_is_never_synced(
+        git_env: dict, kube_env: dict, namespace: str, tmp_path: Path) -> None:
+    shared = tmp_path / "shared-tmp"
+    shared.mkdir()
+    plant(shared)
+    repo = make_repo(tmp_path / "repo")
+    write(repo, "deploy/kustomization.yaml", "resources:\n- cm.yaml\n- ../../planted\n")
+    write(repo, "deploy/cm.yaml", cm("ours"))
+    commit(repo)
+    env = {**git_env, "KUBECONFIG": kube_env["KUBECONFIG"], "PATH": kube_env["PATH"],
+           "TMPDIR": str(shared)}
+    for extra in ([], ["--working-tree"]):
+        proc = run([str(BIN / "kubectl-gitops-sync"), "deploy", "-n", namespace, "--name",
+                    "planted", *extra], repo, env)
+        assert proc.returncode == 2, proc.stdout + proc.stderr
+        assert proc.stderr == "error: deploy/kustomization.yaml: kustomize: ../../planted: " \
+            "outside the repository; kustomize may only read files of the repository\n"
+    listed = subprocess.run(["kubectl", "get", "configmaps", "-n", namespace, "-o", "name"],
+                            env=env, capture_output=True, text=True, check=True).stdout
+    assert listed.split() == ["configmap/kube-root-ca.crt"]  # nothing was written
+
+
+SECRET_VALUES = (PIN, PASSWORD, TOKEN, "hunter2-but-longer", "s3cr3t-n3w-v4lu3")
+
+
+def test_no_secret_value_reaches_any_output_or_file_left_on_disk(
+        git_env: dict, kube_env: dict, namespace: str, tmp_path: Path) -> None:
+    """validate, the hook, diff and sync, with bad and good Secrets: every
+    output, the temp dir and the log dir are searched for the values."""
+    tmp, state = tmp_path / "tmp", tmp_path / "state"
+    tmp.mkdir()
+    env = {**git_env, "KUBECONFIG": kube_env["KUBECONFIG"], "PATH": kube_env["PATH"],
+           "TMPDIR": str(tmp), "XDG_STATE_HOME": str(state)}
+    repo = make_repo(tmp_path / "repo")
+    outputs: list[str] = []
+
+    def tool(*args: str, expect: int | None = None) -> subprocess.CompletedProcess[str]:
+        proc = run(list(args), repo, env)
+        outputs.append(proc.stdout + proc.stderr)
+        assert "Traceback" not in proc.stderr
+        if expect is not None:
+            assert proc.returncode == expect, (args, proc.stdout, proc.stderr)
+        return proc
+
+    cluster = ["-n", namespace, "--name", "secrets"]
+    sync, diff = str(BIN / "kubectl-gitops-sync"), str(BIN / "kubectl-gitops-diff")
+    validate = str(BIN / "git-gitops-validate")
+    token64 = base64.b64encode(TOKEN.encode()).decode()
+
+    # Good Secrets: created, then changed; diff in every format, sync.
+    write(repo, "deploy/s.yaml", secret("creds", f"stringData:\n  password: {PASSWORD}\n"
+                                                 f"data:\n  token: {token64}\n"))
+    commit(repo, "good secret")
+    tool(validate, "deploy", expect=0)
+    tool(diff, "deploy", *cluster, expect=1)
+    tool(sync, "deploy", *cluster, expect=0)
+    write(repo, "deploy/s.yaml", secret("creds", "stringData:\n  password: s3cr3t-n3w-v4lu3\n"))
+    commit(repo, "new value")
+    for fmt in ("diff", "table", "json"):
+        tool(diff, "deploy", *cluster, "-o", fmt, expect=1)
+    tool(sync, "deploy", *cluster, "--dry-run", expect=0)
+    tool(sync, "deploy", *cluster, "-o", "json", expect=0)
+
+    # Bad Secrets: a number where a string must be, and an unreadable tagged value.
+    write(repo, "deploy/s.yaml", secret("creds", f"stringData:\n  pin: {PIN}\n"
+                                                 f"  password: {PASSWORD}\n"))
+    write(repo, "deploy/t.yaml", secret("tagged", "stringData:\n  x: !!int hunter2-but-longer\n"))
+    tool(str(BIN / "git-gitops"), "install-hooks", expect=0)
+    git(repo, "add", "-A")
+    tool(validate, "--staged", "deploy", expect=1)
+    tool(validate, "--working-tree", "deploy", "-o", "json", expect=1)
+    hook = tool("git", "commit", "-m", "bad secrets")
+    assert hook.returncode != 0 and "deploy/s.yaml:6: Secret" in hook.stderr
+    git(repo, "commit", "-q", "--no-verify", "-m", "bad secrets anyway")
+    tool(validate, "deploy", expect=1)
+    tool(diff, "deploy", *cluster, expect=2)
+    tool(sync, "deploy", *cluster, expect=2)
+    # What the API server echoes: the same bad value past our checks, one object alone.
+    (repo / "deploy/t.yaml").unlink()
+    commit(repo, "only the number left")
+    served = tool(sync, "deploy", *cluster, expect=2)
+    assert "Secret " in served.stderr and "stringData" in served.stderr, served.stderr
+
+    left = [p for p in (*tmp.rglob("*"), *state.rglob("*")) if p.is_file()]
+    texts = outputs + [p.read_bytes().decode("utf-8", "replace") for p in left]
+    for value in (*SECRET_VALUES, token64):
+        assert not [t for t in texts if value in t], value
+    log = state / "kubectl-gitops" / "kubectl-gitops.log"
+    assert log.is_file()  # the failed syncs wrote their tracebacks there
+    assert stat.S_IMODE(log.stat().st_mode) == 0o600
+    assert stat.S_IMODE(log.parent.stat().st_mode) == 0o700
+
+
+def test_the_log_is_not_written_through_a_planted_symlink(
+        git_env: dict, tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    (state / "kubectl-gitops").mkdir(parents=True)
+    victim = tmp_path / "victim"
+    victim.write_text("precious\n")
+    (state / "kubectl-gitops" / "kubectl-gitops.log").symlink_to(victim)
+    shared = tmp_path / "shared-tmp"  # where the log used to be, at a guessable name
+    shared.mkdir()
+    (shared / f"kubectl-gitops-{os.getuid()}.log").symlink_to(victim)
+    env = {**git_env, "XDG_STATE_HOME": str(state), "TMPDIR": str(shared),
+           "PATH": os.pathsep.join([str(BIN), git_env["PATH"]])}
+    proc = run([str(BIN / "git-gitops-validate"), "--ref", "no-such-rev"], tmp_path, env)
+    assert proc.returncode == 2
+    assert victim.read_text() == "precious\n"
