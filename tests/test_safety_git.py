@@ -404,8 +404,9 @@ def test_no_secret_value_reaches_any_output_or_file_left_on_disk(
     repo = make_repo(tmp_path / "repo")
     outputs: list[str] = []
 
-    def tool(*args: str, expect: int | None = None) -> subprocess.CompletedProcess[str]:
-        proc = run(list(args), repo, env)
+    def tool(*args: str, expect: int | None = None,
+             **more: str) -> subprocess.CompletedProcess[str]:
+        proc = run(list(args), repo, {**env, **more})
         outputs.append(proc.stdout + proc.stderr)
         assert "Traceback" not in proc.stderr
         if expect is not None:
@@ -428,6 +429,8 @@ def test_no_secret_value_reaches_any_output_or_file_left_on_disk(
     commit(repo, "new value")
     for fmt in ("diff", "table", "json"):
         tool(diff, "deploy", *cluster, "-o", fmt, expect=1)
+    external = tool(diff, "deploy", *cluster, KUBECTL_EXTERNAL_DIFF="diff -r")
+    assert "***" in external.stdout, external.stdout + external.stderr
     tool(sync, "deploy", *cluster, "--dry-run", expect=0)
     tool(sync, "deploy", *cluster, "-o", "json", expect=0)
 
