@@ -85,14 +85,17 @@ class Plan:
     def scope(self) -> tuple[str, ...]:
         return (self.path, *self.renders_from)
 
+    def also(self) -> str:
+        """What is restored with PATH, for messages."""
+        return f" (with {', '.join(self.renders_from)}, which it renders from)" \
+            if self.renders_from else ""
+
     def message(self) -> str:
         """Subject, body and trailers of the rollback commit."""
         target, head = describe(self.root, self.target), describe(self.root, self.head)
         files = "\n".join(f"  {c}" for c in self.changes)
-        also = f" (with {', '.join(self.renders_from)}, which it renders from)" \
-            if self.renders_from else ""
         return (f"Roll back {self.label} to {target}\n\n"
-                f"Restore {self.label}{also} as it was at {target},\n"
+                f"Restore {self.label}{self.also()} as it was at {target},\n"
                 f"replacing its state at {head}.\n\n{files}\n\n"
                 f"{TRAILER_TO}: {self.target}\n{TRAILER_OF}: {self.head}\n")
 

@@ -105,7 +105,7 @@ def _synced(src: Source, name: str | None, cluster: dict[str, str | None]) -> It
 def _show(plan: rollback.Plan) -> int:
     head, target = rollback.describe(plan.root, plan.head), rollback.describe(
         plan.root, plan.target)
-    click.echo(f"Would roll back {plan.label} to {target}, replacing {head}:")
+    click.echo(f"Would roll back {plan.label}{plan.also()} to {target}, replacing {head}:")
     for change in plan.changes:
         click.echo(f" {change}")
     click.echo()
