@@ -377,7 +377,13 @@ def perform(plan: Plan) -> str:
         raise
     # Refresh stat data so that files merely touched do not block read-tree.
     git.run(["update-index", "-q", "--refresh"], cwd=plan.root, check=False)
-    git.run(["read-tree", "-m", "-u", plan.head, new], cwd=plan.root)
+    try:
+        git.run(["read-tree", "-m", "-u", plan.head, new], cwd=plan.root)
+    except GitError:
+        # Files in the way that the checks did not foresee: back to the old state.
+        git.run(["update-ref", "-m", f"{reflog} (undone)", ref, plan.head, new], cwd=plan.root)
+        marker.unlink()
+        raise
     marker.unlink()
     return new
 
