@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Protocol
 
-from kubectl_gitops.errors import ManifestError, ManifestErrors
+from kubectl_gitops.errors import ManifestError
 
 MAX_HOPS = 40  # Linux's MAXSYMLINKS
 MAX_DEPTH = 8  # directory links inside directory links
@@ -148,19 +148,18 @@ def _relative_target(tree: Tree, target: str) -> str:
 
 
 def follow(tree: Tree, linked: list[str], reads: Callable[[str], bool],
-           wanted: Callable[[str], bool], seen: set[str]) -> list[tuple[str, str]]:
+           wanted: Callable[[str], bool], seen: set[str],
+           errors: list[ManifestError]) -> list[tuple[str, str]]:
     """``(path as read, real path)`` of each manifest the links lead to.
 
     A file already read at its own path (``seen``) is not read twice. Every
-    link that cannot be followed and may hold manifests is an error at its path.
+    link that cannot be followed and may hold manifests adds an error at its
+    path to ``errors``.
     """
     out: list[tuple[str, str]] = []
-    errors: list[ManifestError] = []
     for link in linked:
         if wanted(link):
             _follow(tree, link, link, reads, seen, out, errors, 0)
-    if errors:
-        raise ManifestErrors(errors)
     return out
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Literal
 
 from kubectl_gitops import git, links
-from kubectl_gitops.errors import ConfigError, GitError
+from kubectl_gitops.errors import ConfigError, GitError, ManifestError, ManifestErrors
 
 CONFIG_FILE = ".gitops.yaml"
 MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
@@ -67,9 +67,18 @@ class Source:
         return "working-tree" if self.mode == "worktree" else "index"
 
     def files(self) -> list[SourceFile]:
+        files, errors = self.read_files()
+        if errors:
+            raise ManifestErrors(errors)
+        return files
+
+    def read_files(self) -> tuple[list[SourceFile], list[ManifestError]]:
+        """The files, and an error at the path of each symlink that cannot be
+        followed (validate reports them with the other problems)."""
         reader = {"commit": _commit_files, "worktree": _worktree_files,
                   "index": _index_files}[self.mode]
-        return list(reader(self))
+        errors: list[ManifestError] = []
+        return list(reader(self, errors)), errors
 
     def export(self, dest: Path) -> dict[str, str]:
         """Write every blob of the revision's whole tree (or the index) under
@@ -229,7 +238,8 @@ def _check_directory(path: str, entries: list[tuple[str, str, str]], where: str)
 
 
 def _blob_files(src: Source, entries: list[tuple[str, str, str]],
-                whole: Callable[[], list[tuple[str, str, str]]]) -> Iterator[SourceFile]:
+                whole: Callable[[], list[tuple[str, str, str]]],
+                errors: list[ManifestError]) -> Iterator[SourceFile]:
     """Regular files, and what symlinks (120000) under PATH lead to inside the
     repo; ``whole()`` lists the whole tree, asked only when there is a link.
     Submodules (160000) hold no manifests of their own."""
@@ -240,14 +250,14 @@ def _blob_files(src: Source, entries: list[tuple[str, str, str]],
         seen = {path for _, path in wanted}
         wanted += [(tree.sha(real), path) for path, real in
                    links.follow(tree, [p for m, _, p in entries if m == LINK_MODE], src.reads,
-                                src.wanted, seen)]
+                                src.wanted, seen, errors)]
     blobs = git.cat_blobs(src.root, [sha for sha, _ in wanted])
     for (_, path), data in zip(wanted, blobs):
         yield SourceFile(path, data)
 
 
-def _commit_files(src: Source) -> Iterator[SourceFile]:
-    return _blob_files(src, _tree_entries(src), lambda: _tree_entries(src, ""))
+def _commit_files(src: Source, errors: list[ManifestError]) -> Iterator[SourceFile]:
+    return _blob_files(src, _tree_entries(src), lambda: _tree_entries(src, ""), errors)
 
 
 def _index_entries(src: Source, path: str | None = None) -> list[tuple[str, str, str]]:
@@ -270,13 +280,13 @@ def index_env(src: Source) -> dict[str, str] | None:
     return {"GIT_INDEX_FILE": src.index_file} if src.index_file else None
 
 
-def _index_files(src: Source) -> Iterator[SourceFile]:
+def _index_files(src: Source, errors: list[ManifestError]) -> Iterator[SourceFile]:
     entries = _index_entries(src)
     _check_directory(src.path, entries, "in the index")
-    return _blob_files(src, entries, lambda: _index_entries(src, ""))
+    return _blob_files(src, entries, lambda: _index_entries(src, ""), errors)
 
 
-def _worktree_files(src: Source) -> Iterator[SourceFile]:
+def _worktree_files(src: Source, errors: list[ManifestError]) -> Iterator[SourceFile]:
     if src.path and not (src.root / src.path).is_dir():
         what = "not a directory" if (src.root / src.path).exists() else "no such directory"
         raise ConfigError(f"{src.path}: {what} in the working tree")
@@ -288,6 +298,6 @@ def _worktree_files(src: Source) -> Iterator[SourceFile]:
     linked = [p for p in paths if (src.root / p).is_symlink()]
     if linked:
         found += links.follow(links.WorkTree(src.root), linked, src.reads, src.wanted,
-                              {p for p, _ in found})
+                              {p for p, _ in found}, errors)
     for path, real in sorted(found):
         yield SourceFile(path, (src.root / real).read_bytes())

@@ -171,8 +171,9 @@ def path_in_index(src: Source) -> bool:
 
 def validate_source(src: Source, opts: Options) -> Result:
     """Validate everything under a source (a commit, the index, the work tree)."""
-    files = src.files()
+    files, unreadable = src.read_files()
     parsed, errors = manifests.read(src, files)
+    errors = [Problem.of(e, "symlink") for e in unreadable] + errors
     result = _result(src.revision, src.path, opts, len(files))
     where = {"commit": "in this revision", "index": "in the index",
              "worktree": "in the work tree"}[src.mode]
@@ -561,7 +562,7 @@ def _crd_table(parsed: Iterable[Manifest]) -> dict[tuple[str, str], _Crd]:
 def _worktree_crds(src: Source) -> list[Manifest]:
     # Only files that can hold a CRD are parsed: this runs in a commit hook.
     found: list[Manifest] = []
-    for f in src.files():
+    for f in src.read_files()[0]:  # a bad link is reported where it is read
         if b"CustomResourceDefinition" in f.data:
             found += manifests.parse_file(f.path, f.data)[0]
     return found

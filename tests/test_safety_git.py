@@ -4,6 +4,7 @@ safety, and Secret values kept out of every output and file."""
 from __future__ import annotations
 
 import base64
+import json
 import os
 import stat
 import subprocess
@@ -117,9 +118,15 @@ def test_validate_and_the_hook_report_a_link_outside_by_its_path(repo: Path, env
     git(repo, "add", "-A")
     for args in (["--staged"], ["--working-tree"]):
         proc = run([str(BIN / "git-gitops-validate"), *args, "deploy"], repo, env)
-        assert proc.returncode == 2
-        assert proc.stderr.startswith("error: deploy/passwd.yaml: symlink to /etc/passwd points "
+        assert proc.returncode == 1
+        assert proc.stderr.startswith("deploy/passwd.yaml: symlink to /etc/passwd points "
                                       "outside the repository"), proc.stderr
+    proc = run([str(BIN / "git-gitops-validate"), "--staged", "deploy", "-o", "json"], repo, env)
+    assert [(p["path"], p["check"]) for p in json.loads(proc.stdout)["problems"]] == \
+        [("deploy/passwd.yaml", "symlink")]
+    run([str(BIN / "git-gitops"), "install-hooks"], repo, env)
+    hook = run(["git", "commit", "-m", "link out"], repo, env)
+    assert hook.returncode != 0 and "deploy/passwd.yaml: symlink to /etc/passwd" in hook.stderr
 
 
 # --- the kustomize sandbox (item 5) ----------------------------------------------
