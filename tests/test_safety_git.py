@@ -488,3 +488,22 @@ def test_the_log_is_not_written_through_a_planted_symlink(
     proc = run([str(BIN / "git-gitops-validate"), "--ref", "no-such-rev"], tmp_path, env)
     assert proc.returncode == 2
     assert victim.read_text() == "precious\n"
+
+
+def test_a_manifest_turned_into_an_in_repo_symlink_is_not_pruned(
+        git_env: dict, kube_env: dict, namespace: str, tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "repo")
+    write(repo, "deploy/web.yaml", cmv("web", "one"))
+    write(repo, "deploy/db.yaml", cmv("db", "one"))
+    commit(repo)
+    env = {**git_env, "KUBECONFIG": kube_env["KUBECONFIG"], "PATH": kube_env["PATH"]}
+    sync = [str(BIN / "kubectl-gitops-sync"), "deploy", "-n", namespace, "--name", "links",
+            "--prune", "-o", "json"]
+    assert run(sync, repo, env).returncode == 0
+    git(repo, "mv", "deploy/web.yaml", "shared-web.yaml")
+    os.symlink("../shared-web.yaml", repo / "deploy/web.yaml")
+    commit(repo, "share web.yaml through a link")
+    proc = run(sync, repo, env)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["counts"] == \
+        {"created": 0, "updated": 0, "pruned": 0, "unchanged": 2, "failed": 0}
