@@ -95,6 +95,14 @@ def test_pull_sync_report_only_drift_and_invalid_commit(tmp_path: Path, env: dic
         assert _data(ns, env) == {"color": "red"}
         assert len(history("app", ns, env)) == records
 
+        assert a.http("/healthz")[0] == 200
+        assert a.metric("gitops_drift_detected_total", app="app") == 1
+        assert a.metric("gitops_drift_corrected_total", app="app") == 0
+        assert a.metric("gitops_objects_managed", app="app") == 2
+        assert a.metric("gitops_last_successful_sync_timestamp_seconds", app="app") > 0
+        assert a.metric("gitops_reconcile_total", app="app", kind="app", result="ok") >= 2
+        assert a.metric("gitops_reconcile_duration_seconds_count", app="app") >= 2
+        assert a.metric("gitops_api_requests_total", verb="watch") >= 1
         out = gitops("status", "app", "-n", ns, "-o", "json", cwd=tmp_path, env=env)
         assert out.returncode == 0, out.stderr
         doc = json.loads(out.stdout)
@@ -207,6 +215,7 @@ def test_unreachable_remote_keeps_the_revision_and_never_prunes(tmp_path: Path, 
                       10, "degraded")
         assert "fetching" in st["lastError"] and st["revision"] == sha1
         assert events(ns, env, "FetchFailed")
+        assert a.metric("gitops_git_fetch_errors_total", app="app") >= 1
         assert get("configmap", "b", env, ns) is not None
 
         gone.rename(origin)
