@@ -171,3 +171,23 @@ def test_heal_wait_doubles(tmp_path: Path) -> None:
     assert round(agent._heal_wait(run, oid)) == 1
     run.heals[oid] = (3, now - 9.0)  # quiet for more than twice the wait: starts over
     assert agent._heal_wait(run, oid) == 0.0 and oid not in run.heals
+
+
+@pytest.mark.parametrize("args, line", [
+    (["--config", "CFG"], "agent.yaml: apps[0]: expected a mapping with repo"),
+    (["--repo", "/x", "--webhook-secret-file", "/no/such/file"],
+     "/no/such/file: cannot read the webhook secret"),
+    (["--repo", "/x", "--interval", "often"], "--interval: 'often' is not a duration"),
+])
+def test_bad_agent_input_is_one_line_and_exit_2(tmp_path: Path, args: list[str],
+                                                line: str) -> None:
+    import subprocess
+    import sys
+
+    cfg = tmp_path / "agent.yaml"
+    cfg.write_text("apps: [{name: x}]\n")
+    exe = str(Path(sys.executable).parent / "kubectl-gitops")
+    proc = subprocess.run([exe, "agent", *[str(cfg) if a == "CFG" else a for a in args]],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1 and line in proc.stderr, proc.stderr

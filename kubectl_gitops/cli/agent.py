@@ -133,7 +133,7 @@ def command(ctx: click.Context, repo: str | None, ref: str, path: str | None,
     cache = Path(cache_dir or os.path.join(os.environ.get("XDG_CACHE_HOME") or
                                            os.path.expanduser("~/.cache"),
                                            "kubectl-gitops", "agent"))
-    secret = Path(webhook_secret_file).read_bytes().strip() if webhook_secret_file else None
+    secret = _secret(webhook_secret_file) if webhook_secret_file else None
     settings = runner.Settings(cache=cache, workers=workers,
                                debounce=cfg.duration(debounce, "--debounce"),
                                heal_backoff=cfg.duration(heal_backoff, "--heal-backoff"),
@@ -142,7 +142,19 @@ def command(ctx: click.Context, repo: str | None, ref: str, path: str | None,
     agent = runner.Agent(kube, specs, settings)
     host, port = _listen(listen)
     httpd = server.serve(agent, host, port, secret) if port else None
-    return _run(agent, config, specs)  if httpd is None else _serving(agent, httpd, config, specs)
+    return _run(agent, config, specs) if httpd is None else _serving(agent, httpd, config, specs)
+
+
+def _secret(path: str) -> bytes:
+    from kubectl_gitops.errors import ConfigError  # noqa: PLC0415
+
+    try:
+        secret = Path(path).read_bytes().strip()
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read the webhook secret: {e.strerror}") from e
+    if not secret:
+        raise ConfigError(f"{path}: the webhook secret is empty")
+    return secret
 
 
 def _serving(agent: Any, httpd: Any, config: str | None, specs: list[AppSpec]) -> int:
