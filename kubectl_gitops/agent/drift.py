@@ -57,6 +57,9 @@ def describe(item: plan.Item) -> str:
     one, the differing fields and their owners are read from managedFields."""
     if item.live is None:
         return "deleted"
+    named = getattr(item, "drift", None)  # the plan's own account, where it gives one
+    if named:
+        return ", ".join(named)
     m = _CONFLICT.findall(item.conflict or "")
     if m:
         return "; ".join(f"{fields} changed by {manager}" for manager, fields in m)
