@@ -111,7 +111,7 @@ class Kube:
             except (OSError, http.client.HTTPException) as e:
                 if isinstance(e, socket.timeout):
                     self._stalled = (f"the cluster at {self._conn.server} stopped answering "
-                                     f"(no reply within {timeout:g} s)")
+                                     f"(no reply within {round(timeout or 0, 1):g} s)")
                     raise ClusterError(self._stalled) from e
                 if method == "GET" and attempt < _READ_RETRIES and _transient(e):
                     attempt += 1
@@ -299,7 +299,9 @@ class Kube:
             doc = self.request("POST", "/apis/authentication.k8s.io/v1/selfsubjectreviews",
                                body={"apiVersion": "authentication.k8s.io/v1",
                                      "kind": "SelfSubjectReview"})
-        except ClusterError:
+        except ClusterError as e:
+            if e.status is None:  # no answer, or no credentials: not a refusal
+                raise
             return {}
         return dict((doc.get("status") or {}).get("userInfo") or {})
 
@@ -459,6 +461,8 @@ class _Pool:
         try:
             sock = socket.create_connection((proxy.host, proxy.port),
                                             timeout=self._connect_timeout)
+            if proxy.tls:  # Go's transport: the proxy gets the cluster's TLS settings too
+                sock = self._ssl_context().wrap_socket(sock, server_hostname=proxy.host)
         except OSError as e:
             raise ClusterError(f"cannot reach the proxy {proxy.label}: {_reason(e)}") from e
         try:
@@ -474,8 +478,11 @@ class _Pool:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if self._tls:
                 name = self._conn.tls_server_name or self._host
-                sock = self._ssl_context(check_hostname=check_hostname).wrap_socket(
-                    sock, server_hostname=name)
+                ctx = self._ssl_context(check_hostname=check_hostname)
+                if isinstance(sock, ssl.SSLSocket):  # TLS inside an https proxy's TLS
+                    sock = _TlsInTls(sock, ctx, name)  # type: ignore[assignment]
+                else:
+                    sock = ctx.wrap_socket(sock, server_hostname=name)
             sock.settimeout(self.read_timeout)
         except BaseException:
             sock.close()
@@ -536,7 +543,7 @@ class _Pool:
         except (OSError, ClusterError):
             return []
         try:
-            cert = sock.getpeercert() if isinstance(sock, ssl.SSLSocket) else None
+            cert = sock.getpeercert() if hasattr(sock, "getpeercert") else None
         finally:
             sock.close()
         return [v for _, v in (cert or {}).get("subjectAltName", ())]
@@ -562,6 +569,7 @@ class _Proxy:
     port: int
     label: str  # the proxy URL without credentials, for messages
     authorization: str | None
+    tls: bool = False
 
     def tunnel(self, sock: socket.socket, host: str, port: int) -> None:
         target = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
@@ -591,16 +599,84 @@ def _proxy_for(conn: kubeconfig_mod.Connection, scheme: str, host: str,
         if "://" not in url:
             url = "http://" + url
     parts = urlsplit(url)
-    if parts.scheme != "http":
-        raise ClusterError(f"proxy {url}: only http:// proxies (HTTP CONNECT) are supported")
+    if parts.scheme not in ("http", "https"):
+        raise ClusterError(f"proxy {parts.scheme}://{parts.hostname}: only http:// and "
+                           "https:// proxies (HTTP CONNECT) are supported")
     auth = None
     if parts.username is not None:
         from urllib.parse import unquote  # noqa: PLC0415
 
         raw = f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode()
         auth = "Basic " + base64.b64encode(raw).decode()
-    label = f"{parts.scheme}://{parts.hostname}:{parts.port or 80}"
-    return _Proxy(parts.hostname or "", parts.port or 80, label, auth)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    label = f"{parts.scheme}://{parts.hostname}:{port}"
+    return _Proxy(parts.hostname or "", port, label, auth, tls=parts.scheme == "https")
+
+
+class _TlsInTls:
+    """The API server's TLS spoken inside the TLS connection to an https proxy
+    (``ssl`` cannot wrap an SSLSocket, so the inner session runs on memory
+    buffers). Offers what the pool uses of a socket."""
+
+    def __init__(self, outer: ssl.SSLSocket, ctx: ssl.SSLContext, name: str) -> None:
+        self._outer = outer
+        self._incoming, self._outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        self._tls = ctx.wrap_bio(self._incoming, self._outgoing, server_hostname=name)
+        self._pump(self._tls.do_handshake)
+
+    def _pump(self, step: Callable[[], T]) -> T:
+        while True:
+            try:
+                result = step()
+            except ssl.SSLWantReadError:
+                self._flush()
+                data = self._outer.recv(65536)
+                if data:
+                    self._incoming.write(data)
+                else:
+                    self._incoming.write_eof()
+                continue
+            self._flush()
+            return result
+
+    def _flush(self) -> None:
+        data = self._outgoing.read()
+        if data:
+            self._outer.sendall(data)
+
+    def sendall(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            view = view[self._pump(lambda: self._tls.write(view)):]
+
+    def recv_into(self, buffer: Any, nbytes: int = 0) -> int:
+        try:
+            return self._pump(lambda: self._tls.read(nbytes or len(buffer), buffer))
+        except ssl.SSLZeroReturnError:
+            return 0
+
+    def makefile(self, mode: str = "rb", buffering: int = -1) -> Any:
+        import io  # noqa: PLC0415 - only behind an https proxy
+
+        sock = self
+
+        class Raw(io.RawIOBase):
+            def readable(self) -> bool:
+                return True
+
+            def readinto(self, b: Any) -> int:
+                return sock.recv_into(b)
+
+        return io.BufferedReader(Raw())
+
+    def getpeercert(self) -> Any:
+        return self._tls.getpeercert()
+
+    def settimeout(self, value: float | None) -> None:
+        self._outer.settimeout(value)
+
+    def close(self) -> None:
+        self._outer.close()
 
 
 def _proxied(host: str, port: int) -> bool:
