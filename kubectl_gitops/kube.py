@@ -453,14 +453,12 @@ class _Pool:
                 self._context = (cert, ctx)
             return ctx
 
-    def _dial(self) -> socket.socket:
+    def _dial(self, timeout: float) -> socket.socket:
         if self._proxy is None:
-            return socket.create_connection((self._host, self._port),
-                                            timeout=self._connect_timeout)
+            return socket.create_connection((self._host, self._port), timeout=timeout)
         proxy = self._proxy
         try:
-            sock = socket.create_connection((proxy.host, proxy.port),
-                                            timeout=self._connect_timeout)
+            sock = socket.create_connection((proxy.host, proxy.port), timeout=timeout)
             if proxy.tls:  # Go's transport: the proxy gets the cluster's TLS settings too
                 sock = self._ssl_context().wrap_socket(sock, server_hostname=proxy.host)
         except OSError as e:
@@ -472,8 +470,13 @@ class _Pool:
             raise
         return sock
 
-    def _connect(self, *, check_hostname: bool = True) -> socket.socket:
-        sock = self._dial()
+    def _connect(self, timeout: float | None = None, *,
+                 check_hostname: bool = True) -> socket.socket:
+        """A new connection; dialling and the TLS handshake are bounded by the
+        connect timeout and by ``timeout`` (what the request may still take)."""
+        limit = self._connect_timeout if timeout is None else min(self._connect_timeout,
+                                                                 timeout)
+        sock = self._dial(limit)
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if self._tls:
@@ -500,7 +503,7 @@ class _Pool:
             with self._lock:
                 sock, reused = (self._idle.pop(), True) if self._idle else (None, False)
             if sock is None:
-                sock = self._connect()
+                sock = self._connect(timeout)
             try:
                 sock.settimeout(timeout)
                 sock.sendall(message)
