@@ -232,6 +232,17 @@ def test_bad_kubeconfigs_are_one_line_and_exit_2(tmp_path: Path, repo: Path, kub
     assert proc.returncode in (0, 1), proc.stderr
 
 
+def test_certificate_name_mismatch_names_the_names(tmp_path: Path, repo: Path,
+                                                   kube_env: dict, admin: dict) -> None:
+    path = kubeconfig(tmp_path / "config", admin, admin["user"],
+                      cluster={**admin["cluster"], "tls-server-name": "wrong.example"})
+    line = one_error_line(gitops("diff", "deploy", "--kubeconfig", str(path), cwd=repo,
+                                 env=kube_env))
+    assert "its certificate does not name 'wrong.example' (valid for 127.0.0.1, localhost, " \
+        in line, line
+    assert kubectl("auth", "whoami", env=env_with(kube_env, path), check=False).returncode != 0
+
+
 # --- impersonation ------------------------------------------------------------------
 
 
