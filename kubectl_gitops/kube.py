@@ -35,6 +35,7 @@ from kubectl_gitops.errors import ClusterError, ConflictError, NotFoundError
 from kubectl_gitops.resources import Mapper, ResourceType
 
 FIELD_MANAGER = "kubectl-gitops"
+DEADLINE_GRACE = 5.0
 _AGGREGATED = ("application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,"
                "application/json")
 
@@ -54,7 +55,9 @@ class Kube:
     or from kubectl's connection flags (:class:`kubeconfig.Overrides`).
 
     ``timeout`` bounds each request when ``--request-timeout`` does not say;
-    ``deadline`` (seconds from now) bounds every request of the whole run.
+    ``deadline`` (seconds from now) bounds the whole run: ``deadline_at`` is
+    when the run's own steps should stop, and requests are refused
+    ``DEADLINE_GRACE`` seconds later.
     """
 
     def __init__(self, kubeconfig: str | kubeconfig_mod.Overrides | None = None,
@@ -70,7 +73,10 @@ class Kube:
         read_timeout = timeout if conn.request_timeout is None else conn.request_timeout or None
         self._http = _Pool(conn, connect_timeout=min(10.0, read_timeout or 10.0),
                            read_timeout=read_timeout)
-        self._deadline = (time.monotonic() + deadline, deadline) if deadline else None
+        # Requests may run a little past the deadline: the run's own steps
+        # (sync's --wait) stop at it, and the grace lets them record the outcome.
+        self.deadline_at = time.monotonic() + deadline if deadline else None
+        self._deadline = (self.deadline_at + DEADLINE_GRACE, deadline) if deadline else None
         self._stalled: str | None = None
         self.concurrency = concurrency
         self._discovery: dict[tuple[str, str], ResourceType] | None = None
