@@ -265,3 +265,33 @@ def test_kubeconfig_key_data_round_trip(tmp_path: Path) -> None:
     conn = load(str(path))
     assert conn.credentials.client_cert() == (crt.read_bytes(), key.read_bytes())
     assert stat.S_IMODE(path.stat().st_mode)  # the kubeconfig itself is untouched
+
+
+def test_cluster_options_hand_every_flag_to_the_command() -> None:
+    import click
+    from click.testing import CliRunner
+
+    from kubectl_gitops.cli.common import cluster_options
+
+    seen: list[object] = []
+
+    @click.command()
+    @cluster_options
+    def new(cluster: Overrides, namespace: str | None) -> None:
+        seen.append(cluster)
+
+    @click.command()
+    @cluster_options
+    def older(kubeconfig: object, context: object, namespace: str | None) -> None:
+        seen.append(kubeconfig)  # a command written before `cluster` still gets every flag
+
+    args = ["--as", "bob", "--as-group", "a", "--as-group", "b", "--request-timeout", "1m30s",
+            "-s", "https://x:1", "-v", "6"]
+    for command in (new, older):
+        result = CliRunner().invoke(command, args)
+        assert result.exit_code == 0, result.output
+    assert seen[0] == seen[1] == Overrides(server="https://x:1", as_user="bob",
+                                           as_groups=("a", "b"), request_timeout=90,
+                                           verbosity=6)
+    assert seen[0].argv() == ["--server", "https://x:1", "--as", "bob", "--as-group", "a",
+                              "--as-group", "b", "--request-timeout", "90s", "-v", "6"]
