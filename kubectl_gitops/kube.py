@@ -75,8 +75,11 @@ class Kube:
                            read_timeout=read_timeout)
         # Requests may run a little past the deadline: the run's own steps
         # (sync's --wait) stop at it, and the grace lets them record the outcome.
-        self.deadline_at = time.monotonic() + deadline if deadline else None
-        self._deadline = (self.deadline_at + DEADLINE_GRACE, deadline) if deadline else None
+        self.deadline_at: float | None = None
+        self._deadline: tuple[float, float] | None = None
+        if deadline:
+            self.deadline_at = time.monotonic() + deadline
+            self._deadline = (self.deadline_at + DEADLINE_GRACE, deadline)
         self._stalled: str | None = None
         self.concurrency = concurrency
         self._discovery: dict[tuple[str, str], ResourceType] | None = None
@@ -660,7 +663,7 @@ class _TlsInTls:
 
     def recv_into(self, buffer: Any, nbytes: int = 0) -> int:
         try:
-            return self._pump(lambda: self._tls.read(nbytes or len(buffer), buffer))
+            return int(self._pump(lambda: self._tls.read(nbytes or len(buffer), buffer)))
         except ssl.SSLZeroReturnError:
             return 0
 

@@ -133,11 +133,12 @@ class FreezingRelay:
 
 class ThrottlingReverseProxy:
     """Plain HTTP in front of an HTTPS API server (as ``kubectl proxy``): the
-    first request whose method is ``throttle_method`` gets 429 with
-    ``Retry-After: 1``; everything else is passed through with ``ctx``'s
+    first request whose method is ``throttle_method`` gets ``status`` (429
+    with ``Retry-After: 1``); everything else is passed through with ``ctx``'s
     client certificate. ``log`` records (method, path, status)."""
 
-    def __init__(self, server: str, ctx: ssl.SSLContext, throttle_method: str) -> None:
+    def __init__(self, server: str, ctx: ssl.SSLContext, throttle_method: str,
+                 status: int = 429) -> None:
         self.log: list[tuple[str, str, int]] = []
         url = urlsplit(server)
         proxy = self
@@ -153,9 +154,10 @@ class ThrottlingReverseProxy:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 if self.command == throttle_method and not throttled.is_set():
                     throttled.set()
-                    proxy.log.append((self.command, self.path, 429))
-                    self.send_response(429)
-                    self.send_header("Retry-After", "1")
+                    proxy.log.append((self.command, self.path, status))
+                    self.send_response(status)
+                    if status == 429:
+                        self.send_header("Retry-After", "1")
                     self.send_header("Content-Length", "0")
                     self.end_headers()
                     return

@@ -12,7 +12,6 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -434,8 +433,8 @@ def test_in_cluster_service_account_with_token_rotation(tmp_path: Path, kube_env
 # --- retries and warnings -------------------------------------------------------------
 
 
-def test_429_with_retry_after_is_retried(tmp_path: Path, repo: Path, kube_env: dict,
-                                         namespace: str, admin: dict, control_plane: Any) -> None:
+def _through_proxy(tmp_path: Path, admin: dict, method: str,
+                   status: int) -> ThrottlingReverseProxy:
     import ssl
 
     ctx = ssl.create_default_context(cadata=base64.b64decode(
@@ -444,7 +443,13 @@ def test_429_with_retry_after_is_retried(tmp_path: Path, repo: Path, kube_env: d
     key.write_bytes(base64.b64decode(admin["user"]["client-key-data"]))
     crt.write_bytes(base64.b64decode(admin["user"]["client-certificate-data"]))
     ctx.load_cert_chain(crt, key)
-    proxy = ThrottlingReverseProxy(admin["cluster"]["server"], ctx, throttle_method="PATCH")
+    return ThrottlingReverseProxy(admin["cluster"]["server"], ctx, throttle_method=method,
+                                  status=status)
+
+
+def test_429_with_retry_after_is_retried(tmp_path: Path, repo: Path, kube_env: dict,
+                                         namespace: str, admin: dict) -> None:
+    proxy = _through_proxy(tmp_path, admin, "PATCH", 429)
     with proxy.running():
         path = kubeconfig(tmp_path / "config", admin, {}, cluster={"server": proxy.url})
         sync = gitops("sync", "deploy", "-n", namespace, "--kubeconfig", str(path), cwd=repo,
@@ -455,6 +460,27 @@ def test_429_with_retry_after_is_retried(tmp_path: Path, repo: Path, kube_env: d
     assert len(throttled) == 1
     method, url, _ = proxy.log[throttled[0]]
     assert (method, url, 200) in proxy.log[throttled[0] + 1:]  # the same request, again
+
+
+def test_5xx_is_retried_for_reads_only(tmp_path: Path, repo: Path, kube_env: dict,
+                                       namespace: str, admin: dict) -> None:
+    proxy = _through_proxy(tmp_path, admin, "GET", 503)
+    with proxy.running():
+        path = kubeconfig(tmp_path / "config", admin, {}, cluster={"server": proxy.url})
+        diff = gitops("diff", "deploy", "-n", namespace, "--kubeconfig", str(path), cwd=repo,
+                      env=kube_env)
+    assert diff.returncode == 1, diff.stderr
+    first = proxy.log[0]
+    assert first[2] == 503 and (first[0], first[1], 200) in proxy.log[1:]
+    proxy = _through_proxy(tmp_path, admin, "PATCH", 500)
+    with proxy.running():
+        path = kubeconfig(tmp_path / "config", admin, {}, cluster={"server": proxy.url})
+        sync = gitops("sync", "deploy", "-n", namespace, "--kubeconfig", str(path), cwd=repo,
+                      env=kube_env)
+    assert sync.returncode == 2
+    failed = [(m, u) for m, u, s in proxy.log if s == 500]
+    assert len(failed) == 1
+    assert [(m, u) for m, u, _ in proxy.log].count(failed[0]) == 1  # never sent again
 
 
 def test_server_warnings_are_printed_once(tmp_path: Path, git_env: dict, kube_env: dict,

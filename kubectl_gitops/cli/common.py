@@ -92,7 +92,7 @@ def cluster_options(fn: F) -> F:
     # A command's own option of the same name wins (validate's --cluster flag).
     taken = {o for p in getattr(fn, "__click_params__", []) for o in p.opts}
     return _compose(*[click.option(*decls, **kw) for decls, kw in _CONNECTION_FLAGS
-                      if not taken & set(decls)])(wrapper)  # type: ignore[arg-type]
+                      if not taken & set(decls)])(wrapper)  # type: ignore[arg-type,return-value]
 
 
 _CONNECTION_FLAGS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
