@@ -225,10 +225,7 @@ def test_bad_kubeconfigs_are_one_line_and_exit_2(tmp_path: Path, repo: Path, kub
         line = one_error_line(proc)
         assert line.startswith(expected), (what, line)
     assert "did not finish within 1 s" in line
-    # KUBECONFIG=missing:good works, as with kubectl.
-    env = {**kube_env, "KUBECONFIG": f"{tmp_path / 'missing'}:{admin['path']}"}
-    proc = gitops("diff", "deploy", "-n", "default", cwd=repo, env=env)
-    assert proc.returncode in (0, 1), proc.stderr
+    # (KUBECONFIG=missing:good: see test_merged_kubeconfig_files_with_relative_paths.)
 
 
 def test_certificate_name_mismatch_names_the_names(tmp_path: Path, repo: Path,
