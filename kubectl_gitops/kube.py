@@ -448,9 +448,10 @@ class _Pool:
             if self._context is not None and self._context[0] == cert and check_hostname:
                 return self._context[1]
             c = self._conn
-            ctx = ssl.create_default_context()
-            if c.ca_data:
-                ctx.load_verify_locations(cadata=_pem_text(c.ca_data, c.context))
+            # As client-go: a kubeconfig CA replaces the system's roots (and
+            # skipping those saves parsing the whole system bundle).
+            ctx = ssl.create_default_context(
+                cadata=_pem_text(c.ca_data, c.context) if c.ca_data else None)
             if not c.verify:
                 ctx.check_hostname = False
                 ctx.verify_mode = ssl.CERT_NONE
