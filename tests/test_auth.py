@@ -251,6 +251,10 @@ def test_impersonating_a_viewer_writes_nothing(tmp_path: Path, repo: Path, kube_
                            namespace=namespace)
     assert kubectl_whoami(env_with(kube_env, as_viewer)) == viewer
     assert ours(as_viewer) == viewer
+    # kubectl diff cannot diff as a viewer either: its dry-run is authorized as a write.
+    theirs = kubectl("diff", "--server-side", "-f", str(repo / "deploy" / "cm.yaml"), "-n",
+                     namespace, env=env_with(kube_env, as_viewer), check=False)
+    assert theirs.returncode == 2 and "forbidden" in theirs.stderr, theirs.stderr
     for args, env in (([], env_with(kube_env, as_viewer)), (["--as", viewer], kube_env)):
         # kubectl diff needs patch for its server-side dry-run; so do we.
         diff = gitops("diff", "deploy", "-n", namespace, "--name", "app", *args, cwd=repo,
