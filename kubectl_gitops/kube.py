@@ -80,7 +80,10 @@ class Kube:
         if deadline:
             self.deadline_at = time.monotonic() + deadline
             self._deadline = (self.deadline_at + DEADLINE_GRACE, deadline)
-        self._stalled: str | None = None
+        # (message, until): after a request got no answer, the others fail at
+        # once for as long again instead of each waiting out its own timeout;
+        # a long-lived connection (the agent's) tries again after that.
+        self._stalled: tuple[str, float] | None = None
         self.concurrency = concurrency
         self._discovery: dict[tuple[str, str], ResourceType] | None = None
         self._lock = threading.Lock()
@@ -119,9 +122,10 @@ class Kube:
                 raise
             except (OSError, http.client.HTTPException) as e:
                 if isinstance(e, socket.timeout):
-                    self._stalled = (f"the cluster at {self._conn.server} stopped answering "
-                                     f"(no reply within {round(timeout or 0, 1):g} s)")
-                    raise ClusterError(self._stalled) from e
+                    message = (f"the cluster at {self._conn.server} stopped answering "
+                               f"(no reply within {round(timeout or 0, 1):g} s)")
+                    self._stalled = (message, time.monotonic() + (timeout or 30.0))
+                    raise ClusterError(message) from e
                 if method == "GET" and attempt < _READ_RETRIES and _transient(e):
                     attempt += 1
                     self._sleep(0.25 * 2 ** attempt)
@@ -146,8 +150,8 @@ class Kube:
     def _time_left(self) -> float | None:
         """The socket timeout for the next request; fails fast once the server
         has stopped answering or the run's deadline has passed."""
-        if self._stalled:
-            raise ClusterError(self._stalled)
+        if self._stalled and time.monotonic() < self._stalled[1]:
+            raise ClusterError(self._stalled[0])
         timeout = self._http.read_timeout
         if self._deadline is None:
             return timeout
