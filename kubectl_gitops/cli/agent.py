@@ -14,10 +14,11 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from kubectl_gitops import exitcodes
-from kubectl_gitops.cli.common import cluster_options, handle_errors, kubeconfig_value, run
+from kubectl_gitops.cli.common import cluster_options, handle_errors, run
 
 if TYPE_CHECKING:
     from kubectl_gitops.agent.config import AppSpec
+    from kubectl_gitops.kubeconfig import Overrides
 
 _CTX = {"help_option_names": ["-h", "--help"]}
 
@@ -107,16 +108,13 @@ def _listen(value: str) -> tuple[str, int]:
               "one object a second time; doubles each time, up to 5m.")
 @click.option("--lease-duration", type=click.IntRange(2, 3600), default=15, show_default=True,
               help="Seconds a leader may go silent before another agent takes over.")
-@click.option("-v", "--verbose", is_flag=True)
 @click.pass_context
 @handle_errors
 def command(ctx: click.Context, repo: str | None, ref: str, path: str | None,
             name: str | None, interval: str, prune: bool, self_heal: bool,
-            kubeconfig: str | None, context: str | None, namespace: str | None,
-            config: str | None, cache_dir: str | None, listen: str,
+            cluster: Overrides, namespace: str | None, config: str | None, cache_dir: str | None, listen: str,
             webhook_secret_file: str | None, git_token_file: str | None, log_format: str,
-            workers: int, debounce: str, heal_backoff: str, lease_duration: int,
-            verbose: bool) -> int:
+            workers: int, debounce: str, heal_backoff: str, lease_duration: int) -> int:
     """Pull and converge: fetch git every interval (or on the webhook), sync new
     revisions, watch the members and report or correct drift.
 
@@ -128,7 +126,7 @@ def command(ctx: click.Context, repo: str | None, ref: str, path: str | None,
     from kubectl_gitops.agent import runner, server  # noqa: PLC0415
     from kubectl_gitops.agent.metrics import CountingKube  # noqa: PLC0415
 
-    _logging(log_format, verbose)
+    _logging(log_format, cluster.verbosity >= 4)  # -v 4: the agent's debug lines
     specs = _specs(config, repo, ref, path, name, namespace, interval, prune, self_heal)
     cache = Path(cache_dir or os.path.join(os.environ.get("XDG_CACHE_HOME") or
                                            os.path.expanduser("~/.cache"),
@@ -138,7 +136,7 @@ def command(ctx: click.Context, repo: str | None, ref: str, path: str | None,
                                debounce=cfg.duration(debounce, "--debounce"),
                                heal_backoff=cfg.duration(heal_backoff, "--heal-backoff"),
                                lease_duration=lease_duration, token_file=git_token_file)
-    kube = CountingKube(kubeconfig_value(kubeconfig), context)
+    kube = CountingKube(cluster)
     agent = runner.Agent(kube, specs, settings)
     host, port = _listen(listen)
     httpd = server.serve(agent, host, port, secret) if port else None

@@ -9,30 +9,22 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from kubectl_gitops import exitcodes
-from kubectl_gitops.cli.common import handle_errors, kubeconfig_value, run
+from kubectl_gitops.cli.common import cluster_options, handle_errors, run
 
 if TYPE_CHECKING:
     from kubectl_gitops.kube import Kube
+    from kubectl_gitops.kubeconfig import Overrides
 
 _CTX = {"help_option_names": ["-h", "--help"]}
+# Here -n narrows where to look (cluster_options leaves a command's own -n alone).
+_NAMESPACE = click.option("-n", "--namespace", metavar="NS",
+                          help="Only this namespace (default: every namespace).")
 
 
-def _cluster(fn: Any) -> Any:
-    for opt in reversed([
-        click.option("--kubeconfig", metavar="FILE", envvar="KUBECONFIG",
-                     help="Path to the kubeconfig file."),
-        click.option("--context", metavar="NAME", help="The kubeconfig context to use."),
-        click.option("-n", "--namespace", metavar="NS", help="Only this namespace "
-                     "(default: every namespace)."),
-    ]):
-        fn = opt(fn)
-    return fn
-
-
-def _kube(kubeconfig: str | None, context: str | None) -> Kube:
+def _kube(cluster: Overrides) -> Kube:
     from kubectl_gitops import app as app_mod  # noqa: PLC0415
 
-    return app_mod.connect(kubeconfig_value(kubeconfig), context)
+    return app_mod.connect(cluster)
 
 
 def _find(kube: Kube, name: str, namespace: str | None) -> dict[str, Any]:
@@ -70,19 +62,20 @@ def _table(apps: list[dict[str, Any]]) -> None:
 
 @click.command(context_settings=_CTX)
 @click.argument("name", required=False)
-@_cluster
+@cluster_options
+@_NAMESPACE
 @click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table",
               show_default=True)
 @handle_errors
-def command(name: str | None, kubeconfig: str | None, context: str | None,
-            namespace: str | None, output: str) -> int:
+def command(name: str | None, cluster: Overrides, namespace: str | None,
+            output: str) -> int:
     """An app's state: revision synced, Synced/OutOfSync, health, drift, last error.
 
     Without NAME, every app (as ls). Reads the cluster only.
     """
     from kubectl_gitops.agent import state  # noqa: PLC0415
 
-    kube = _kube(kubeconfig, context)
+    kube = _kube(cluster)
     parents = [_find(kube, name, namespace)] if name else state.list_parents(kube, namespace)
     apps = [state.read(kube, p) for p in parents]
     if output == "json":
@@ -111,16 +104,16 @@ def _detail(a: dict[str, Any]) -> None:
 
 
 @click.command(context_settings=_CTX)
-@_cluster
+@cluster_options
+@_NAMESPACE
 @click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table",
               show_default=True)
 @handle_errors
-def ls_command(kubeconfig: str | None, context: str | None, namespace: str | None,
-               output: str) -> int:
+def ls_command(cluster: Overrides, namespace: str | None, output: str) -> int:
     """Every app this tool manages, with its state (no member reads: fast)."""
     from kubectl_gitops.agent import state  # noqa: PLC0415
 
-    kube = _kube(kubeconfig, context)
+    kube = _kube(cluster)
     apps = [state.read(kube, p, with_health=False) for p in state.list_parents(kube, namespace)]
     if output == "json":
         click.echo(json.dumps(apps, indent=2))
@@ -132,13 +125,13 @@ def ls_command(kubeconfig: str | None, context: str | None, namespace: str | Non
 def _flip(on: bool) -> click.Command:
     @click.command(context_settings=_CTX)
     @click.argument("name")
-    @_cluster
+    @cluster_options
+    @_NAMESPACE
     @handle_errors
-    def flip(name: str, kubeconfig: str | None, context: str | None,
-             namespace: str | None) -> int:
+    def flip(name: str, cluster: Overrides, namespace: str | None) -> int:
         from kubectl_gitops.agent import state  # noqa: PLC0415
 
-        kube = _kube(kubeconfig, context)
+        kube = _kube(cluster)
         parent = _find(kube, name, namespace)
         state.set_suspended(kube, parent["metadata"]["namespace"], name, on)
         click.echo(f"{'suspended' if on else 'resumed'} {name} in namespace "
