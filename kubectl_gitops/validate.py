@@ -229,6 +229,8 @@ def _check(result: Result, files: list[SourceFile], parsed: list[Manifest],
     resolved, id_errors = resources.resolve(parsed, mapper, default_ns, unknown_kinds_ok=True)
     problems += [Problem.of(e, "identity") for e in id_errors]
     problems += docs.duplicate_keys(parsed)
+    problems += [Problem(m.path, line, message, obj=str(m), check="yaml-meaning")
+                 for m in parsed for line, message in m.go_meanings if m.line]
     builtin = schema.BuiltinSchemas(opts.kubernetes_version)
     crds = _Crds(parsed, builtin, crd_source)
     release = schema.minor(opts.kubernetes_version)
