@@ -17,8 +17,8 @@ from typing import Any
 
 from kubectl_gitops import applyset, health, history
 from kubectl_gitops.app import App
-from kubectl_gitops.errors import ClusterError, GitOpsError
-from kubectl_gitops.plan import Item, Plan, namespaces_of
+from kubectl_gitops.errors import ClusterError, ConflictError, GitOpsError
+from kubectl_gitops.plan import Item, Plan, namespaces_of, summarize_conflict
 
 Report = Callable[[str], None]
 
@@ -40,7 +40,7 @@ class Options:
     dry_run: bool = False
     allow_empty: bool = False
     adopt: bool = False
-    force_conflicts: bool = False
+    force_conflicts: bool = True  # git is the source of truth: take drifted fields back
     wait: bool = False
     timeout: float = 300.0
 
@@ -65,8 +65,14 @@ class Result:
 
 
 def check(app: App, plan: Plan, opts: Options) -> None:
-    """Everything that must hold before the first write; raises with all problems."""
-    problems = [f"{i.id}: {i.error}" for i in plan.errors]
+    """Everything that must hold before the first write; raises with all problems.
+
+    A problem of one object found while planning (the server refuses its
+    dry-run, a foreign owner, a conflict under ``--no-force-conflicts``)
+    refuses the whole sync, and diff reports the same problem first. Only
+    what no dry-run can see (a custom resource of a CRD this sync creates)
+    fails at apply time, and then the other objects are still applied."""
+    problems: list[str] = []
     if opts.prune and not app.manifests and not opts.allow_empty:
         problems.append(f"the revision holds no objects under {app.src.path or 'the repo root'}; "
                         "refusing to prune everything (pass --allow-empty to do so)")
@@ -79,9 +85,7 @@ def check(app: App, plan: Plan, opts: Options) -> None:
         else:
             problems.append(f"{item.id}: already owned by {owner}; not taking it over "
                             "(pass --adopt to take ownership)")
-    if not opts.force_conflicts:
-        problems += [i.conflict for i in plan.items
-                     if i.conflict and i.needs_apply and not i.adopted]
+    problems = plan.problems(force_conflicts=opts.force_conflicts) + problems
     if problems:
         raise SyncRefused(problems)
 
@@ -146,7 +150,7 @@ def _apply(app: App, items: list[Item], opts: Options, result: Result, report: R
             app.kube.apply(item.rtype, item.desired,
                            force=opts.force_conflicts or bool(item.adopted))
         except ClusterError as e:
-            msg = e.message
+            msg = summarize_conflict(e.message) if isinstance(e, ConflictError) else e.message
             with lock:
                 result.failures.append(f"{item.id}: {msg}")
                 report(f"failed     {item.id}: {msg}")
