@@ -251,6 +251,14 @@ def test_served_but_not_preferred_versions_converge(tmp_path: Path, git_env: dic
     kd = kubectl("diff", "--server-side", "-n", namespace,
                  "-f", str(files), env=kube_env, check=False)
     assert kd.returncode == 0, kd.stdout + kd.stderr
+    # A kubectl patch of the custom resource is drift, taken back like any other.
+    kubectl("patch", f"gateways.{group}", "gw", "-n", namespace, "--type=merge",
+            "-p", '{"spec": {"port": 81}}', env=kube_env)
+    d = converge(repo, namespace, kube_env)
+    [gw] = [i for i in d["items"] if i["kind"] == "Gateway"]
+    assert gw["action"] == "update" and gw["drift"][0].startswith(".spec.port (kubectl-patch, ")
+    assert json.loads(kubectl("get", f"gateways.{group}", "gw", "-n", namespace, "-o", "json",
+                              env=kube_env).stdout)["spec"]["port"] == 80
     kubectl("delete", "crd", f"gateways.{group}", "--wait=false", env=kube_env)
 
 
@@ -285,10 +293,19 @@ def test_a_pruned_namespace_is_not_pruned_again(tmp_path: Path, git_env: dict, k
                                                 namespace: str) -> None:
     gone = f"{namespace}-gone"
     ns_obj = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": gone}}
-    repo = _repo(tmp_path, docs(ns_obj, configmap("in-it", namespace=gone), configmap("stay")))
+    # A finalizer keeps the pruned ConfigMap, and so its Namespace, terminating.
+    held = configmap("in-it", namespace=gone, finalizers=["example.com/hold"])
+    # Another Namespace stays, so Namespaces stay a kind of the set.
+    kept = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": f"{namespace}-kept"}}
+    repo = _repo(tmp_path, docs(ns_obj, kept, held, configmap("stay")))
     assert _run("sync", repo, namespace, kube_env, "--prune").returncode == 0
-    _set(repo, docs(configmap("stay")))
-    r = _run("sync", repo, namespace, kube_env, "--prune")
-    assert r.returncode == 0, r.stderr
-    d = _run("diff", repo, namespace, kube_env, "--prune")
-    assert d.returncode == 0, d.stdout + d.stderr
+    _set(repo, docs(kept, configmap("stay")))
+    # converge: diff --prune, the dry run and sync agree; diff --prune exits 0
+    # right after, while the Namespace is still terminating.
+    d = converge(repo, namespace, kube_env, "--prune")
+    assert d["counts"] == {"created": 0, "updated": 0, "pruned": 2, "unchanged": 2,
+                           "failed": 0}
+    assert get("namespace", gone, kube_env)["status"]["phase"] == "Terminating"
+    kubectl("patch", "configmap", "in-it", "-n", gone, "--type=merge",
+            "-p", '{"metadata": {"finalizers": null}}', env=kube_env)
+    kubectl("delete", "namespace", f"{namespace}-kept", "--wait=false", env=kube_env)

@@ -110,40 +110,97 @@ def test_validate_says_where_readings_differ(git_env: dict, tmp_path: Path) -> N
         "(go-yaml) but the string 'n' to YAML 1.1 readers; quote it if you mean a string"]
 
 
+# The CRD is written as YAML with the enum prometheus-operator's
+# AlertmanagerConfig CRD has for matchType (a plain `=` and `=~` among quoted
+# ones), which PyYAML tags !!value.
+CRD_YAML = """apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata: {name: things.GROUP}
+spec:
+  group: GROUP
+  scope: Namespaced
+  names: {kind: Thing, plural: things, singular: thing}
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    schema:
+      openAPIV3Schema:
+        type: object
+        properties:
+          spec:
+            type: object
+            x-kubernetes-preserve-unknown-fields: true
+            properties:
+              matchType:
+                type: string
+                enum:
+                - '!='
+                - =
+                - =~
+                - '!~'
+"""
+
+ROLE_BINDINGS = """apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBindingList
+items:
+- apiVersion: rbac.authorization.k8s.io/v1
+  kind: RoleBinding
+  metadata: {name: prometheus-k8s-config}
+  roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: prometheus-k8s-config}
+  subjects: [{kind: ServiceAccount, name: prometheus-k8s, namespace: monitoring}]
+- apiVersion: rbac.authorization.k8s.io/v1
+  kind: RoleBinding
+  metadata: {name: prometheus-k8s}
+  roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: prometheus-k8s}
+  subjects: [{kind: ServiceAccount, name: prometheus-k8s, namespace: monitoring}]
+"""
+
+
 def test_kubectl_reads_the_file_as_we_do(tmp_path: Path, git_env: dict, kube_env: dict,
                                          namespace: str) -> None:
     # The real kubectl is the oracle: a custom resource that keeps any JSON
-    # is created by `kubectl apply` and by sync from the same file; the two
+    # is created by sync and by `kubectl apply` from the same text; the two
     # stored specs must be equal, and diff must then see no difference.
     group = f"{namespace}.yaml.example.com"
-    crd = {"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
-           "metadata": {"name": f"things.{group}"},
-           "spec": {"group": group, "scope": "Namespaced",
-                    "names": {"kind": "Thing", "plural": "things", "singular": "thing"},
-                    "versions": [{"name": "v1", "served": True, "storage": True,
-                                  "schema": {"openAPIV3Schema": {
-                                      "type": "object", "properties": {"spec": {
-                                          "type": "object",
-                                          "x-kubernetes-preserve-unknown-fields": True}}}}}]}}
-    path = tmp_path / "crd.json"
-    path.write_text(json.dumps(crd))
-    kubectl("apply", "-f", str(path), env=kube_env)
-    kubectl("wait", "--for=condition=Established", f"crd/things.{group}", env=kube_env)
-    body = ("spec:\n  flags: [y, n, on, off, 'y']\n  numbers: [1e3, 0o17, 08, 1.0, 0X1F]\n"
-            "  strings: [1:30, =, 2024-01-02]\n  y: key\n")
+    body = ("spec:\n  matchType: =\n  flags: [y, n, on, off, 'y']\n"
+            "  numbers: [1e3, 0o17, 08, 1.0, 0X1F]\n  strings: [1:30, =, 2024-01-02]\n"
+            "  y: key\n")
     thing = f"apiVersion: {group}/v1\nkind: Thing\nmetadata:\n  name: NAME\n{body}"
-    by_kubectl = tmp_path / "thing.yaml"
-    by_kubectl.write_text(thing.replace("NAME", "by-kubectl"))
-    kubectl("apply", "--server-side", "-n", namespace, "-f", str(by_kubectl), env=kube_env)
     repo = make_repo(tmp_path / "repo")
+    write(repo, "deploy/crd.yaml", CRD_YAML.replace("GROUP", group))
     write(repo, "deploy/thing.yaml", thing.replace("NAME", "by-us"))
+    write(repo, "deploy/rbac.yaml", ROLE_BINDINGS)
     commit(repo)
     r = gitops("sync", "deploy", "-n", namespace, "--name", "app", cwd=repo, env=kube_env)
     assert r.returncode == 0, r.stderr
+    by_kubectl = tmp_path / "thing.yaml"
+    by_kubectl.write_text(thing.replace("NAME", "by-kubectl"))
+    kubectl("apply", "--server-side", "-n", namespace, "-f", str(by_kubectl), env=kube_env)
     specs = [json.loads(kubectl("get", f"things.{group}", name, "-n", namespace, "-o", "json",
                                 env=kube_env).stdout)["spec"] for name in ("by-kubectl", "by-us")]
     assert specs[0] == specs[1]
     assert specs[1]["flags"] == [True, False, True, False, "y"] and "true" in specs[1]
+    assert specs[1]["matchType"] == "="
+    bindings = json.loads(kubectl("get", "rolebindings", "-n", namespace, "-o", "json",
+                                  env=kube_env).stdout)["items"]
+    assert sorted(b["metadata"]["name"] for b in bindings) == ["prometheus-k8s",
+                                                               "prometheus-k8s-config"]
     d = gitops("diff", "deploy", "-n", namespace, "--name", "app", cwd=repo, env=kube_env)
     assert d.returncode == 0, d.stdout + d.stderr
     kubectl("delete", "crd", f"things.{group}", "--wait=false", env=kube_env)
+
+
+def test_a_repeated_key_refuses_sync(tmp_path: Path, git_env: dict, kube_env: dict,
+                                     namespace: str) -> None:
+    repo = make_repo(tmp_path / "repo")
+    write(repo, "deploy/cm.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: a\n"
+          "data:\n  mode: calm\n  mode: wild\n")
+    commit(repo)
+    for sub in ("diff", "sync"):
+        r = gitops(sub, "deploy", "-n", namespace, "--name", "app", cwd=repo, env=kube_env)
+        assert (r.returncode, r.stderr.strip()) == (
+            2, f'error: deploy/cm.yaml:7: ConfigMap {namespace}/a: duplicate key "mode": '
+            "kubectl refuses a mapping that repeats a key; keep one"), r.stderr
+    assert kubectl("get", "configmap", "a", "-n", namespace, env=kube_env,
+                   check=False).returncode != 0
