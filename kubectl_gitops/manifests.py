@@ -215,6 +215,7 @@ _MERGE_KEYS = (goyaml.MERGE,)
 _RESOLVED: dict[str, tuple[str, Any]] = {}
 # Plain scalars that YAML 1.1 readers take otherwise than kubectl: what to say.
 _DIFFERS: dict[str, str] = {}
+_MAY_DIFFER = frozenset("yYnNoOtTfF~.+-0123456789=<")
 
 
 def _resolved(value: str) -> tuple[str, Any]:
@@ -234,7 +235,9 @@ class _CachingLoader(_Loader):  # type: ignore[misc,valid-type]
             return super().resolve(kind, value, implicit)  # type: ignore[no-any-return]
         if not implicit[0]:
             return _STR  # quoted: always a string
-        if value not in _RESOLVED:  # once per distinct text: compare with YAML 1.1
+        if value not in _RESOLVED and value[:1] in _MAY_DIFFER:
+            # Once per distinct text that YAML 1.1 may read otherwise (other
+            # first letters are strings to both): compare the two readings.
             message = goyaml.differs(super().resolve(kind, value, implicit), value)
             if message:
                 _DIFFERS[value] = message
