@@ -106,7 +106,8 @@ class Plan:
         out = [f"{i.id}: {i.error}" for i in self.errors]
         if not force_conflicts:
             out += [f"{i.id}: {i.conflict}; refused by --no-force-conflicts (forceConflicts: "
-                    "false in .gitops.yaml)" for i in self.items if i.conflict and not i.error and not i.adopted]
+                    "false in .gitops.yaml)" for i in self.items
+                    if i.conflict and not i.error and not i.adopted]
         return out
 
 

@@ -76,18 +76,26 @@ def check(app: App, plan: Plan, opts: Options) -> None:
     if opts.prune and not app.manifests and not opts.allow_empty:
         problems.append(f"the revision holds no objects under {app.src.path or 'the repo root'}; "
                         "refusing to prune everything (pass --allow-empty to do so)")
+    problems += foreign_owners(plan, app.parent.id, adopt=opts.adopt)
+    problems = plan.problems(force_conflicts=opts.force_conflicts) + problems
+    if problems:
+        raise SyncRefused(problems)
+
+
+def foreign_owners(plan: Plan, set_id: str, *, adopt: bool) -> list[str]:
+    """Objects another ApplySet or tool owns: refused, or (``adopt``) marked
+    as taken over. Diff asks this too, to say first what sync refuses."""
+    problems = []
     for item in plan.items:
-        owner = applyset.foreign_owner(item.live, app.parent.id) if item.live else None
+        owner = applyset.foreign_owner(item.live, set_id) if item.live else None
         if not owner or item.action == "prune":
             continue
-        if opts.adopt:
+        if adopt:
             item.adopted = owner  # taking over means taking its fields too
         else:
             problems.append(f"{item.id}: already owned by {owner}; not taking it over "
                             "(pass --adopt to take ownership)")
-    problems = plan.problems(force_conflicts=opts.force_conflicts) + problems
-    if problems:
-        raise SyncRefused(problems)
+    return problems
 
 
 def run(app: App, plan: Plan, opts: Options, report: Report) -> Result:

@@ -309,3 +309,22 @@ def test_a_pruned_namespace_is_not_pruned_again(tmp_path: Path, git_env: dict, k
     kubectl("patch", "configmap", "in-it", "-n", gone, "--type=merge",
             "-p", '{"metadata": {"finalizers": null}}', env=kube_env)
     kubectl("delete", "namespace", f"{namespace}-kept", "--wait=false", env=kube_env)
+
+
+def test_a_foreign_owner_is_refused_by_diff_first(tmp_path: Path, git_env: dict,
+                                                  kube_env: dict, namespace: str) -> None:
+    # The per-object policy: what refuses the whole sync, diff reports first,
+    # with the same line and exit status 2.
+    kubectl("create", "configmap", "shared", "-n", namespace, env=kube_env)
+    kubectl("label", "configmap", "shared", "-n", namespace,
+            "app.kubernetes.io/managed-by=Helm", env=kube_env)
+    repo = _repo(tmp_path, docs(configmap("shared"), configmap("mine")))
+    line = (f"error: ConfigMap {namespace}/shared: already owned by "
+            "app.kubernetes.io/managed-by=Helm; not taking it over (pass --adopt to take "
+            "ownership)")
+    for sub in ("diff", "sync"):
+        r = _run(sub, repo, namespace, kube_env)
+        assert (r.returncode, r.stderr.strip()) == (2, line), r.stderr
+    assert get("configmap", "mine", kube_env, namespace) is None  # nothing written
+    d = converge(repo, namespace, kube_env, "--adopt")
+    assert _actions(d)[("ConfigMap", namespace, "shared")] == "update"

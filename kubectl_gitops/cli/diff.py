@@ -35,17 +35,21 @@ def use_color(no_color: bool) -> bool:
               help="Whether sync takes back fields another manager changed (default: yes, "
               "or forceConflicts in .gitops.yaml); with --no-force-conflicts, such objects "
               "are reported as errors, as sync would refuse them.")
+@click.option("--adopt", is_flag=True, help="Show objects another ApplySet or tool owns as "
+              "sync --adopt would take them over (without it they are errors, as sync "
+              "refuses them).")
 @handle_errors
 def command(path_arg: str | None, path: str | None, repo: str | None, ref: str | None,
             working_tree: bool, name: str | None, kubeconfig: str | None, context: str | None,
             namespace: str | None, prune: bool, output: str, show_secrets: bool,
-            no_color: bool, concurrency: int, force_conflicts: bool | None) -> int:
+            no_color: bool, concurrency: int, force_conflicts: bool | None,
+            adopt: bool) -> int:
     """Show how the live cluster differs from a git revision.
 
     Exit status: 0 no differences, 1 differences, 2 error (as kubectl diff).
     """
     from kubectl_gitops import app as app_mod  # noqa: PLC0415 - keep --help fast
-    from kubectl_gitops import diff, plan, source  # noqa: PLC0415
+    from kubectl_gitops import diff, plan, source, sync  # noqa: PLC0415
 
     src = source.resolve(repo=repo, path=pick_path(path_arg, path), ref=ref,
                          working_tree=working_tree, name=name, namespace=namespace)
@@ -54,7 +58,8 @@ def command(path_arg: str | None, path: str | None, repo: str | None, ref: str |
     the_plan = plan.build(kube, app.manifests, app.parent, app.parent_live, prune=prune,
                           rules=src.ignore)
     force = src.force_conflicts if force_conflicts is None else force_conflicts
-    problems = the_plan.problems(force_conflicts=force)
+    owners = sync.foreign_owners(the_plan, app.parent.id, adopt=adopt)
+    problems = the_plan.problems(force_conflicts=force) + owners
     if problems:  # what sync would refuse, said first
         for line in problems:
             click.echo(f"error: {line}", err=True)
