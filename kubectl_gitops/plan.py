@@ -30,7 +30,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from kubectl_gitops import applyset, fields, ignore, schema
+from kubectl_gitops import applyset, fields, ignore, schema, secrets
 from kubectl_gitops.errors import ClusterError, ConflictError, GitOpsError, NotFoundError
 from kubectl_gitops.kube import FIELD_MANAGER, Kube
 from kubectl_gitops.manifests import Manifest
@@ -294,16 +294,16 @@ def _predict(kube: Kube, items: list[Item], new_namespaces: set[str], force: boo
             if item.id.namespace in new_namespaces and "namespace" in str(e).lower():
                 item.note = f"namespace {item.id.namespace} is created by this revision"
             else:
-                item.error = e.message
+                item.error = secrets.redact(e.message, item.desired)
         except ConflictError as e:
             # Predict what the forced apply sync makes, and remember the conflict.
-            item.conflict = summarize_conflict(e.message)
+            item.conflict = summarize_conflict(secrets.redact(e.message, item.desired))
             try:
                 item.predicted = kube.apply(item.rtype, item.desired, dry_run=True, force=True)
             except ClusterError as again:
-                item.error = again.message
+                item.error = secrets.redact(again.message, item.desired)
         except ClusterError as e:
-            msg = e.message
+            msg = secrets.redact(e.message, item.desired)
             if "immutable" in msg:
                 msg += (f"; this field cannot change in place: delete {item.id} and sync "
                         "again, or give it a new name")

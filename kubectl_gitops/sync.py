@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from kubectl_gitops import applyset, health, history
+from kubectl_gitops import applyset, health, history, secrets
 from kubectl_gitops.app import App
 from kubectl_gitops.errors import ClusterError, ConflictError, GitOpsError
 from kubectl_gitops.plan import Item, Plan, namespaces_of, summarize_conflict
@@ -158,7 +158,8 @@ def _apply(app: App, items: list[Item], opts: Options, result: Result, report: R
             app.kube.apply(item.rtype, item.desired,
                            force=opts.force_conflicts or bool(item.adopted))
         except ClusterError as e:
-            msg = summarize_conflict(e.message) if isinstance(e, ConflictError) else e.message
+            msg = secrets.redact(summarize_conflict(e.message) if isinstance(e, ConflictError)
+                                 else e.message, item.desired)
             with lock:
                 result.failures.append(f"{item.id}: {msg}")
                 report(f"failed     {item.id}: {msg}")
@@ -196,7 +197,7 @@ def _prune(app: App, items: list[Item], result: Result, report: Report) -> None:
                 app.kube.delete(item.rtype, item.id.namespace, item.id.name,
                                 uid=item.live["metadata"].get("uid"))
             except ClusterError as e:
-                return f"{item.id}: prune failed: {e.message}"
+                return f"{item.id}: prune failed: {secrets.redact(e.message, item.live)}"
             return None
 
         for item, failure in zip(batch, app.kube.map(one, batch)):

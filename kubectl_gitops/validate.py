@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from kubectl_gitops import desired, git, manifests, resources, schema, source
+from kubectl_gitops import desired, git, manifests, resources, schema, secrets, source
 from kubectl_gitops.errors import ClusterError, ManifestError, UsageError
 from kubectl_gitops.manifests import Manifest
 from kubectl_gitops.source import KUSTOMIZATION_FILES, Source, SourceFile
@@ -171,8 +171,9 @@ def path_in_index(src: Source) -> bool:
 
 def validate_source(src: Source, opts: Options) -> Result:
     """Validate everything under a source (a commit, the index, the work tree)."""
-    files = src.files()
+    files, unreadable = src.read_files()
     parsed, errors = manifests.read(src, files)
+    errors = [Problem.of(e, "symlink") for e in unreadable] + errors
     result = _result(src.revision, src.path, opts, len(files))
     where = {"commit": "in this revision", "index": "in the index",
              "worktree": "in the work tree"}[src.mode]
@@ -229,7 +230,8 @@ def _check(result: Result, files: list[SourceFile], parsed: list[Manifest],
     resolved, id_errors = resources.resolve(parsed, mapper, default_ns, unknown_kinds_ok=True)
     problems += [Problem.of(e, "identity") for e in id_errors]
     problems += docs.duplicate_keys(parsed)
-    problems += [Problem(m.path, line, message, obj=str(m), check="yaml-meaning")
+    problems += [Problem(m.path, line, _HIDDEN_MEANING if secrets.is_secret(m.obj) else message,
+                         obj=str(m), check="yaml-meaning")
                  for m in parsed for line, message in m.go_meanings if m.line]
     builtin = schema.BuiltinSchemas(opts.kubernetes_version)
     crds = _Crds(parsed, builtin, crd_source)
@@ -241,9 +243,34 @@ def _check(result: Result, files: list[SourceFile], parsed: list[Manifest],
     if opts.kube is not None:
         more, result.dry_run = _dry_run(opts.kube, resolved, parsed)
         problems += more
+    problems = _hide_secret_values(problems, parsed)
     problems = [Problem.of(p, p.check, path=display.get(p.path, p.path)) for p in problems]
     problems.sort(key=lambda p: (p.path, p.line or 0))
     result.problems = _quote_paths_in_messages(problems, [f.path for f in files])
+
+
+def _hide_secret_values(problems: list[Problem], parsed: list[Manifest]) -> list[Problem]:
+    """No problem shows a value of a Secret read from the same file: validate
+    and the hook print straight into CI logs."""
+    by_file: dict[str, list[dict[str, Any]]] = {}
+    for m in parsed:
+        if secrets.is_secret(m.obj):
+            by_file.setdefault(m.path, []).append(m.obj)
+    if not by_file:
+        return problems
+    out = []
+    for p in problems:
+        message = p.message
+        for obj in by_file.get(p.path, []):
+            message = secrets.redact(message, obj)
+        out.append(p if message == p.message else
+                   Problem(p.path, p.line, message, obj=p.obj, check=p.check))
+    return out
+
+
+# The message names the scalar; in a Secret it may be a value.
+_HIDDEN_MEANING = ("a plain scalar here means one thing to kubectl (go-yaml) and another to "
+                   "YAML 1.1 readers; quote it if you mean a string")
 
 
 def _quote_paths_in_messages(problems: list[Problem], paths: list[str]) -> list[Problem]:
@@ -543,7 +570,7 @@ def _crd_table(parsed: Iterable[Manifest]) -> dict[tuple[str, str], _Crd]:
 def _worktree_crds(src: Source) -> list[Manifest]:
     # Only files that can hold a CRD are parsed: this runs in a commit hook.
     found: list[Manifest] = []
-    for f in src.files():
+    for f in src.read_files()[0]:  # a bad link is reported where it is read
         if b"CustomResourceDefinition" in f.data:
             found += manifests.parse_file(f.path, f.data)[0]
     return found
@@ -568,6 +595,9 @@ def _schema(m: Manifest, builtin: schema.BuiltinSchemas, crds: _Crds, opts: Opti
             return []  # the CRD gives no schema for this version: anything goes
     found: list[tuple[str, str]] = []
     check(m.obj, "", found)
+    if secrets.is_secret(m.obj):
+        found = [(path, secrets.redact_field_message(msg) if secrets.value_field(path) else msg)
+                 for path, msg in found]
     problems = [Problem(m.path, docs.line_of(m, path), f"{path}: {msg}" if path else msg,
                         obj=str(m), check="schema")
                 for path, msg in found[:MAX_PROBLEMS_PER_OBJECT]]
@@ -620,7 +650,8 @@ def _dry_run(kube: Kube, resolved: list[Manifest], parsed: list[Manifest]) \
             if e.status == 404 and m.namespace in tree_namespaces:
                 skipped.append(str(m))
                 return None
-            return Problem(m.path, m.line, f"server-side dry-run: {e.message}", obj=str(m),
+            return Problem(m.path, m.line, "server-side dry-run: "
+                           f"{secrets.redact(e.message, m.obj)}", obj=str(m),
                            check="cluster")
         return None
 

@@ -204,3 +204,17 @@ def test_a_repeated_key_refuses_sync(tmp_path: Path, git_env: dict, kube_env: di
             "kubectl refuses a mapping that repeats a key; keep one"), r.stderr
     assert kubectl("get", "configmap", "a", "-n", namespace, env=kube_env,
                    check=False).returncode != 0
+
+
+def test_validate_names_no_secret_value(git_env: dict, tmp_path: Path) -> None:
+    from cliutil import BIN, run
+
+    repo = make_repo(tmp_path / "repo")
+    write(repo, "s.yaml", "apiVersion: v1\nkind: Secret\nmetadata: {name: s}\n"
+          "stringData:\n  pin: 0o7531\n")
+    env = {**git_env, "PATH": f"{BIN}:{git_env['PATH']}"}
+    proc = run(["git-gitops-validate", "s.yaml"], repo, env)
+    assert proc.returncode == 1
+    assert "7531" not in proc.stdout + proc.stderr and "3929" not in proc.stderr
+    assert "s.yaml:5: Secret default/s: a plain scalar here means one thing to kubectl" \
+        in proc.stderr
