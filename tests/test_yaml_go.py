@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 import pytest
 from gitutil import commit, git_env, make_repo, write  # noqa: F401
@@ -95,14 +96,19 @@ def test_generate_name_is_refused_with_a_hint() -> None:
                               "apply cannot use generateName; give it a name")
 
 
-def test_validate_says_where_readings_differ(git_env: dict, tmp_path: Path) -> None:
+def _validate(tmp_path: Path, git_env: dict, name: str, text: str) -> Any:
+    """``git-gitops-validate NAME`` on one file in a fresh repository."""
     from cliutil import BIN, run
 
     repo = make_repo(tmp_path / "repo")
-    write(repo, "cm.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\ndata:\n"
-          "  answer: 'y'\n  flag: n\n")
-    env = {**git_env, "PATH": f"{BIN}:{git_env['PATH']}"}
-    proc = run(["git-gitops-validate", "cm.yaml"], repo, env)
+    write(repo, name, text)
+    return run(["git-gitops-validate", name], repo, {**git_env,
+                                                     "PATH": f"{BIN}:{git_env['PATH']}"})
+
+
+def test_validate_says_where_readings_differ(git_env: dict, tmp_path: Path) -> None:
+    proc = _validate(tmp_path, git_env, "cm.yaml", "apiVersion: v1\nkind: ConfigMap\n"
+                     "metadata: {name: a}\ndata:\n  answer: 'y'\n  flag: n\n")
     assert proc.returncode == 1
     assert sorted(proc.stderr.splitlines()[:2]) == [
         "cm.yaml:6: ConfigMap default/a: data[flag]: expected string, got boolean false",
@@ -207,13 +213,8 @@ def test_a_repeated_key_refuses_sync(tmp_path: Path, git_env: dict, kube_env: di
 
 
 def test_validate_names_no_secret_value(git_env: dict, tmp_path: Path) -> None:
-    from cliutil import BIN, run
-
-    repo = make_repo(tmp_path / "repo")
-    write(repo, "s.yaml", "apiVersion: v1\nkind: Secret\nmetadata: {name: s}\n"
-          "stringData:\n  pin: 0o7531\n")
-    env = {**git_env, "PATH": f"{BIN}:{git_env['PATH']}"}
-    proc = run(["git-gitops-validate", "s.yaml"], repo, env)
+    proc = _validate(tmp_path, git_env, "s.yaml", "apiVersion: v1\nkind: Secret\n"
+                     "metadata: {name: s}\nstringData:\n  pin: 0o7531\n")
     assert proc.returncode == 1
     assert "7531" not in proc.stdout + proc.stderr and "3929" not in proc.stderr
     assert "s.yaml:5: Secret default/s: a plain scalar here means one thing to kubectl" \
