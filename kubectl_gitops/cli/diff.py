@@ -10,10 +10,11 @@ from typing import TYPE_CHECKING
 import click
 
 from kubectl_gitops import exitcodes
-from kubectl_gitops.cli.common import (cluster_options, handle_errors, kubeconfig_value,
+from kubectl_gitops.cli.common import (cluster_options, handle_errors, parse_timeout,
                                        pick_path, run, source_options)
 
 if TYPE_CHECKING:  # type names only: the modules load lazily, after --help
+    from kubectl_gitops.kubeconfig import Overrides
     from kubectl_gitops.plan import Plan
 
 
@@ -38,12 +39,13 @@ def use_color(no_color: bool) -> bool:
 @click.option("--adopt", is_flag=True, help="Show objects another ApplySet or tool owns as "
               "sync --adopt would take them over (without it they are errors, as sync "
               "refuses them).")
+@click.option("--timeout", default="5m", show_default=True, callback=parse_timeout,
+              help="Give up when the whole diff takes longer (0: no limit).")
 @handle_errors
 def command(path_arg: str | None, path: str | None, repo: str | None, ref: str | None,
-            working_tree: bool, name: str | None, kubeconfig: str | None, context: str | None,
-            namespace: str | None, prune: bool, output: str, show_secrets: bool,
-            no_color: bool, concurrency: int, force_conflicts: bool | None,
-            adopt: bool) -> int:
+            working_tree: bool, name: str | None, cluster: Overrides, namespace: str | None,
+            prune: bool, output: str, show_secrets: bool, no_color: bool, concurrency: int,
+            force_conflicts: bool | None, adopt: bool, timeout: float) -> int:
     """Show how the live cluster differs from a git revision.
 
     Exit status: 0 no differences, 1 differences, 2 error (as kubectl diff).
@@ -53,7 +55,7 @@ def command(path_arg: str | None, path: str | None, repo: str | None, ref: str |
 
     src = source.resolve(repo=repo, path=pick_path(path_arg, path), ref=ref,
                          working_tree=working_tree, name=name, namespace=namespace)
-    kube = app_mod.connect(kubeconfig_value(kubeconfig), context, concurrency)
+    kube = app_mod.connect(cluster, concurrency=concurrency, deadline=timeout or None)
     app = app_mod.load(src, kube, name=name, namespace=namespace)
     the_plan = plan.build(kube, app.manifests, app.parent, app.parent_live, prune=prune,
                           rules=src.ignore)

@@ -8,24 +8,19 @@ from typing import TYPE_CHECKING
 import click
 
 from kubectl_gitops import exitcodes
-from kubectl_gitops.cli.common import (cluster_options, handle_errors, kubeconfig_value,
+from kubectl_gitops.cli.common import (cluster_options, handle_errors, parse_timeout,
                                        pick_path, run, source_options)
 
 if TYPE_CHECKING:  # type names only: the modules load lazily, after --help
+    from kubectl_gitops.kubeconfig import Overrides
     from kubectl_gitops.plan import Plan
     from kubectl_gitops.source import Source
     from kubectl_gitops.sync import Result
 
 
 def parse_duration(value: str) -> float:
-    """``90``, ``90s``, ``5m`` or ``1h`` as seconds (kubectl's --timeout forms)."""
-    units = {"s": 1, "m": 60, "h": 3600}
-    try:
-        if value and value[-1] in units:
-            return float(value[:-1]) * units[value[-1]]
-        return float(value)
-    except ValueError:
-        raise click.BadParameter(f"{value!r} is not a duration like 90s, 5m or 1h") from None
+    """``90``, ``90s``, ``5m``, ``1h`` or ``1m30s`` as seconds (kubectl's --timeout forms)."""
+    return parse_timeout(None, None, value) or 0.0
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -44,15 +39,16 @@ def parse_duration(value: str) -> float:
               "ApplySet or deployment tool.")
 @click.option("--wait", is_flag=True, help="Wait until rollouts, Jobs, CRDs and PVCs are "
               "healthy.")
-@click.option("--timeout", default="5m", show_default=True, help="How long --wait waits.")
+@click.option("--timeout", default="5m", show_default=True, help="Give up when the whole "
+              "sync, --wait included, takes longer (0: no limit).")
 @click.option("--concurrency", type=click.IntRange(1, 256), default=16, show_default=True,
               help="Requests to the API server at once.")
 @click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text",
               show_default=True)
 @handle_errors
 def command(path_arg: str | None, path: str | None, repo: str | None, ref: str | None,
-            working_tree: bool, name: str | None, kubeconfig: str | None, context: str | None,
-            namespace: str | None, prune: bool, dry_run: bool, force_conflicts: bool | None,
+            working_tree: bool, name: str | None, cluster: Overrides, namespace: str | None,
+            prune: bool, dry_run: bool, force_conflicts: bool | None,
             allow_empty: bool, adopt: bool, wait: bool, timeout: str, concurrency: int,
             output: str) -> int:
     """Converge the cluster to a git revision.
@@ -63,13 +59,13 @@ def command(path_arg: str | None, path: str | None, repo: str | None, ref: str |
     from kubectl_gitops import app as app_mod  # noqa: PLC0415 - keep --help fast
     from kubectl_gitops import plan, source, sync  # noqa: PLC0415
 
-    timeout_s = parse_duration(timeout)
+    seconds = parse_duration(timeout)
     src = source.resolve(repo=repo, path=pick_path(path_arg, path), ref=ref,
                          working_tree=working_tree, name=name, namespace=namespace)
     opts = sync.Options(prune=prune, dry_run=dry_run, allow_empty=allow_empty, adopt=adopt,
                         force_conflicts=src.force_conflicts if force_conflicts is None
-                        else force_conflicts, wait=wait, timeout=timeout_s)
-    kube = app_mod.connect(kubeconfig_value(kubeconfig), context, concurrency)
+                        else force_conflicts, wait=wait, timeout=seconds or float("inf"))
+    kube = app_mod.connect(cluster, concurrency=concurrency, deadline=seconds or None)
     app = app_mod.load(src, kube, name=name, namespace=namespace)
     the_plan = plan.build(kube, app.manifests, app.parent, app.parent_live, prune=prune,
                           rules=src.ignore)
