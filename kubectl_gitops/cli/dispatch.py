@@ -20,6 +20,8 @@ KUBECTL_COMMANDS = {
     "diff": ("kubectl_gitops.cli.diff", "Show how the live cluster differs from a git revision."),
     "sync": ("kubectl_gitops.cli.sync", "Converge the cluster to a git revision (--prune)."),
     "history": ("kubectl_gitops.cli.history", "Show the sync records kept in the cluster."),
+    "version": ("kubectl_gitops.cli.version", "Show the tool, git, Python, schema and server "
+                                              "versions."),
 }
 GIT_COMMANDS = {
     "rollback": ("kubectl_gitops.cli.rollback",
