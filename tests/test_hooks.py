@@ -296,7 +296,7 @@ def test_the_pre_commit_framework_uses_our_hooks_manifest(env: dict[str, str],
     a fresh virtualenv takes minutes. pip still fetches the build backend.
     """
     hook_repo = make_repo(tmp_path / "hook-repo")
-    for name in ("setup.cfg", "pyproject.toml", ".pre-commit-hooks.yaml"):
+    for name in ("setup.cfg", "setup.py", "pyproject.toml", ".pre-commit-hooks.yaml"):
         shutil.copy(PROJECT / name, hook_repo / name)
     for name in ("kubectl_gitops",):
         shutil.copytree(PROJECT / name, hook_repo / name,
