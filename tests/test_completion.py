@@ -85,10 +85,12 @@ def test_names_from_the_applysets_in_the_cluster(tmp_path: Path, git_env: dict[s
                                                  kube_env: dict[str, str],
                                                  namespace: str) -> None:
     repo = make_repo(tmp_path / "repo")
-    write(repo, "deploy/cm.yaml", docs(configmap("a")))
+    names = ("shop-frontend", "shop-backend")
+    for name in names:
+        write(repo, f"{name}/cm.yaml", docs(configmap(f"{name}-settings")))
     commit(repo, "manifests")
-    for name in ("shop-frontend", "shop-backend"):
-        out = gitops("sync", "deploy", "-n", namespace, "--name", name, cwd=repo, env=kube_env)
+    for name in names:
+        out = gitops("sync", name, "-n", namespace, "--name", name, cwd=repo, env=kube_env)
         assert out.returncode == 0, out.stderr
     # A ConfigMap that is an ApplySet parent of another tool is not one of ours.
     subprocess.run(["kubectl", "create", "configmap", "shop-other", "-n", namespace],

@@ -3,7 +3,7 @@
 ``setup.py`` calls :func:`write_all` when a wheel is built; the pages are
 installed in ``share/man/man1``, where man finds them beside any PATH
 directory (``<venv>/bin`` -> ``<venv>/share/man``). That matters for git:
-``git gitops --help`` runs ``man git-gitops`` before our executable starts.
+``git gitops --help`` runs ``man gitops`` before our executable starts.
 """
 
 from __future__ import annotations
@@ -36,6 +36,9 @@ def pages() -> dict[str, str]:
             if cmd is not None:
                 out[f"{page}-{sub}.1"] = render(cmd, f"{page}-{sub}", f"{prog} {sub}",
                                                 see_also=[page])
+    # git maps `git gitops --help` to `man gitops`, not `man git-gitops`: it
+    # takes any command name starting with "git" for a page name as it is.
+    out["gitops.1"] = out["git-gitops.1"]
     return out
 
 
