@@ -59,7 +59,8 @@ dist: $(DIST_DEPS)
 
 # make release VERSION=x.y.z: the version in its one place
 # (kubectl_gitops/__init__.py), the artifacts, plugins/gitops.yaml with the
-# archive's checksum, one commit and the tag vx.y.z. Push both and upload
+# archive's checksum, the README's pre-commit rev and krew line, one commit
+# and the tag vx.y.z. Push both and upload
 # $(DIST)/* to the release yourself.
 release:
 	@echo "$(VERSION)" | grep -Eq '^[0-9]+\.[0-9]+\.[0-9]+$$' || \
@@ -68,9 +69,11 @@ release:
 	@! git rev-parse -q --verify "refs/tags/v$(VERSION)" >/dev/null || \
 		{ echo "release: tag v$(VERSION) already exists" >&2; exit 2; }
 	sed -i 's/^__version__ = .*/__version__ = "$(VERSION)"/' kubectl_gitops/__init__.py
+	sed -i -e 's/^\(    rev: \)v[0-9][0-9.]*$$/\1v$(VERSION)/' \
+		-e 's/kubectl-gitops-v[0-9][0-9.]*[0-9]\.tar\.gz/kubectl-gitops-v$(VERSION).tar.gz/' README.md
 	$(MAKE) dist
 	cp $(DIST)/gitops.yaml plugins/gitops.yaml
-	git commit -q -m "Release v$(VERSION)" -- kubectl_gitops/__init__.py plugins/gitops.yaml
+	git commit -q -m "Release v$(VERSION)" -- kubectl_gitops/__init__.py plugins/gitops.yaml README.md
 	git tag -a "v$(VERSION)" -m "kubectl-gitops v$(VERSION)"
 	@echo "tagged v$(VERSION); artifacts in $(DIST)/"
 

@@ -88,15 +88,35 @@ def release(tmp_path_factory: pytest.TempPathFactory) -> Release:
 
 @pytest.fixture(scope="session")
 def wheelhouse(release: Release) -> Path:
-    """Every dependency of the wheel, as files; PyPI is asked only when one is missing."""
+    """Every dependency of the wheel and of building it from source, as files;
+    PyPI is asked only when one is missing."""
+    pyproject = (release.src / "pyproject.toml").read_text()
+    build_reqs = re.findall(r'"([^"]+)"', pyproject.split("requires", 1)[1].split("]", 1)[0])
+    wanted = [str(release.wheel), *build_reqs, "pip"]  # pipx upgrades its own pip
     probe = [sys.executable, "-m", "pip", "download", "--quiet", "--no-index",
-             "--find-links", WHEELHOUSE, "--dest", release.dist / "probe", release.wheel]
-    if subprocess.run([str(a) for a in probe], capture_output=True).returncode != 0:
+             "--find-links", str(WHEELHOUSE), "--dest", str(release.dist / "probe"), *wanted]
+    if subprocess.run(probe, capture_output=True).returncode != 0:
         WHEELHOUSE.mkdir(parents=True, exist_ok=True)
-        sh([sys.executable, "-m", "pip", "download", "--quiet", "--dest", WHEELHOUSE,
-            release.wheel])
+        sh([sys.executable, "-m", "pip", "download", "--quiet", "--dest", WHEELHOUSE, *wanted])
         (WHEELHOUSE / release.wheel.name).unlink(missing_ok=True)
     return WHEELHOUSE
+
+
+def readme_blocks(readme: Path, heading: str) -> list[str]:
+    """The fenced code blocks between ``heading`` and the next heading."""
+    text = readme.read_text()
+    start = text.index(f"\n{heading}\n")
+    section = text[start + len(heading) + 2:]
+    section = re.split(r"\n#+ ", section, maxsplit=1)[0]
+    return re.findall(r"```\w*\n(.*?)```", section, flags=re.S)
+
+
+def offline_pip(wheelhouse: Path) -> dict[str, str]:
+    """pip (wherever a README command runs it) takes every package from the wheelhouse."""
+    # PIP_COMPILE=0 is --no-compile (bytecode is written on first import
+    # anyway): compiling all of the kubernetes package would double the time.
+    return {"PIP_NO_INDEX": "1", "PIP_FIND_LINKS": str(wheelhouse), "PIP_COMPILE": "0",
+            "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
 
 
 def kubectl_only(tmp: Path) -> Path:
@@ -116,14 +136,41 @@ class Installed:
     env: dict[str, str]
 
 
+def install_by_readme(block: str, release: Release, wheelhouse: Path, tmp: Path,
+                      extra_path: str = "", **extra_env: str) -> tuple[Path, str]:
+    """Run a README install block as written, in the release's checkout (its
+    dist/ holds the files `make dist` wrote); the bin directory it put on PATH
+    and what it printed."""
+    env = {**_git_env(tmp / "home"), **offline_pip(wheelhouse), **extra_env,
+           "PATH": os.pathsep.join(filter(None, [extra_path, str(kubectl_only(tmp)),
+                                                 "/usr/bin", "/bin"]))}
+    out = sh(["bash", "-euo", "pipefail", "-c", block + "command -v kubectl-gitops\n"],
+             cwd=release.src, env=env).stdout
+    return Path(out.splitlines()[-1]).parent, out
+
+
 def install_venv(release: Release, wheelhouse: Path, tmp: Path) -> Installed:
-    venv = tmp / "venv"
-    # The test's own pip installs into the new venv (pip --python): bootstrapping
-    # a pip into every venv would only add time.
-    sh([BASE_PYTHON, "-m", "venv", "--without-pip", venv])
-    sh([sys.executable, "-m", "pip", "--python", venv / "bin" / "python", "install", "--quiet",
-        "--no-compile", "--no-index", "--find-links", wheelhouse, release.wheel])
-    return Installed(venv / "bin", venv / "bin" / "python", _git_env(tmp / "home"))
+    block = readme_blocks(release.src / "README.md", "## Install")[1]
+    assert "python3 -m venv" in block
+    bin_dir, out = install_by_readme(block, release, wheelhouse, tmp)
+    assert f"Version: v{VERSION}" in out.splitlines()  # the block's own check
+    return Installed(bin_dir, bin_dir / "python", _git_env(tmp / "home"))
+
+
+def install_pipx(release: Release, wheelhouse: Path, tmp: Path) -> Installed:
+    block = readme_blocks(release.src / "README.md", "## Install")[0]
+    assert block.startswith("pipx install ")
+    tools = tmp / "pipx-bin"
+    tools.mkdir()
+    (tools / "pipx").symlink_to(DEV_BIN / "pipx")
+    # ~/.local/bin on PATH, as `pipx ensurepath` leaves it.
+    user_bin = tmp / "home" / ".local" / "bin"
+    bin_dir, _ = install_by_readme(block, release, wheelhouse, tmp,
+                                   os.pathsep.join([str(user_bin), str(tools)]),
+                                   PIPX_DEFAULT_PYTHON=str(BASE_PYTHON))  # not this venv
+    assert bin_dir == user_bin
+    python = next((tmp / "home").glob(".local/*/pipx/venvs/kubectl-gitops/bin/python"))
+    return Installed(bin_dir, python, _git_env(tmp / "home"))
 
 
 def install_user(release: Release, wheelhouse: Path, tmp: Path) -> Installed:
@@ -134,11 +181,15 @@ def install_user(release: Release, wheelhouse: Path, tmp: Path) -> Installed:
     return Installed(tmp / "home" / ".local" / "bin", BASE_PYTHON, env)
 
 
-@pytest.mark.parametrize("layout", ["venv", "user"])
+INSTALLERS = {"venv": install_venv, "user": install_user, "pipx": install_pipx}
+
+
+@pytest.mark.parametrize("layout", ["venv", "user", pytest.param("pipx", marks=pytest.mark.slow)])
 def test_installed_wheel_works_through_kubectl_git_and_man(
         layout: str, release: Release, wheelhouse: Path, tmp_path: Path,
         control_plane: object, namespace: str) -> None:
-    inst = (install_venv if layout == "venv" else install_user)(release, wheelhouse, tmp_path)
+    """venv and pipx: the README's install commands as written; user: pip --user."""
+    inst = INSTALLERS[layout](release, wheelhouse, tmp_path)
     env = {**inst.env, "PATH": os.pathsep.join([str(inst.bin), str(kubectl_only(tmp_path)),
                                                  "/usr/bin", "/bin"]),
            "KUBECONFIG": str(control_plane.kubeconfig)}  # type: ignore[attr-defined]
@@ -149,6 +200,10 @@ def test_installed_wheel_works_through_kubectl_git_and_man(
     where = sh([inst.python, "-c", "import kubectl_gitops; print(kubectl_gitops.__file__)"],
                cwd=work, env=env).stdout
     assert where.startswith(str(tmp_path)) and not where.startswith(str(ROOT))
+    # The local control plane needs the checkout's tools/: not installed.
+    cp = sh([inst.python, "-c", "import importlib.util as u; "
+             "print(u.find_spec('kubectl_gitops.controlplane'))"], cwd=work, env=env).stdout
+    assert cp == "None\n"
 
     _plugin_list_shows_exactly_our_plugins(inst, env, work)
     _hook_blocks_a_bad_commit(inst, env, work)
@@ -193,7 +248,10 @@ def _hook_blocks_a_bad_commit(inst: Installed, env: dict[str, str], work: Path) 
     out = sh(["git", "gitops", "install-hooks"], cwd=repo, env=env)
     assert out.stdout == "installed the kubectl-gitops pre-commit hook at .git/hooks/pre-commit\n"
     hook = (repo / ".git" / "hooks" / "pre-commit").read_text()
-    assert f"\nexe={inst.bin / 'gitops-pre-commit'}\n" in hook
+    # This installation's entry point (pipx: in its venv, which ~/.local/bin links to).
+    exe = Path(re.findall(r"(?m)^exe=(.*)$", hook)[0])
+    assert exe.name == "gitops-pre-commit"
+    assert exe.resolve() == (inst.bin / "gitops-pre-commit").resolve()
     (repo / "cm.yaml").write_text(docs(configmap("Bad_Name")))
     sh(["git", "add", "cm.yaml"], cwd=repo, env=env)
     commit = sh(["git", "commit", "-q", "-m", "bad"], cwd=repo, env=env, ok=False)
