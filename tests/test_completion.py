@@ -6,6 +6,7 @@ control plane."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -157,3 +158,19 @@ def test_completion_scripts_call_the_complete_entry(shell: str) -> None:
     assert "__complete" in out.stdout and "git-gitops" in out.stdout
     if shell == "bash":
         assert subprocess.run(["bash", "-n"], input=out.stdout, text=True).returncode == 0
+
+
+def test_the_readme_bash_snippet_completes_kubectl_gitops_and_git_gitops() -> None:
+    """The README's ~/.bashrc lines, as written, then TAB presses: kubectl's
+    own completion reaching kubectl_complete-gitops, and git's reaching
+    _git_gitops (git's completion is what bash-completion would have loaded)."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme.split("\n### Shell completion\n", 1)[1].split("\n#", 1)[0]
+    (snippet,) = re.findall(r"```sh\n(.*?)```", section, flags=re.S)
+    out = _bash(f"source {GIT_COMPLETION}\n{snippet}\n{_PRESS}\n"
+                "press kubectl gitops sy\npress kubectl gitops diff -o ''\n"
+                "press git gitops ro\n")
+    kubectl_sync, kubectl_output, git_rollback = out.splitlines()
+    assert "[sync" in kubectl_sync and "[diff" not in kubectl_sync
+    assert {"[diff]", "[table]", "[json]"} <= set(re.findall(r"\[\w+\]", kubectl_output))
+    assert git_rollback == "[rollback ]"

@@ -381,3 +381,44 @@ def test_real_krew_installs_the_release_archive(release: Release, wheelhouse: Pa
     # krew's record of the install (`krew list` would need an index).
     receipt = (root / "receipts" / "gitops.yaml").read_text()
     assert f"version: v{VERSION}" in receipt
+
+
+# --- the README's pre-commit snippet ------------------------------------------------------
+
+PRE_COMMIT_HEADING = "### With the pre-commit framework"
+
+
+def test_the_readme_pre_commit_snippet_names_the_current_version() -> None:
+    """`make release` tags v<version> and writes that rev into the snippet."""
+    from kubectl_gitops import __version__
+
+    (block,) = readme_blocks(ROOT / "README.md", PRE_COMMIT_HEADING)
+    assert re.findall(r"(?m)^\s*rev: (\S+)$", block) == [f"v{__version__}"]
+
+
+@pytest.mark.slow
+def test_the_readme_pre_commit_snippet_at_the_release_tag(release: Release, wheelhouse: Path,
+                                                          tmp_path: Path) -> None:
+    """The snippet as the release left it, with only the repository URL
+    pointing at the released checkout: the real pre-commit checks out the
+    tag, builds the package into its own virtualenv and blocks a bad commit."""
+    (block,) = readme_blocks(release.src / "README.md", PRE_COMMIT_HEADING)
+    assert f"rev: v{VERSION}\n" in block
+    config = block.replace("https://github.com/kubectl-gitops/kubectl-gitops", str(release.src))
+    env = {**_git_env(tmp_path / "home"), **offline_pip(wheelhouse),
+           "PRE_COMMIT_HOME": str(tmp_path / "pre-commit-home"),
+           "PATH": os.pathsep.join([str(DEV_BIN), "/usr/bin", "/bin"])}
+    work = tmp_path / "work"
+    (work / "deploy").mkdir(parents=True)
+    sh(["git", "init", "-q"], cwd=work, env=env)
+    (work / ".pre-commit-config.yaml").write_text(config)
+    sh(["pre-commit", "install"], cwd=work, env=env)
+    (work / "deploy" / "web.yaml").write_text(docs(configmap("Web")))
+    (work / "notes.yaml").write_text("not: [a manifest\n")  # outside files: ^deploy/
+    sh(["git", "add", "-A"], cwd=work, env=env)
+    commit = sh(["git", "commit", "-q", "-m", "bad"], cwd=work, env=env, ok=False)
+    assert commit.returncode == 1, commit.stdout + commit.stderr
+    output = commit.stdout + commit.stderr
+    assert 'deploy/web.yaml:4: ConfigMap default/Web: metadata.name: "Web" is not a valid' \
+        in output
+    assert "invalid: 1 problem in 1 object in 1 file" in output
