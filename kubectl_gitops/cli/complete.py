@@ -79,7 +79,8 @@ def _option(cmd: click.Command, name: str) -> click.Option | None:
 def _option_names(cmd: click.Command, words: list[str], incomplete: str) -> Candidates:
     used = set(words)
     out: Candidates = []
-    params = [*cmd.params, cmd.get_help_option(click.Context(cmd))]
+    # The command's context_settings name the help options (-h as well as --help).
+    params = [*cmd.params, cmd.get_help_option(click.Context(cmd, **cmd.context_settings))]
     for p in params:
         if not isinstance(p, click.Option) or p.hidden:
             continue
