@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from kubectl_gitops import applyset, health, history
+from kubectl_gitops import applyset, health, history, secrets
 from kubectl_gitops.app import App
 from kubectl_gitops.errors import ClusterError, GitOpsError
 from kubectl_gitops.plan import Item, Plan, namespaces_of
@@ -146,7 +146,7 @@ def _apply(app: App, items: list[Item], opts: Options, result: Result, report: R
             app.kube.apply(item.rtype, item.desired,
                            force=opts.force_conflicts or bool(item.adopted))
         except ClusterError as e:
-            msg = e.message
+            msg = secrets.redact(e.message, item.desired)
             with lock:
                 result.failures.append(f"{item.id}: {msg}")
                 report(f"failed     {item.id}: {msg}")
@@ -184,7 +184,7 @@ def _prune(app: App, items: list[Item], result: Result, report: Report) -> None:
                 app.kube.delete(item.rtype, item.id.namespace, item.id.name,
                                 uid=item.live["metadata"].get("uid"))
             except ClusterError as e:
-                return f"{item.id}: prune failed: {e.message}"
+                return f"{item.id}: prune failed: {secrets.redact(e.message, item.live)}"
             return None
 
         for item, failure in zip(batch, app.kube.map(one, batch)):
