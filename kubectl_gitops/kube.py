@@ -243,19 +243,21 @@ class Kube:
         base += f"/{rt.plural}"
         return base + (f"/{quote(name, safe='')}" if name else "")
 
-    def get(self, rt: ResourceType, namespace: str, name: str) -> dict[str, Any] | None:
+    def get(self, rt: ResourceType, namespace: str, name: str, *,
+            version: str = "") -> dict[str, Any] | None:
+        """The object in ``version`` (default: the preferred one), or None."""
         try:
-            return self.request("GET", self.path(rt, namespace, name))
+            return self.request("GET", self.path(rt, namespace, name, version))
         except NotFoundError:
             return None
 
     def list(self, rt: ResourceType, namespace: str = "", *,
-             label_selector: str | None = None) -> list[dict[str, Any]]:
+             label_selector: str | None = None, version: str = "") -> list[dict[str, Any]]:
         """All objects of a type (in a namespace), in pages, with kind filled in."""
         items: list[dict[str, Any]] = []
         params: dict[str, Any] = {"labelSelector": label_selector, "limit": 500}
         while True:
-            doc = self.request("GET", self.path(rt, namespace), params=params)
+            doc = self.request("GET", self.path(rt, namespace, version=version), params=params)
             api_version = doc.get("apiVersion", "v1")
             for item in doc.get("items") or []:
                 item.setdefault("apiVersion", api_version)
