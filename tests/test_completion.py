@@ -139,9 +139,9 @@ press() {
 def test_git_gitops_through_gits_own_bash_completion() -> None:
     out = _bash(f"source {GIT_COMPLETION}\nsource <(kubectl gitops completion bash)\n"
                 f"{_PRESS}\npress git gitops ''\npress git gitops ins\n"
-                "press git gitops rollback --t\npress git gitops validate -o ''\n")
+                "press git gitops rollback --to\npress git gitops validate -o ''\n")
     assert out.splitlines() == ["[rollback ][validate ][install-hooks ]", "[install-hooks ]",
-                                "[--to ]", "[text ][json ]"]
+                                "[--to ][--token ]", "[text ][json ]"]
 
 
 def test_the_executables_complete_directly() -> None:
