@@ -22,7 +22,6 @@ import signal
 import ssl
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -128,6 +127,8 @@ def load_cert_chain(ctx: ssl.SSLContext, cert_pem: bytes, key_pem: bytes, where:
                 os.close(fd)
             return
         # Elsewhere: a private directory, the file gone as soon as ssl has read it.
+        import tempfile  # noqa: PLC0415 - rarely needed
+
         with tempfile.TemporaryDirectory(prefix="kubectl-gitops-") as private:
             path = os.path.join(private, "client.pem")
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

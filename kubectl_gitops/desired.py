@@ -31,7 +31,8 @@ def load(src: Source, *, kube: Kube | None = None, namespace: str | None = None,
     tree); without, from built-in knowledge (the offline mode of the hook).
     """
     manifests, errors = _manifests.read(src)
-    mapper: Mapper = kube.mapper().with_crds(manifests) if kube else offline_mapper(manifests)
+    mapper: Mapper = kube.mapper((m.group, m.kind) for m in manifests).with_crds(manifests) \
+        if kube else offline_mapper(manifests)
     resolved, more = resolve(manifests, mapper, default_namespace(src, namespace, kube),
                              unknown_kinds_ok=unknown_kinds_ok)
     errors += more + _manifests.repeated_key_errors(resolved)

@@ -11,11 +11,7 @@ Multi-line strings are shown as ``|`` block scalars, as kubectl shows them.
 
 from __future__ import annotations
 
-import difflib
 import os
-import shlex
-import subprocess
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -119,6 +115,8 @@ def render(item: Item, revision: str, *, show_secrets: bool = False) -> Rendered
     before, after = _sides(item)
     if item.id.kind == "Secret" and not item.id.group and not show_secrets:
         before, after = mask_secrets(before, after)
+    import difflib  # noqa: PLC0415 - a no-change diff renders nothing
+
     lines = list(difflib.unified_diff(to_yaml(before).splitlines(keepends=True),
                                       to_yaml(after).splitlines(keepends=True),
                                       fromfile=f"live {header(item)}",
@@ -187,6 +185,10 @@ def as_table(rendered: list[Rendered]) -> str:
 
 def external_diff(command: str, rendered: list[Rendered]) -> int:
     """Run ``$KUBECTL_EXTERNAL_DIFF LIVE MERGED`` on two directories, as kubectl does."""
+    import shlex  # noqa: PLC0415 - only with KUBECTL_EXTERNAL_DIFF
+    import subprocess  # noqa: PLC0415
+    import tempfile  # noqa: PLC0415
+
     with tempfile.TemporaryDirectory(prefix="kubectl-gitops-diff-") as tmp:
         live, merged = Path(tmp, "LIVE"), Path(tmp, "MERGED")
         live.mkdir()

@@ -19,20 +19,24 @@ import os
 import re
 import socket
 import ssl
+import stat
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor, wait
+from contextlib import suppress as _suppressed
 from dataclasses import dataclass
 from email.message import Message
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import quote, urlencode, urlsplit
 
 from kubectl_gitops import credentials
 from kubectl_gitops import kubeconfig as kubeconfig_mod
 from kubectl_gitops.errors import ClusterError, ConflictError, NotFoundError
 from kubectl_gitops.resources import Mapper, ResourceType
+
+if TYPE_CHECKING:  # the pool starts with the first map large enough to need it
+    from concurrent.futures import ThreadPoolExecutor
 
 FIELD_MANAGER = "kubectl-gitops"
 DEADLINE_GRACE = 5.0
@@ -86,6 +90,9 @@ class Kube:
         self._stalled: tuple[str, float] | None = None
         self.concurrency = concurrency
         self._discovery: dict[tuple[str, str], ResourceType] | None = None
+        self._discovery_cache = _DiscoveryCache.for_server(conn.server)
+        self._core_checked = False  # /api asked this run (else reused from the disk cache)
+        self._reuse_core = True
         self._lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None
         self._pool_size = 0
@@ -105,7 +112,10 @@ class Kube:
 
     def request(self, method: str, path: str, *, params: dict[str, Any] | None = None,
                 body: Any = None, content_type: str = "application/json",
-                accept: str = "application/json", obj: str = "") -> Any:
+                accept: str = "application/json", obj: str = "",
+                etag: str | None = None, response: dict[str, Any] | None = None) -> Any:
+        """One API call, its JSON answer decoded. ``etag`` makes it conditional
+        (``If-None-Match``); ``response`` receives the status and the ETag."""
         if params:
             path += "?" + urlencode({k: v for k, v in params.items() if v is not None})
         data = json.dumps(body, separators=(",", ":")).encode() if body is not None else None
@@ -116,8 +126,8 @@ class Kube:
             started = time.monotonic()
             try:
                 status, headers, payload = self._http.request(
-                    method, path, self._headers(content_type if data else None, accept), data,
-                    timeout)
+                    method, path, self._headers(content_type if data else None, accept)
+                    + ([("If-None-Match", etag)] if etag else []), data, timeout)
             except ClusterError:
                 raise
             except (OSError, http.client.HTTPException) as e:
@@ -145,7 +155,9 @@ class Kube:
                 continue
             if status >= 400:
                 raise _status_error(status, payload, obj)
-            return json.loads(payload) if payload else None
+            if response is not None:
+                response.update(status=status, etag=headers.get("ETag"))
+            return json.loads(payload) if payload and status != 304 else None
 
     def _time_left(self) -> float | None:
         """The socket timeout for the next request; fails fast once the server
@@ -191,8 +203,10 @@ class Kube:
         no-change sync. A map inside ``fn`` runs in the calling worker.
         """
         items = list(items)
-        if len(items) <= 1 or self.concurrency <= 1 or getattr(_worker, "active", False):
+        if len(items) <= _INLINE or self.concurrency <= 1 or getattr(_worker, "active", False):
             return iter([fn(i) for i in items])
+        from concurrent.futures import wait  # noqa: PLC0415 - small runs never need it
+
         futures = [self._executor().submit(_in_worker, fn, i) for i in items]
         try:
             return iter([f.result() for f in futures])
@@ -203,6 +217,8 @@ class Kube:
             raise
 
     def _executor(self) -> ThreadPoolExecutor:
+        from concurrent.futures import ThreadPoolExecutor  # noqa: PLC0415
+
         with self._pool_lock:
             if self._pool is None or self._pool_size != self.concurrency:
                 if self._pool is not None:
@@ -215,22 +231,54 @@ class Kube:
     # --- discovery ----------------------------------------------------------
 
     def resource_types(self) -> dict[tuple[str, str], ResourceType]:
-        """Every served (group, kind), from one aggregated discovery round trip."""
+        """Every served (group, kind), from aggregated discovery.
+
+        Kept on disk per server (:class:`_DiscoveryCache`) as kubectl keeps
+        it under ``~/.kube/cache/discovery``: ``/apis`` is asked every run,
+        conditionally (a 304 costs no body), and ``/api``, the built-in
+        core group that changes only with the server's version, is reused
+        while ``/apis`` is unchanged. :meth:`mapper` asks ``/api`` again
+        when a manifest names a kind it does not know.
+        """
         with self._lock:
             if self._discovery is None:
-                docs = list(self.map(lambda p: self.request("GET", p, accept=_AGGREGATED),
-                                     ["/api", "/apis"]))
-                self._discovery = {}
-                for doc in docs:
-                    self._discovery.update(_parse_discovery(doc))
+                apis, changed = self._discover("/apis")
+                core, _ = self._discover("/api", reuse=not changed)
+                self._discovery = {**_parse_discovery(core), **_parse_discovery(apis)}
             return self._discovery
 
-    def mapper(self) -> Mapper:
-        return Mapper(self.resource_types())
+    def _discover(self, path: str, *, reuse: bool = False) -> tuple[dict[str, Any], bool]:
+        """``path``'s discovery document, and whether it differs from the cached one."""
+        cached = self._discovery_cache.read(path)
+        if cached is not None and reuse and self._reuse_core:
+            return cached[1], False
+        if path == "/api":
+            self._core_checked = True
+        response: dict[str, Any] = {}
+        doc = self.request("GET", path, accept=_AGGREGATED,
+                           etag=cached[0] if cached else None, response=response)
+        if response.get("status") == 304 and cached is not None:
+            self._discovery_cache.touch(path)
+            return cached[1], False
+        self._discovery_cache.write(path, response.get("etag"), doc)
+        return doc, True
+
+    def mapper(self, wanted: Iterable[tuple[str, str]] = ()) -> Mapper:
+        """The served types; ``wanted`` (group, kind) pairs the reused
+        discovery does not know make it ask the server again, so a type
+        added since is never missed."""
+        types = self.resource_types()
+        if not self._core_checked and any(k not in types for k in wanted):
+            with self._lock:  # /apis was asked already: only the reused /api may be behind
+                core, _ = self._discover("/api")
+                self._discovery = types = {**types, **_parse_discovery(core)}
+        return Mapper(types)
 
     def forget_discovery(self) -> None:
+        """Ask the server again on the next use (after CRDs were created)."""
         with self._lock:
             self._discovery = None
+            self._reuse_core = False
 
     # --- objects ------------------------------------------------------------
 
@@ -389,6 +437,86 @@ def _parse_discovery(doc: dict[str, Any]) -> dict[tuple[str, str], ResourceType]
     return types
 
 
+class _DiscoveryCache:
+    """Discovery documents of one server on disk, with the ETag each was
+    served with: ``$XDG_CACHE_HOME/kubectl-gitops/discovery/<host_port>/``,
+    files 0600 in 0700 directories, written whole (write, then rename).
+    Anything unreadable, foreign or corrupt counts as absent; failing to
+    write only costs the next run a full fetch."""
+
+    def __init__(self, directory: str | None) -> None:
+        self.directory = directory
+
+    @classmethod
+    def for_server(cls, server: str) -> _DiscoveryCache:
+        base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+        if not os.path.isabs(base):
+            return cls(None)
+        url = urlsplit(server)
+        key = re.sub(r"[^A-Za-z0-9.-]", "_", (url.netloc.rpartition("@")[2] + url.path)
+                     .rstrip("/")) or "_"
+        return cls(os.path.join(base, "kubectl-gitops", "discovery", key))
+
+    def _file(self, path: str) -> str:
+        return os.path.join(str(self.directory), "apis.json" if path == "/apis" else "api.json")
+
+    def read(self, path: str) -> tuple[str, dict[str, Any]] | None:
+        if self.directory is None or not self._private(self.directory):
+            return None
+        try:
+            fd = os.open(self._file(path), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            with os.fdopen(fd, "rb") as f:
+                if os.fstat(fd).st_uid != os.getuid():
+                    return None
+                entry = json.loads(f.read())
+            etag, doc = entry["etag"], entry["doc"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        if not isinstance(etag, str) or not etag or not isinstance(doc, dict):
+            return None
+        return etag, doc
+
+    def touch(self, path: str) -> None:
+        try:
+            os.utime(self._file(path))
+        except OSError:
+            pass
+
+    def write(self, path: str, etag: str | None, doc: Any) -> None:
+        if self.directory is None or not etag or not isinstance(doc, dict):
+            return
+        try:
+            os.makedirs(self.directory, mode=0o700, exist_ok=True)
+            if not self._private(self.directory):
+                return
+            tmp = f"{self._file(path)}.{os.getpid()}.{threading.get_ident()}.tmp"
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                         0o600)
+            try:
+                with os.fdopen(fd, "w", encoding="utf-8") as f:
+                    json.dump({"etag": etag, "doc": doc}, f, separators=(",", ":"))
+                os.replace(tmp, self._file(path))
+            except BaseException:
+                with _suppressed(OSError):
+                    os.unlink(tmp)
+                raise
+        except OSError:
+            pass
+
+    @staticmethod
+    def _private(directory: str) -> bool:
+        """Ours, a real directory, 0700 (tightened when it is ours)."""
+        try:
+            st = os.lstat(directory)
+            if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid():
+                return False
+            if st.st_mode & 0o077:
+                os.chmod(directory, 0o700)
+            return True
+        except OSError:
+            return False
+
+
 def _status_error(status: int, data: bytes, obj: str) -> ClusterError:
     try:
         doc = json.loads(data)
@@ -405,6 +533,7 @@ def _status_error(status: int, data: bytes, obj: str) -> ClusterError:
 
 # --- retries and warnings -------------------------------------------------------
 
+_INLINE = 4  # a map of this many items runs in the caller: threads and connections cost more
 _READ_RETRIES = 3
 _THROTTLE_RETRIES = 10  # client-go's limit for 429 with Retry-After
 _MAX_RETRY_AFTER = 30.0

@@ -28,12 +28,14 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from kubectl_gitops.credentials import Credentials, ExecPlugin, OidcProvider
 from kubectl_gitops.errors import ClusterError
+
+if TYPE_CHECKING:  # loaded with the first connection: the hook builds Overrides only
+    from kubectl_gitops.credentials import Credentials, OidcProvider
 
 _Loader: type = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when built with it
 
@@ -269,6 +271,8 @@ def _connection(o: Overrides, context: str, cluster_name: str, cluster: dict[str
 def _credentials(o: Overrides, user_name: str, user: dict[str, Any], *, server: str,
                  cluster: dict[str, Any], ca: bytes | None, tls_name: str | None,
                  insecure: bool) -> Credentials:
+    from kubectl_gitops.credentials import Credentials, ExecPlugin  # noqa: PLC0415
+
     where = f"user {user_name!r}"
     creds = Credentials(where=where)
     if o.client_certificate or o.client_key:
@@ -301,6 +305,8 @@ def _credentials(o: Overrides, user_name: str, user: dict[str, Any], *, server: 
 
 
 def _auth_provider(user: dict[str, Any], user_name: str, timeout: float) -> OidcProvider:
+    from kubectl_gitops.credentials import OidcProvider  # noqa: PLC0415
+
     ap = user["auth-provider"] or {}
     name = ap.get("name")
     if name != "oidc":
@@ -411,6 +417,8 @@ def _in_cluster(o: Overrides) -> Connection:
         namespace = (sa / "namespace").read_text().strip() or "default"
     except OSError:
         namespace = "default"
+    from kubectl_gitops.credentials import Credentials  # noqa: PLC0415
+
     creds = Credentials(where="the pod's service account", token=o.token,
                         token_file=None if o.token else str(token))
     return Connection(server=server.rstrip("/"), context="in-cluster", namespace=namespace,

@@ -14,17 +14,19 @@ import posixpath
 import shutil
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from kubectl_gitops import git, goyaml, kustomize
+from kubectl_gitops import git, goyaml
 from kubectl_gitops.errors import ManifestError, ManifestErrors
 from kubectl_gitops.source import KUSTOMIZATION_FILES, Source, SourceFile
+
+if TYPE_CHECKING:  # loaded only for a kustomization: most apps are plain files
+    from kubectl_gitops import kustomize
 
 try:  # libyaml is ~10x faster; fall back to the pure-Python loader.
     _Loader: type = yaml.CSafeLoader
@@ -532,6 +534,10 @@ def _render_kustomizations(src: Source, kfiles: list[str]) \
     errors: list[ManifestError] = []
     if not kfiles:
         return manifests, errors
+    import tempfile  # noqa: PLC0415
+
+    from kubectl_gitops import kustomize  # noqa: PLC0415
+
     with tempfile.TemporaryDirectory(prefix="kubectl-gitops-kustomize-") as tmp:
         base, outside = src.root, {}
         if src.mode != "worktree":
@@ -552,6 +558,8 @@ def _render_kustomizations(src: Source, kfiles: list[str]) \
 def _reader(base: Path, outside: dict[str, str]) -> kustomize.Reader:
     """Files under ``base`` as the walk sees them; links are resolved on disk and
     must stay under it, and links the export left out count as outside."""
+    from kubectl_gitops import kustomize  # noqa: PLC0415
+
     real_base = base.resolve()
 
     def real(path: str) -> str | None:

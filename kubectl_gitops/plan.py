@@ -30,7 +30,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from kubectl_gitops import applyset, fields, ignore, schema, secrets
+from kubectl_gitops import applyset, fields, ignore, secrets
 from kubectl_gitops.errors import ClusterError, ConflictError, GitOpsError, NotFoundError
 from kubectl_gitops.kube import FIELD_MANAGER, Kube
 from kubectl_gitops.manifests import Manifest
@@ -324,6 +324,8 @@ def _create_predictable(items: list[Item]) -> set[ObjectId]:
     new = [(i, i.manifest) for i in items if i.live is None and i.manifest and i.desired]
     if not new:
         return set()
+    from kubectl_gitops import schema  # noqa: PLC0415 - only new objects need it
+
     try:
         builtin = schema.BuiltinSchemas(KUBERNETES_VERSION)
         checks = [builtin.lookup(m.group, m.version, m.kind) for _, m in new]
