@@ -21,6 +21,7 @@ report N unchanged objects, else the bench fails.
     .venv/bin/python bench/small.py                    # N = 5, 20, 100; 5 rounds
     .venv/bin/python bench/small.py --sizes 5 --rounds 9
     .venv/bin/python bench/small.py --reuse /tmp/bench-cluster   # a running cluster's state dir
+    .venv/bin/python bench/small.py --bin ../main/.venv/bin      # another checkout's build
 """
 
 from __future__ import annotations
@@ -56,11 +57,16 @@ def arguments() -> argparse.Namespace:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--reuse", metavar="STATE_DIR",
                     help="use (and leave running) the control plane of this state dir")
+    ap.add_argument("--bin", metavar="DIR", type=Path,
+                    help="time the kubectl-gitops installed in DIR (another checkout's "
+                         ".venv/bin: before and after a change) instead of this one's")
     return ap.parse_args()
 
 
 def main() -> int:
     args = arguments()
+    if args.bin:
+        common.VENV_BIN = args.bin.resolve()
     common.say(common.machine())
     tables: dict[int, common.Table] = {}
     with common.cluster(args.reuse) as cl, tempfile.TemporaryDirectory(prefix="bench-small-") as t:
