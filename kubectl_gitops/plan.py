@@ -14,6 +14,7 @@ cheap.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 from collections import defaultdict
 from collections.abc import Iterable
@@ -21,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from kubectl_gitops import applyset, schema
+from kubectl_gitops import prune as prune_guard
 from kubectl_gitops.errors import ClusterError, ConflictError, GitOpsError, NotFoundError
 from kubectl_gitops.kube import Kube
 from kubectl_gitops.manifests import Manifest
@@ -48,6 +50,7 @@ class Item:
     error: str = ""
     conflict: str = ""  # fields another manager owns; sync needs --force-conflicts
     adopted: str = ""  # the previous owner, when --adopt takes the object over
+    kept: str = ""  # why a member the revision dropped is not pruned
 
     @property
     def api_version(self) -> str:
@@ -85,17 +88,23 @@ class Plan:
         return out
 
 
-def desired_hash(obj: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":"))
-                          .encode()).hexdigest()[:32]
+def desired_hash(obj: dict[str, Any], salt: str = "") -> str:
+    """The hash of exactly this content. A Secret's is keyed with the
+    ApplySet's salt (HMAC), so its annotation cannot confirm a guessed
+    value offline."""
+    data = json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
+    if salt and obj.get("kind") == "Secret" and obj.get("apiVersion") == "v1":
+        return hmac.new(salt.encode(), data, hashlib.sha256).hexdigest()[:32]
+    return hashlib.sha256(data).hexdigest()[:32]
 
 
-def to_apply(m: Manifest, set_id: str) -> dict[str, Any]:
+def to_apply(m: Manifest, set_id: str, salt: str = "") -> dict[str, Any]:
     """The object sync applies: the manifest, labelled as a member, with the
     hash of exactly that content so an unchanged manifest is recognised."""
     obj = applyset.label_member(m.obj, set_id)
     meta = obj["metadata"]
-    meta["annotations"] = {**(meta.get("annotations") or {}), HASH_ANNOTATION: desired_hash(obj)}
+    meta["annotations"] = {**(meta.get("annotations") or {}),
+                           HASH_ANNOTATION: desired_hash(obj, salt)}
     return obj
 
 
@@ -148,7 +157,7 @@ def _known_unchanged(desired: dict[str, Any], live: dict[str, Any] | None) -> bo
 
 def build(kube: Kube, manifests: list[Manifest], parent: applyset.Parent,
           parent_live: dict[str, Any] | None, *, prune: bool,
-          force_conflicts: bool = False) -> Plan:
+          force_conflicts: bool = False, cascade: bool = False) -> Plan:
     served = kube.resource_types()
     in_tree = crd_types(manifests)
     new_namespaces = {m.name for m in manifests if m.kind == "Namespace" and not m.group}
@@ -156,7 +165,8 @@ def build(kube: Kube, manifests: list[Manifest], parent: applyset.Parent,
     for m in manifests:
         key = (m.group, m.kind)
         rtype = served.get(key) or in_tree.get(key)
-        item = Item(object_id(m), "create", rtype, manifest=m, desired=to_apply(m, parent.id))
+        item = Item(object_id(m), "create", rtype, manifest=m,
+                    desired=to_apply(m, parent.id, parent.salt))
         if key not in served:
             item.note = f"{m.kind} is defined by a CRD this revision creates"
         items.append(item)
@@ -169,6 +179,7 @@ def build(kube: Kube, manifests: list[Manifest], parent: applyset.Parent,
         _classify(item)
     if prune and parent_live is not None:
         items += _prune_candidates(kube, parent, {i.id for i in items}, served, listed)
+        prune_guard.guard(kube, items, parent, served, cascade=cascade)
     items.sort(key=lambda i: (i.phase, i.id.namespace, i.id.group, i.id.kind, i.id.name)
                if i.action != "prune" else (9 - i.phase, i.id))
     return Plan(items, parent, parent_live, prune)
@@ -316,6 +327,7 @@ def _prune_candidates(kube: Kube, parent: applyset.Parent, desired: set[ObjectId
             item = Item(oid, "prune", rtype, live=obj)
             if applyset.keeps(obj):
                 item.action, item.note = "unchanged", f"kept: {applyset.PRUNE_ANNOTATION}=false"
+                item.kept = item.note
             items.append(item)
     return items
 

@@ -25,6 +25,8 @@ def use_color(no_color: bool) -> bool:
 @source_options()
 @cluster_options
 @click.option("--prune", is_flag=True, help="Also list the objects sync --prune would delete.")
+@click.option("--prune-cascade", is_flag=True, help="As sync --prune-cascade: show Namespaces "
+              "and CRDs pruned with the non-members they hold.")
 @click.option("-o", "--output", type=click.Choice(["diff", "table", "json"]), default="diff",
               show_default=True, help="Output format.")
 @click.option("--show-secrets", is_flag=True, help="Show Secret values instead of masking them.")
@@ -34,7 +36,8 @@ def use_color(no_color: bool) -> bool:
 @handle_errors
 def command(path_arg: str | None, path: str | None, repo: str | None, ref: str | None,
             working_tree: bool, name: str | None, kubeconfig: str | None, context: str | None,
-            namespace: str | None, prune: bool, output: str, show_secrets: bool,
+            namespace: str | None, prune: bool, prune_cascade: bool, output: str,
+            show_secrets: bool,
             no_color: bool, concurrency: int) -> int:
     """Show how the live cluster differs from a git revision.
 
@@ -47,7 +50,8 @@ def command(path_arg: str | None, path: str | None, repo: str | None, ref: str |
                          working_tree=working_tree, name=name, namespace=namespace)
     kube = app_mod.connect(kubeconfig_value(kubeconfig), context, concurrency)
     app = app_mod.load(src, kube, name=name, namespace=namespace)
-    the_plan = plan.build(kube, app.manifests, app.parent, app.parent_live, prune=prune)
+    the_plan = plan.build(kube, app.manifests, app.parent, app.parent_live, prune=prune,
+                          cascade=prune_cascade)
     if the_plan.errors:
         for item in the_plan.errors:
             click.echo(f"error: {item.id}: {item.error}", err=True)
@@ -72,6 +76,9 @@ def command(path_arg: str | None, path: str | None, repo: str | None, ref: str |
             if r.item.note:
                 click.echo(f"# {r.item.id}: {r.item.note}")
             click.echo(diff.colorize(r.text) if color else r.text, nl=False)
+    for item in the_plan.items:  # members prune keeps, and why (see kubectl_gitops.prune)
+        if item.kept:
+            click.echo(f"kept {item.id}: {item.kept}", err=True)
     _summary(the_plan, prune, app.parent_live is not None)
     return status
 

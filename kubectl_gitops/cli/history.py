@@ -27,7 +27,7 @@ def command(repo: str | None, name: str | None, kubeconfig: str | None, context:
     src = source.resolve(repo=repo, name=name, namespace=namespace)
     kube = app_mod.connect(kubeconfig_value(kubeconfig), context)
     ns = desired.default_namespace(src, namespace, kube)
-    app = app_mod.app_name(src, name)
+    app = app_mod.name_in_cluster(src, kube, name, ns)
     records = history.records(kube, app, ns)
     if output == "json":
         click.echo(json.dumps(records, indent=2))

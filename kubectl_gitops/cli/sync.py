@@ -43,6 +43,12 @@ def parse_duration(value: str) -> float:
 @click.option("--wait", is_flag=True, help="Wait until rollouts, Jobs, CRDs and PVCs are "
               "healthy.")
 @click.option("--timeout", default="5m", show_default=True, help="How long --wait waits.")
+@click.option("--prune-cascade", is_flag=True, help="Prune Namespaces and CRDs even when "
+              "that deletes objects that are not members (named in the plan).")
+@click.option("--take-over", is_flag=True, help="Prune although the ApplySet records another "
+              "source (repo, path), and record this one.")
+@click.option("--lock-timeout", default="60s", show_default=True, help="How long to wait for "
+              "another sync of this app to finish.")
 @click.option("--concurrency", type=click.IntRange(1, 256), default=16, show_default=True,
               help="Requests to the API server at once.")
 @click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text",
@@ -51,8 +57,8 @@ def parse_duration(value: str) -> float:
 def command(path_arg: str | None, path: str | None, repo: str | None, ref: str | None,
             working_tree: bool, name: str | None, kubeconfig: str | None, context: str | None,
             namespace: str | None, prune: bool, dry_run: bool, force_conflicts: bool,
-            allow_empty: bool, adopt: bool, wait: bool, timeout: str, concurrency: int,
-            output: str) -> int:
+            allow_empty: bool, adopt: bool, wait: bool, timeout: str, prune_cascade: bool,
+            take_over: bool, lock_timeout: str, concurrency: int, output: str) -> int:
     """Converge the cluster to a git revision.
 
     Exit status: 0 converged, 2 error. Nothing is written when any manifest
@@ -63,15 +69,17 @@ def command(path_arg: str | None, path: str | None, repo: str | None, ref: str |
 
     opts = sync.Options(prune=prune, dry_run=dry_run, allow_empty=allow_empty, adopt=adopt,
                         force_conflicts=force_conflicts, wait=wait,
-                        timeout=parse_duration(timeout))
+                        timeout=parse_duration(timeout), take_over=take_over,
+                        prune_cascade=prune_cascade, lock_timeout=parse_duration(lock_timeout))
     src = source.resolve(repo=repo, path=pick_path(path_arg, path), ref=ref,
                          working_tree=working_tree, name=name, namespace=namespace)
     kube = app_mod.connect(kubeconfig_value(kubeconfig), context, concurrency)
     app = app_mod.load(src, kube, name=name, namespace=namespace)
     the_plan = plan.build(kube, app.manifests, app.parent, app.parent_live, prune=prune,
-                          force_conflicts=force_conflicts)
+                          force_conflicts=force_conflicts, cascade=prune_cascade)
     quiet = output == "json"
     report = (lambda _line: None) if quiet else click.echo
+    _print_kept(the_plan, quiet)
     if dry_run:
         sync.check(app, the_plan, opts)
         _print_plan(the_plan, quiet)
@@ -81,6 +89,15 @@ def command(path_arg: str | None, path: str | None, repo: str | None, ref: str |
     else:
         _summary(src, result, dry_run, the_plan)
     return exitcodes.OK if result.ok else exitcodes.ERROR
+
+
+def _print_kept(the_plan: Plan, quiet: bool) -> None:
+    """Members the revision dropped that prune keeps, and why; and what a
+    --prune-cascade deletes along with a Namespace or CRD."""
+    for item in the_plan.items:
+        if not quiet and (item.kept or item.note.startswith("--prune-cascade")):
+            click.echo(f"{'kept' if item.kept else 'cascade':<10} {item.id}: {item.note}",
+                       err=True)
 
 
 def _print_plan(the_plan: Plan, quiet: bool) -> None:
@@ -110,7 +127,7 @@ def _summary(src: Source, result: Result, dry_run: bool, the_plan: Plan) -> None
 
 def _as_json(src: Source, the_plan: Plan, result: Result, dry_run: bool) -> dict[str, object]:
     items = [{"action": i.action, "apply": i.needs_apply, "kind": i.id.kind, "group": i.id.group,
-              "namespace": i.id.namespace, "name": i.id.name, "note": i.note}
+              "namespace": i.id.namespace, "name": i.id.name, "note": i.note, "kept": i.kept}
              for i in the_plan.items]
     return {"revision": src.sha, "dryRun": dry_run,
             "result": "succeeded" if result.ok else "failed",
