@@ -272,7 +272,7 @@ class Lease:
             if e.status == 409:
                 return False
             raise
-        return spec.get("holderIdentity") == self.holder
+        return spec.get("holderIdentity") == self.holder or not expect_holder
 
     def _start_renewing(self) -> None:
         self._stop.clear()
