@@ -180,6 +180,7 @@ def _converge(app: App, plan: Plan, opts: Options, report: Report, lease: Lease,
     widened = _parent(app, app.parent.group_kinds | applyset.group_kinds(ids),
                       app.parent.namespaces | namespaces_of(ids))
     if not applyset.stored(widened, app.parent_live):
+        lease.check()
         writer.write(widened, lambda h: h)  # nothing to widen otherwise
     for phase in (0, 1, 2):
         batch = [i for i in plan.items if i.needs_apply and i.phase == phase

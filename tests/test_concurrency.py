@@ -291,3 +291,38 @@ def test_a_second_sync_waits_then_names_the_holder(tmp_path: Path, git_env: dict
     live = kube.get(LEASE_TYPE, namespace, lease_name("app"))
     assert live is not None and not live["spec"].get("holderIdentity")
     kube.close()
+
+
+def test_a_caller_holding_the_lease_passes_it_in(tmp_path: Path, git_env: dict,
+                                                 kube_env: dict, namespace: str) -> None:
+    """The agent's contract: sync uses the Lease it is given, neither taking nor
+    releasing it, and stops before writing once that Lease is lost."""
+    from kubectl_gitops.lease import LEASE_TYPE, Lease, LeaseLost, lease_name
+
+    repo = make_repo(tmp_path / "repo")
+    write(repo, "deploy/all.yaml", docs(configmap("web")))
+    commit(repo)
+    kube = Kube(kube_env["KUBECONFIG"])
+    mine = Lease(kube, namespace, lease_name("app"), holder="agent replica-1", duration=60)
+    mine.acquire(timeout=5)
+    src = source.resolve(repo=repo, path=str(repo / "deploy"))
+
+    def run() -> sync.Result:
+        app = app_mod.load(src, kube, name="app", namespace=namespace)
+        the_plan = plan.build(kube, app.manifests, app.parent, app.parent_live, prune=True)
+        return sync.run(app, the_plan, sync.Options(prune=True), lambda _line: None, lease=mine)
+
+    assert run().ok
+    live = kube.get(LEASE_TYPE, namespace, lease_name("app"))
+    assert live["spec"]["holderIdentity"] == "agent replica-1"  # still held, not released
+    # Another writer takes it (its holder expired, say): the next renewal notices.
+    live["spec"]["holderIdentity"] = "agent replica-2"
+    kube.request("PUT", Kube.path(LEASE_TYPE, namespace, lease_name("app")), body=live)
+    assert not mine.renew()
+    write(repo, "deploy/all.yaml", docs(configmap("web"), configmap("more")))
+    commit(repo)
+    src = source.resolve(repo=repo, path=str(repo / "deploy"))
+    with pytest.raises(LeaseLost):
+        run()
+    assert kube.get(KINDS[0], namespace, "more") is None
+    kube.close()
