@@ -114,6 +114,14 @@ def app_name(src: Source, explicit: str | None, sid: SourceId | None = None) -> 
     return name
 
 
+def source_conflict(app: App) -> str | None:
+    """How the app's recorded source differs from this run's, or None."""
+    recorded, ours = app.parent.source, app.source
+    if recorded is None or ours is None or recorded.same(ours):
+        return None
+    return f"{app.parent.label} records source {recorded}; this run reads {ours}"
+
+
 def connect(kubeconfig: str | None, context: str | None, concurrency: int = 16) -> Kube:
     return Kube(kubeconfig, context, concurrency=concurrency)
 

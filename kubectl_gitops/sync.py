@@ -20,7 +20,7 @@ from typing import Any
 from kubectl_gitops import applyset, health, history
 from kubectl_gitops import plan as plan_mod
 from kubectl_gitops import prune as prune_guard
-from kubectl_gitops.app import App
+from kubectl_gitops.app import App, source_conflict
 from kubectl_gitops.errors import ClusterError, GitOpsError
 from kubectl_gitops.lease import Lease, lease_name
 from kubectl_gitops.lease import identity as lease_identity
@@ -122,12 +122,11 @@ def check_source(app: App, opts: Options) -> None:
     """A sync from another source than the one the parent records is refused
     unless --take-over: it would prune what the other source holds, and what
     it applied would become the other source's to prune."""
-    recorded, ours = app.parent.source, app.source
-    if recorded is None or ours is None or recorded.same(ours) or opts.take_over:
-        return
-    raise SyncRefused([f"{app.parent.label} records source {recorded}; this sync reads "
-                       f"{ours}: refusing to sync into another source's app (pass "
-                       "--take-over to make this source the app's, or choose another --name)"])
+    conflict = source_conflict(app)
+    if conflict and not opts.take_over:
+        raise SyncRefused([f"{conflict}: refusing to sync into another source's app (pass "
+                           "--take-over to make this source the app's, or choose another "
+                           "--name)"])
 
 
 def _unchanged(plan: Plan) -> int:

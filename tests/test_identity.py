@@ -83,10 +83,12 @@ def test_a_sync_from_another_source_is_refused_unless_taking_over(
         r = gitops("sync", "-n", namespace, *extra, cwd=b, env=kube_env)
         assert r.returncode == 2
         assert (f"ConfigMap {namespace}/deploy records source git.example.com/team-a/deploy "
-                "path .; this sync reads git.example.com/team-b/deploy path .") in r.stderr
+                "path .; this run reads git.example.com/team-b/deploy path .") in r.stderr
         assert "--take-over" in r.stderr
     assert get("configmap", "a1", kube_env, namespace) is not None
     assert get("configmap", "b1", kube_env, namespace) is None  # nothing written
+    d = gitops("diff", "-n", namespace, "--prune", cwd=b, env=kube_env)
+    assert "warning: ConfigMap" in d.stderr and "without --take-over" in d.stderr
 
     r = gitops("sync", "-n", namespace, "--prune", "--take-over", cwd=b, env=kube_env)
     assert r.returncode == 0, r.stderr

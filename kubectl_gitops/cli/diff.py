@@ -76,6 +76,9 @@ def command(path_arg: str | None, path: str | None, repo: str | None, ref: str |
             if r.item.note:
                 click.echo(f"# {r.item.id}: {r.item.note}")
             click.echo(diff.colorize(r.text) if color else r.text, nl=False)
+    conflict = app_mod.source_conflict(app)
+    if conflict:
+        click.echo(f"warning: {conflict}; sync refuses it without --take-over", err=True)
     for item in the_plan.items:  # members prune keeps, and why (see kubectl_gitops.prune)
         if item.kept:
             click.echo(f"kept {item.id}: {item.kept}", err=True)
