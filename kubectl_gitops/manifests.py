@@ -7,6 +7,7 @@ read is collected and reported together.
 from __future__ import annotations
 
 import json
+import os
 import posixpath
 import shutil
 import subprocess
@@ -19,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from kubectl_gitops import git
+from kubectl_gitops import git, kustomize
 from kubectl_gitops.errors import ManifestError, ManifestErrors
 from kubectl_gitops.source import KUSTOMIZATION_FILES, Source, SourceFile
 
@@ -81,7 +82,7 @@ def read(src: Source, files: list[SourceFile] | None = None) \
     ``files``: the source's files when the caller already read them.
     """
     files = sorted(src.files() if files is None else files, key=lambda f: f.path)
-    kfiles = _kustomizations(f.path for f in files)
+    kfiles = top_kustomizations(f.path for f in files)
     kdirs = [posixpath.dirname(k) for k in kfiles]
     manifests: list[Manifest] = []
     errors: list[ManifestError] = []
@@ -312,8 +313,10 @@ def _scalar(loader: Any, node: yaml.ScalarNode) -> Any:
     try:
         return construct(loader, node)
     except (ValueError, KeyError):  # an explicit tag on a value it cannot take
+        # Not quoted: the document is unread, so it may be a Secret's value;
+        # the line and column say where it is.
         raise yaml.constructor.ConstructorError(
-            None, None, f"cannot read {node.value!r} as {_short(tag)}", node.start_mark) from None
+            None, None, f"cannot read the value as {_short(tag)}", node.start_mark) from None
 
 
 _SCALARS = {_T + "bool": yaml.constructor.SafeConstructor.construct_yaml_bool,
@@ -430,7 +433,7 @@ def _missing_fields(doc: dict[str, Any]) -> str | None:
 
 # --- kustomize -------------------------------------------------------------
 
-def _kustomizations(paths: Iterable[str]) -> list[str]:
+def top_kustomizations(paths: Iterable[str]) -> list[str]:
     """Kustomization files of the top-most directories holding one."""
     top: dict[str, str] = {}
     # By directory, so a parent comes before the directories inside it.
@@ -459,26 +462,61 @@ def kubectl_binary() -> str:
 
 def _render_kustomizations(src: Source, kfiles: list[str]) \
         -> tuple[list[Manifest], list[ManifestError]]:
-    """Render each kustomization (by its file's path) from one export of the tree."""
+    """Render each kustomization (by its file's path) from one export of the tree.
+
+    The export lies one level down in a private directory (0700, a random
+    name), so even a ``..`` that escaped the checks below would find nothing
+    another user can plant; every reference is checked to stay inside the
+    repository before kustomize runs, in every mode.
+    """
     manifests: list[Manifest] = []
     errors: list[ManifestError] = []
     if not kfiles:
         return manifests, errors
     with tempfile.TemporaryDirectory(prefix="kubectl-gitops-kustomize-") as tmp:
-        base = src.root
+        base, outside = src.root, {}
         if src.mode != "worktree":
-            base = Path(tmp)
-            src.export(base)  # the revision's blobs: bases may live outside PATH
+            base = Path(tmp) / "repo"
+            outside = src.export(base)  # the revision's blobs: bases may live outside PATH
+        reader = _reader(base, outside)
         for kfile in kfiles:
+            refused = kustomize.walk(reader, posixpath.dirname(kfile)).problems
+            if refused:
+                errors += [ManifestError(path, None, f"kustomize: {msg}") for path, msg in refused]
+                continue
             ms, es = _render_kustomization(base, kfile)
             manifests += ms
             errors += es
     return manifests, errors
 
 
+def _reader(base: Path, outside: dict[str, str]) -> kustomize.Reader:
+    """Files under ``base`` as the walk sees them; links are resolved on disk and
+    must stay under it, and links the export left out count as outside."""
+    real_base = base.resolve()
+
+    def real(path: str) -> str | None:
+        if any(path == o or path.startswith(o + "/") for o in outside):
+            return None
+        try:
+            rel = Path(os.path.realpath(base / path)).relative_to(real_base).as_posix()
+        except ValueError:
+            return None
+        return "" if rel == "." else rel
+
+    def kind(path: str) -> str | None:
+        full = base / path
+        return "dir" if full.is_dir() else "file" if full.is_file() else None
+
+    return kustomize.Reader(kind=kind, read=lambda p: (base / p).read_bytes(), real=real)
+
+
 def _render_kustomization(base: Path, kfile: str) -> tuple[list[Manifest], list[ManifestError]]:
     try:
-        proc = subprocess.run([kubectl_binary(), "kustomize", str(base / posixpath.dirname(kfile))],
+        # Root-only loading is kustomize's default; said here so that no
+        # kustomize configuration can widen it.
+        proc = subprocess.run([kubectl_binary(), "kustomize", "--load-restrictor",
+                               "LoadRestrictionsRootOnly", str(base / posixpath.dirname(kfile))],
                               capture_output=True, env=git.clean_env())
     except FileNotFoundError:
         return [], [ManifestError(kfile, None, "kubectl is needed to render kustomize "

@@ -21,7 +21,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from kubectl_gitops import applyset, schema
+from kubectl_gitops import applyset, schema, secrets
 from kubectl_gitops import prune as prune_guard
 from kubectl_gitops.errors import ClusterError, ConflictError, GitOpsError, NotFoundError
 from kubectl_gitops.kube import Kube
@@ -239,16 +239,17 @@ def _predict(kube: Kube, items: list[Item], new_namespaces: set[str], force: boo
             if item.id.namespace in new_namespaces and "namespace" in str(e).lower():
                 item.note = f"namespace {item.id.namespace} is created by this revision"
             else:
-                item.error = e.message
+                item.error = secrets.redact(e.message, item.desired)
         except ConflictError as e:
             # Predict what a forced apply would do, and say that it needs forcing.
-            item.conflict = f"{e}; use --force-conflicts to take ownership of these fields"
+            item.conflict = (f"{secrets.redact(str(e), item.desired)}; use --force-conflicts "
+                             "to take ownership of these fields")
             try:
                 item.predicted = kube.apply(item.rtype, item.desired, dry_run=True, force=True)
             except ClusterError as again:
-                item.error = again.message
+                item.error = secrets.redact(again.message, item.desired)
         except ClusterError as e:
-            msg = e.message
+            msg = secrets.redact(e.message, item.desired)
             if "immutable" in msg:
                 msg += (f"; this field cannot change in place: delete {item.id} and sync "
                         "again, or give it a new name")

@@ -16,6 +16,7 @@ revision it restored.
 from __future__ import annotations
 
 import os
+import posixpath
 import shutil
 import subprocess
 import sys
@@ -24,7 +25,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from kubectl_gitops import exitcodes, git
+from kubectl_gitops import exitcodes, git, source
 from kubectl_gitops.errors import GitError, GitOpsError, UsageError
 from kubectl_gitops.source import Source
 
@@ -72,17 +73,29 @@ class Plan:
     head: str  # full sha of HEAD, the state replaced
     target: str  # full sha of the restored revision
     changes: tuple[Change, ...]
+    # What else is restored with PATH: the directories and files inside the
+    # repo that its kustomizations render from.
+    renders_from: tuple[str, ...] = ()
 
     @property
     def label(self) -> str:
         return self.path or "the repo root"
+
+    @property
+    def scope(self) -> tuple[str, ...]:
+        return (self.path, *self.renders_from)
+
+    def also(self) -> str:
+        """What is restored with PATH, for messages."""
+        return f" (with {', '.join(self.renders_from)}, which it renders from)" \
+            if self.renders_from else ""
 
     def message(self) -> str:
         """Subject, body and trailers of the rollback commit."""
         target, head = describe(self.root, self.target), describe(self.root, self.head)
         files = "\n".join(f"  {c}" for c in self.changes)
         return (f"Roll back {self.label} to {target}\n\n"
-                f"Restore {self.label} as it was at {target},\n"
+                f"Restore {self.label}{self.also()} as it was at {target},\n"
                 f"replacing its state at {head}.\n\n{files}\n\n"
                 f"{TRAILER_TO}: {self.target}\n{TRAILER_OF}: {self.head}\n")
 
@@ -103,7 +116,7 @@ def current_branch(root: Path) -> str:
     return proc.stdout.decode().strip()
 
 
-def refuse_dirty(root: Path, path: str) -> None:
+def refuse_dirty(root: Path, paths: Sequence[str]) -> None:
     """Refuse staged, unstaged or untracked (not ignored) changes under PATH.
 
     Untracked files count too: restoring PATH may need to write a file where
@@ -112,13 +125,27 @@ def refuse_dirty(root: Path, path: str) -> None:
     # No optional locks: a plain status may rewrite the index, and --dry-run
     # promises to leave it alone.
     proc = git.run(["status", "--porcelain=v1", "-z", "--untracked-files=all",
-                    "--", _pathspec(path)], cwd=root, env={"GIT_OPTIONAL_LOCKS": "0"})
+                    "--", *_pathspecs(paths)], cwd=root, env={"GIT_OPTIONAL_LOCKS": "0"})
     entries = _status_paths(git.zsplit(proc.stdout))
     if entries:
         first = entries[0]
         more = f" and {len(entries) - 1} more" if len(entries) > 1 else ""
-        raise GitError(f"uncommitted changes under {path or 'the repo root'} ({first}{more}); "
+        raise GitError(f"uncommitted changes under {_names(paths)} ({first}{more}); "
                        "commit, stash (git stash -u) or remove them first")
+
+
+def refuse_ignored(root: Path, paths: Sequence[str], written: Sequence[str]) -> None:
+    """Refuse when restoring would overwrite git-ignored files (a local
+    ``secret.yaml`` kept out of git on purpose): git would replace them
+    without a word, since ignored files count as expendable."""
+    proc = git.run(["ls-files", "-z", "--others", "--ignored", "--exclude-standard", "--",
+                    *_pathspecs(paths)], cwd=root)
+    ignored = git.zsplit(proc.stdout)
+    hit = sorted(i for i in ignored for w in written
+                 if i == w or i.startswith(w + "/") or w.startswith(i + "/"))
+    if hit:
+        raise GitError(f"the rollback would overwrite ignored files: {', '.join(dict.fromkeys(hit))}"
+                       "; move them out of the way first")
 
 
 # --- targets --------------------------------------------------------------------
@@ -129,18 +156,22 @@ def tree_at(root: Path, sha: str, path: str) -> str | None:
     return _object(root, f"{sha}^{{tree}}" if not path else f"{sha}:{path}")
 
 
-def newest_change(root: Path, start: str, path: str) -> tuple[str, str] | None:
+def trees_at(root: Path, sha: str, paths: Sequence[str]) -> tuple[str | None, ...]:
+    return tuple(tree_at(root, sha, p) for p in paths)
+
+
+def newest_change(root: Path, start: str, paths: Sequence[str]) -> tuple[str, str] | None:
     """``(sha, Rollback-To value)`` of the newest first-parent change to PATH."""
     fmt = f"%H%x00%(trailers:key={TRAILER_TO},valueonly,separator=%x20)"
     line = git.out(["log", "-1", "--first-parent", f"--format={fmt}", start, "--",
-                    _pathspec(path)], cwd=root)
+                    *_pathspecs(paths)], cwd=root)
     if not line:
         return None
     sha, _, restored = line.partition("\0")
     return sha, (restored.split() or [""])[-1]
 
 
-def position(root: Path, start: str, path: str) -> str | None:
+def position(root: Path, start: str, path: Sequence[str]) -> str | None:
     """The newest change to PATH at or before ``start``, seen through rollbacks.
 
     A rollback that restored T stands for T's own position, so stepping back
@@ -156,43 +187,45 @@ def position(root: Path, start: str, path: str) -> str | None:
     return None
 
 
-def default_target(root: Path, head: str, path: str, steps: int = 1) -> str:
+def default_target(root: Path, head: str, paths: Sequence[str], steps: int = 1) -> str:
     """The state ``steps`` changes back from HEAD under PATH (undo-like)."""
+    path = _names(paths)
     if steps < 1:
         raise UsageError(f"--steps {steps}: give a number of 1 or more")
     start = head
     for step in range(steps):
-        change = position(root, start, path)
+        change = position(root, start, paths)
         if change is None and step == 0:
             raise NothingToRollBack(f"no commit on this branch changes {path or 'the repo'}; "
                                     "nothing to roll back")
         parent = _first_parent(root, change) if change else None
         if parent is None:
             if step == 0:
-                raise NothingToRollBack(f"{path or 'the repo root'} has no state before "
+                raise NothingToRollBack(f"{path} has no state before "
                                         f"{describe(root, change or head)}; nothing to roll back")
-            raise UsageError(f"--steps {steps}: {path or 'the repo root'} has only {step} "
+            raise UsageError(f"--steps {steps}: {path} has only {step} "
                              "earlier state(s) on this branch")
         start = parent
     return start
 
 
-def last_synced_target(root: Path, head: str, path: str, revisions: Iterable[str]) -> str:
+def last_synced_target(root: Path, head: str, path: Sequence[str],
+                       revisions: Iterable[str]) -> str:
     """The newest successfully synced revision whose PATH differs from HEAD's.
 
     Records are newest first; the revision in the cluster now is usually HEAD
     itself, so "previous" means the newest one that would change something.
     """
-    current = tree_at(root, head, path)
+    current = trees_at(root, head, path)
     for revision in revisions:
         sha = _object(root, f"{revision}^{{commit}}")
         if sha is None:
             raise GitError(f"synced revision {revision[:12]} is not in this repository; "
                            "fetch it first (git fetch)")
-        if tree_at(root, sha, path) != current:
+        if trees_at(root, sha, path) != current:
             return sha
     raise NothingToRollBack("the sync history holds no earlier successful sync that differs "
-                            f"from HEAD under {path or 'the repo root'}; nothing to roll back")
+                            f"from HEAD under {_names(path)}; nothing to roll back")
 
 
 def synced_revisions(src: Source, *, name: str | None, kubeconfig: str | None,
@@ -217,29 +250,96 @@ def make_plan(src: Source, *, rev: str | None = None, steps: int | None = None,
 
     The target is ``rev``, else the newest revision ``synced()`` returns that
     differs from HEAD (the cluster is asked only once git is known to be fit),
-    else ``steps`` changes back (default 1).
+    else ``steps`` changes back (default 1). A kustomize PATH brings the
+    directories it renders from: changes to them count as changes of PATH,
+    and they are restored with it.
     """
     root, path = src.root, src.path
     branch = current_branch(root)
-    refuse_dirty(root, path)
     head = git.rev_parse(root, "HEAD")
+    scope = (path, *renders_from(root, head, path))
+    refuse_dirty(root, scope)
     if rev is not None:
         target = git.rev_parse(root, rev)
     elif synced is not None:
-        target = last_synced_target(root, head, path, synced())
+        target = last_synced_target(root, head, scope, synced())
     else:
-        target = default_target(root, head, path, steps or 1)
-    if tree_at(root, target, path) == tree_at(root, head, path):
-        raise NothingToRollBack(f"{path or 'the repo root'} at {describe(root, target)} "
+        target = default_target(root, head, scope, steps or 1)
+    refuse_renamed(root, head, target, path)
+    extra = _outermost(set(scope[1:]) | set(renders_from(root, target, path)), path)
+    scope = (path, *extra)
+    refuse_dirty(root, scope)
+    if trees_at(root, target, scope) == trees_at(root, head, scope):
+        raise NothingToRollBack(f"{_names(scope)} at {describe(root, target)} "
                                 "is the same as at HEAD; nothing to roll back")
+    found = changes(root, head, target, scope)
+    refuse_ignored(root, scope, [c.path for c in found if c.status != "D"])
     return Plan(root=root, path=path, branch=branch, head=head, target=target,
-                changes=tuple(changes(root, head, target, path)))
+                changes=tuple(found), renders_from=tuple(extra))
 
 
-def changes(root: Path, old: str, new: str, path: str) -> list[Change]:
+def renders_from(root: Path, sha: str, path: str) -> list[str]:
+    """Directories and files outside PATH, inside the repo, that the
+    kustomizations under PATH read at ``sha`` (outermost first, sorted)."""
+    from kubectl_gitops import kustomize, manifests  # noqa: PLC0415 - only for kustomize trees
+
+    entries = source.tree_entries(root, sha)
+    kfiles = manifests.top_kustomizations(p for _, _, p in entries
+                                          if not path or p.startswith(path + "/"))
+    if not kfiles:
+        return []
+    reader = kustomize.git_reader(root, entries)
+    walk = kustomize.Walk()
+    for kfile in kfiles:
+        kustomize.walk(reader, posixpath.dirname(kfile), walk)
+    return _outermost(walk.dirs | walk.files, path)
+
+
+def _outermost(paths: Iterable[str], path: str) -> list[str]:
+    """``paths`` outside PATH, without those inside another of them."""
+    outside = {p for p in paths if path and p != path and not p.startswith(path + "/")}
+    return sorted(p for p in outside
+                  if not any(p.startswith(q + "/") for q in outside if q != p))
+
+
+def refuse_renamed(root: Path, head: str, target: str, path: str) -> None:
+    """PATH missing at the target would commit its deletion: refuse, and name
+    the directory it was renamed from when it was."""
+    if not path or tree_at(root, target, path) is not None:
+        return
+    made = git.out(["log", "--first-parent", "--format=%H", f"{target}..{head}", "--",
+                    _pathspec(path)], cwd=root).split()
+    origin = _renamed_from(root, made[-1], path) if made else None
+    where = describe(root, target)
+    if origin:
+        raise GitError(f"{path} did not exist at {where}: it was renamed from {origin} in "
+                       f"{describe(root, made[-1])}; roll back with --path {origin} on a "
+                       f"checkout of that name, or restore {origin}'s files under {path} "
+                       "yourself")
+    raise GitError(f"{path} did not exist at {where}; rolling back would delete it "
+                   f"(git rm -r {path} does that, if it is what you want)")
+
+
+def _renamed_from(root: Path, sha: str, path: str) -> str | None:
+    """The directory the files of PATH came from in ``sha``, if they were renamed."""
+    raw = git.zsplit(git.run(["diff", "--no-ext-diff", "--name-status", "-z", "-M",
+                              f"{sha}^", sha], cwd=root).stdout)
+    while raw:
+        status = raw.pop(0)
+        if status[0] not in "RC":
+            raw.pop(0)
+            continue
+        old, new = raw.pop(0), raw.pop(0)
+        rest = new[len(path) + 1:] if new.startswith(path + "/") else None
+        if rest and old.endswith("/" + rest):
+            return old[:-len(rest) - 1]
+    return None
+
+
+def changes(root: Path, old: str, new: str, paths: Sequence[str]) -> list[Change]:
     """Name-status from ``old`` to ``new`` under PATH, renames detected."""
     raw = git.zsplit(git.run(["diff", "--no-ext-diff", "--name-status", "-z", "-M", old, new,
-                              "--", _pathspec(path)], cwd=root).stdout)
+                              "--", *_pathspecs(paths)], cwd=root).stdout)
     out: list[Change] = []
     while raw:
         status = raw.pop(0)
@@ -254,31 +354,84 @@ def changes(root: Path, old: str, new: str, path: str) -> list[Change]:
 def diff(plan: Plan, *, color: bool = False) -> str:
     """The unified diff the rollback commit would have."""
     return git.out(["diff", "--no-ext-diff", "-M", f"--color={'always' if color else 'never'}",
-                    plan.head, plan.target, "--", _pathspec(plan.path)], cwd=plan.root)
+                    plan.head, plan.target, "--", *_pathspecs(plan.scope)], cwd=plan.root)
 
 
 def perform(plan: Plan) -> str:
-    """Commit the rollback on the branch; return the new commit's sha."""
-    tree = _restored_tree(plan)
-    proc = git.run(["commit-tree", tree, "-p", plan.head, "-F", "-"], cwd=plan.root,
-                   check=False, input=plan.message().encode())
-    if proc.returncode != 0:
-        last = proc.stderr.decode("utf-8", "replace").strip().splitlines()[-1:] or [""]
-        raise GitError(f"git commit-tree: {last[0].removeprefix('fatal: ')} "
-                       "(set user.name and user.email with git config)")
-    new = proc.stdout.decode().strip()
-    # Refresh stat data so that files merely touched do not block read-tree.
-    git.run(["update-index", "-q", "--refresh"], cwd=plan.root, check=False)
-    git.run(["read-tree", "-m", "-u", plan.head, new], cwd=plan.root)
+    """Commit the rollback on the branch; return the new commit's sha.
+
+    The branch moves first (one atomic ref update), then the index and files
+    follow. A marker in the git dir says so in between: killed there, the
+    next rollback finishes the checkout before anything else
+    (:func:`finish_interrupted`), so the branch is either where it was or at
+    the rollback commit, never half-way.
+    """
+    new = _commit(plan, _restored_tree(plan))
+    marker = _marker(plan.root)
+    marker.write_text(f"{plan.head} {new} {plan.branch}\n" + "\0".join(plan.scope) + "\n")
     ref = f"refs/heads/{plan.branch}"
     reflog = f"gitops rollback: {plan.label} to {plan.target[:12]}"
     try:
         git.run(["update-ref", "-m", reflog, ref, new, plan.head], cwd=plan.root)
     except GitError:
-        # The branch moved under us: put the index and files back as they were.
-        git.run(["read-tree", "-m", "-u", new, plan.head], cwd=plan.root, check=False)
+        marker.unlink()  # the branch moved under us; nothing changed here
         raise
+    # Refresh stat data so that files merely touched do not block read-tree.
+    git.run(["update-index", "-q", "--refresh"], cwd=plan.root, check=False)
+    try:
+        git.run(["read-tree", "-m", "-u", plan.head, new], cwd=plan.root)
+    except GitError:
+        # Files in the way that the checks did not foresee: back to the old state.
+        git.run(["update-ref", "-m", f"{reflog} (undone)", ref, plan.head, new], cwd=plan.root)
+        marker.unlink()
+        raise
+    marker.unlink()
     return new
+
+
+def _commit(plan: Plan, tree: str) -> str:
+    """``git commit-tree``, signed when ``git commit`` would sign: commit-tree
+    itself ignores ``commit.gpgSign`` but honours ``gpg.format``,
+    ``user.signingKey`` and the signing programs with ``-S``."""
+    sign = git.run(["config", "--type=bool", "commit.gpgSign"], cwd=plan.root,
+                   check=False).stdout.strip() == b"true"
+    proc = git.run(["commit-tree", tree, "-p", plan.head, *(["-S"] if sign else []),
+                    "-F", "-"], cwd=plan.root, check=False, input=plan.message().encode())
+    if proc.returncode == 0:
+        return proc.stdout.decode().strip()
+    lines = proc.stderr.decode("utf-8", "replace").strip().splitlines()
+    if sign:
+        why = next((line for line in lines if "sign" in line.lower()), lines[0] if lines else "")
+        raise GitError(f"signing the rollback commit failed (commit.gpgSign is set): "
+                       f"{why.removeprefix('error: ').removeprefix('fatal: ')}; nothing was "
+                       "committed")
+    last = lines[-1] if lines else ""
+    raise GitError(f"git commit-tree: {last.removeprefix('fatal: ')} "
+                   "(set user.name and user.email with git config)")
+
+
+def _marker(root: Path) -> Path:
+    return Path(git.out(["rev-parse", "--absolute-git-dir"], cwd=root)) / "GITOPS_ROLLBACK"
+
+
+def finish_interrupted(root: Path) -> str | None:
+    """After a rollback killed between moving the branch and checking out,
+    bring the index and files under its paths to the branch's commit; say so.
+    Killed before the branch moved, nothing had changed: the marker just goes."""
+    marker = _marker(root)
+    if not marker.exists():
+        return None
+    first, _, rest = marker.read_text().partition("\n")
+    _, new, branch = first.split()
+    paths = rest.rstrip("\n").split("\0")
+    done = None
+    if git.rev_parse(root, f"refs/heads/{branch}") == new:
+        git.run(["restore", "--source", new, "--staged", "--worktree", "--",
+                 *_pathspecs(paths)], cwd=root)
+        done = f"finished the interrupted rollback {describe(root, new)}: checked out " \
+            f"{_names(paths)}"
+    marker.unlink()
+    return done
 
 
 def _restored_tree(plan: Plan) -> str:
@@ -288,9 +441,9 @@ def _restored_tree(plan: Plan) -> str:
     with tempfile.TemporaryDirectory(prefix="gitops-rollback-") as tmp:
         env = {"GIT_INDEX_FILE": os.path.join(tmp, "index")}
         git.run(["read-tree", plan.head], cwd=plan.root, env=env)
-        drop = git.run(["ls-files", "-z", "--", _pathspec(plan.path)], cwd=plan.root,
+        drop = git.run(["ls-files", "-z", "--", *_pathspecs(plan.scope)], cwd=plan.root,
                        env=env).stdout
-        keep = git.run(["ls-tree", "-r", "-z", "--full-tree", plan.target, "--", plan.path],
+        keep = git.run(["ls-tree", "-r", "-z", "--full-tree", plan.target, "--", *plan.scope],
                        cwd=plan.root).stdout
         # Mode 0 removes an entry; later lines win, so removals go first.
         removals = b"".join(b"0 " + b"0" * 40 + b"\t" + p + b"\0"
@@ -370,6 +523,16 @@ def _pathspec(path: str) -> str:
     return f":(literal){path}" if path else "."
 
 
+def _pathspecs(paths: Sequence[str]) -> list[str]:
+    return [_pathspec(p) for p in paths]
+
+
+def _names(paths: Sequence[str]) -> str:
+    """PATH, and what it renders from, for messages."""
+    first = paths[0] or "the repo root"
+    return first if len(paths) == 1 else f"{first} and {', '.join(paths[1:])}"
+
+
 def _status_paths(records: list[str]) -> list[str]:
     """Paths of ``status --porcelain -z`` records (a rename's source follows it)."""
     paths = []
@@ -392,11 +555,11 @@ def _first_parent(root: Path, sha: str) -> str | None:
     return _object(root, f"{sha}^1")
 
 
-def _is_rollback_to(root: Path, sha: str, restored: str, path: str) -> bool:
+def _is_rollback_to(root: Path, sha: str, restored: str, path: Sequence[str]) -> bool:
     """Whether ``sha`` restored PATH to ``restored``: the trailer and the content agree.
 
     Checking content keeps a rollback of another directory (in a monorepo,
     seen from the repo root) from being taken for a rollback of this one.
     """
     target = _object(root, f"{restored}^{{commit}}") if restored else None
-    return target is not None and tree_at(root, sha, path) == tree_at(root, target, path)
+    return target is not None and trees_at(root, sha, path) == trees_at(root, target, path)

@@ -9,17 +9,18 @@ from __future__ import annotations
 import fnmatch
 import os
 import posixpath
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from kubectl_gitops import git
-from kubectl_gitops.errors import ConfigError, GitError
+from kubectl_gitops import git, links
+from kubectl_gitops.errors import ConfigError, GitError, ManifestError, ManifestErrors
 
 CONFIG_FILE = ".gitops.yaml"
 MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
 KUSTOMIZATION_FILES = ("kustomization.yaml", "kustomization.yml", "Kustomization")
+LINK_MODE = "120000"
 
 Mode = Literal["commit", "worktree", "index"]
 
@@ -66,15 +67,26 @@ class Source:
         return "working-tree" if self.mode == "worktree" else "index"
 
     def files(self) -> list[SourceFile]:
+        files, errors = self.read_files()
+        if errors:
+            raise ManifestErrors(errors)
+        return files
+
+    def read_files(self) -> tuple[list[SourceFile], list[ManifestError]]:
+        """The files, and an error at the path of each symlink that cannot be
+        followed (validate reports them with the other problems)."""
         reader = {"commit": _commit_files, "worktree": _worktree_files,
                   "index": _index_files}[self.mode]
-        return list(reader(self))
+        errors: list[ManifestError] = []
+        return list(reader(self, errors)), errors
 
-    def export(self, dest: Path) -> None:
+    def export(self, dest: Path) -> dict[str, str]:
         """Write every blob of the revision's whole tree (or the index) under
         ``dest``, as git stores it: kustomize bases may live outside ``path``
         and generators read files of any kind. No attributes or filters apply
-        (``git archive`` would honour ``export-ignore``)."""
+        (``git archive`` would honour ``export-ignore``). Symlinks that stay
+        inside the tree become links; the others are left out and returned
+        (path -> target), so that a reference to one can be refused by name."""
         if self.mode == "worktree":
             raise ValueError("the working tree needs no export")
         entries = _tree_entries(self, "") if self.mode == "commit" else _index_entries(self, "")
@@ -83,6 +95,10 @@ class Source:
             full = dest / path
             full.parent.mkdir(parents=True, exist_ok=True)
             full.write_bytes(data)
+        if any(mode == LINK_MODE for mode, _, _ in entries):
+            tree = links.GitTree(entries, lambda shas: git.cat_blobs(self.root, shas), self.root)
+            return links.export(tree, [p for m, _, p in entries if m == LINK_MODE], dest)
+        return {}
 
     def reads(self, relpath: str) -> bool:
         """Whether ``relpath`` is a manifest or kustomization this source reads."""
@@ -193,6 +209,12 @@ def _under(relpath: str, base: str) -> bool:
 _LITERAL = {"GIT_LITERAL_PATHSPECS": "1"}
 
 
+def tree_entries(root: Path, sha: str) -> list[tuple[str, str, str]]:
+    """``(mode, sha, path)`` of every blob and link of a commit's whole tree."""
+    return _tree_entries(Source(root=root, path="", mode="commit", ref=sha, sha=sha, name="",
+                                namespace=None), "")
+
+
 def _tree_entries(src: Source, path: str | None = None) -> list[tuple[str, str, str]]:
     """``(mode, sha, path)`` of every blob and link under ``path`` (default:
     the source's) at the commit, from one ``git ls-tree``: reading git objects
@@ -215,18 +237,27 @@ def _check_directory(path: str, entries: list[tuple[str, str, str]], where: str)
         raise ConfigError(f"{path}: {what} {where}")
 
 
-def _blob_files(src: Source, entries: list[tuple[str, str, str]]) -> Iterator[SourceFile]:
-    # Regular files only: submodules (160000) and symlinks (120000) hold no
-    # manifests of their own, in every mode alike.
+def _blob_files(src: Source, entries: list[tuple[str, str, str]],
+                whole: Callable[[], list[tuple[str, str, str]]],
+                errors: list[ManifestError]) -> Iterator[SourceFile]:
+    """Regular files, and what symlinks (120000) under PATH lead to inside the
+    repo; ``whole()`` lists the whole tree, asked only when there is a link.
+    Submodules (160000) hold no manifests of their own."""
     wanted = [(sha, path) for mode, sha, path in entries
               if mode.startswith("100") and src.reads(path)]
+    if any(mode == LINK_MODE for mode, _, _ in entries):
+        tree = links.GitTree(whole(), lambda shas: git.cat_blobs(src.root, shas), src.root)
+        seen = {path for _, path in wanted}
+        wanted += [(tree.sha(real), path) for path, real in
+                   links.follow(tree, [p for m, _, p in entries if m == LINK_MODE], src.reads,
+                                src.wanted, seen, errors)]
     blobs = git.cat_blobs(src.root, [sha for sha, _ in wanted])
     for (_, path), data in zip(wanted, blobs):
         yield SourceFile(path, data)
 
 
-def _commit_files(src: Source) -> Iterator[SourceFile]:
-    return _blob_files(src, _tree_entries(src))
+def _commit_files(src: Source, errors: list[ManifestError]) -> Iterator[SourceFile]:
+    return _blob_files(src, _tree_entries(src), lambda: _tree_entries(src, ""), errors)
 
 
 def _index_entries(src: Source, path: str | None = None) -> list[tuple[str, str, str]]:
@@ -249,21 +280,24 @@ def index_env(src: Source) -> dict[str, str] | None:
     return {"GIT_INDEX_FILE": src.index_file} if src.index_file else None
 
 
-def _index_files(src: Source) -> Iterator[SourceFile]:
+def _index_files(src: Source, errors: list[ManifestError]) -> Iterator[SourceFile]:
     entries = _index_entries(src)
     _check_directory(src.path, entries, "in the index")
-    return _blob_files(src, entries)
+    return _blob_files(src, entries, lambda: _index_entries(src, ""), errors)
 
 
-def _worktree_files(src: Source) -> Iterator[SourceFile]:
+def _worktree_files(src: Source, errors: list[ManifestError]) -> Iterator[SourceFile]:
     if src.path and not (src.root / src.path).is_dir():
         what = "not a directory" if (src.root / src.path).exists() else "no such directory"
         raise ConfigError(f"{src.path}: {what} in the working tree")
     args = ["ls-files", "-z", "--cached", "--others", "--exclude-standard", "--"]
     paths = sorted(set(git.zsplit(git.run(args + ([src.path] if src.path else []),
                                           cwd=src.root, env=_LITERAL).stdout)))
-    for path in paths:
-        full = src.root / path
-        if not src.reads(path) or not full.is_file() or full.is_symlink():
-            continue  # deleted but still tracked, or a link
-        yield SourceFile(path, full.read_bytes())
+    found = [(p, p) for p in paths if src.reads(p) and (src.root / p).is_file()
+             and not (src.root / p).is_symlink()]  # else deleted but still tracked
+    linked = [p for p in paths if (src.root / p).is_symlink()]
+    if linked:
+        found += links.follow(links.WorkTree(src.root), linked, src.reads, src.wanted,
+                              {p for p, _ in found}, errors)
+    for path, real in sorted(found):
+        yield SourceFile(path, (src.root / real).read_bytes())

@@ -10,14 +10,14 @@ object and re-running it converges.
 from __future__ import annotations
 
 import dataclasses
-import secrets
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from kubectl_gitops import applyset, health, history
+from kubectl_gitops import applyset, health, history, secrets
 from kubectl_gitops import plan as plan_mod
 from kubectl_gitops import prune as prune_guard
 from kubectl_gitops.app import App, source_conflict
@@ -113,7 +113,7 @@ def run(app: App, plan: Plan, opts: Options, report: Report, *,
         return _run_held(app, plan, opts, report, lease, result)
     _ensure_namespace(app)  # the Lease lives there, and the revision may create it
     own = Lease(app.kube, app.parent.namespace, lease_name(app.parent.name),
-                holder=f"{lease_identity('sync')} run={secrets.token_hex(4)}")
+                holder=f"{lease_identity('sync')} run={uuid.uuid4().hex[:8]}")
     with own.hold(opts.lock_timeout):
         return _run_held(app, plan, opts, report, own, result)
 
@@ -284,7 +284,7 @@ def _apply(app: App, items: list[Item], opts: Options, result: Result, report: R
             app.kube.apply(item.rtype, item.desired,
                            force=opts.force_conflicts or bool(item.adopted))
         except ClusterError as e:
-            msg = e.message
+            msg = secrets.redact(e.message, item.desired)
             with lock:
                 result.failures.append(f"{item.id}: {msg}")
                 report(f"failed     {item.id}: {msg}")
@@ -324,7 +324,7 @@ def _prune(app: App, plan: Plan, opts: Options, result: Result, report: Report) 
                 app.kube.delete(item.rtype, item.id.namespace, item.id.name,
                                 uid=item.live["metadata"].get("uid"))
             except ClusterError as e:
-                return f"{item.id}: prune failed: {e.message}"
+                return f"{item.id}: prune failed: {secrets.redact(e.message, item.live)}"
             return None
 
         for item, failure in zip(batch, app.kube.map(one, batch)):

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from kubectl_gitops import desired, git, manifests, resources, schema, source
+from kubectl_gitops import desired, git, manifests, resources, schema, secrets, source
 from kubectl_gitops.errors import ClusterError, ManifestError, UsageError
 from kubectl_gitops.manifests import Manifest
 from kubectl_gitops.source import KUSTOMIZATION_FILES, Source, SourceFile
@@ -171,8 +171,9 @@ def path_in_index(src: Source) -> bool:
 
 def validate_source(src: Source, opts: Options) -> Result:
     """Validate everything under a source (a commit, the index, the work tree)."""
-    files = src.files()
+    files, unreadable = src.read_files()
     parsed, errors = manifests.read(src, files)
+    errors = [Problem.of(e, "symlink") for e in unreadable] + errors
     result = _result(src.revision, src.path, opts, len(files))
     where = {"commit": "in this revision", "index": "in the index",
              "worktree": "in the work tree"}[src.mode]
@@ -239,9 +240,29 @@ def _check(result: Result, files: list[SourceFile], parsed: list[Manifest],
     if opts.kube is not None:
         more, result.dry_run = _dry_run(opts.kube, resolved, parsed)
         problems += more
+    problems = _hide_secret_values(problems, parsed)
     problems = [Problem.of(p, p.check, path=display.get(p.path, p.path)) for p in problems]
     problems.sort(key=lambda p: (p.path, p.line or 0))
     result.problems = _quote_paths_in_messages(problems, [f.path for f in files])
+
+
+def _hide_secret_values(problems: list[Problem], parsed: list[Manifest]) -> list[Problem]:
+    """No problem shows a value of a Secret read from the same file: validate
+    and the hook print straight into CI logs."""
+    by_file: dict[str, list[dict[str, Any]]] = {}
+    for m in parsed:
+        if secrets.is_secret(m.obj):
+            by_file.setdefault(m.path, []).append(m.obj)
+    if not by_file:
+        return problems
+    out = []
+    for p in problems:
+        message = p.message
+        for obj in by_file.get(p.path, []):
+            message = secrets.redact(message, obj)
+        out.append(p if message == p.message else
+                   Problem(p.path, p.line, message, obj=p.obj, check=p.check))
+    return out
 
 
 def _quote_paths_in_messages(problems: list[Problem], paths: list[str]) -> list[Problem]:
@@ -541,7 +562,7 @@ def _crd_table(parsed: Iterable[Manifest]) -> dict[tuple[str, str], _Crd]:
 def _worktree_crds(src: Source) -> list[Manifest]:
     # Only files that can hold a CRD are parsed: this runs in a commit hook.
     found: list[Manifest] = []
-    for f in src.files():
+    for f in src.read_files()[0]:  # a bad link is reported where it is read
         if b"CustomResourceDefinition" in f.data:
             found += manifests.parse_file(f.path, f.data)[0]
     return found
@@ -566,6 +587,9 @@ def _schema(m: Manifest, builtin: schema.BuiltinSchemas, crds: _Crds, opts: Opti
             return []  # the CRD gives no schema for this version: anything goes
     found: list[tuple[str, str]] = []
     check(m.obj, "", found)
+    if secrets.is_secret(m.obj):
+        found = [(path, secrets.redact_field_message(msg) if secrets.value_field(path) else msg)
+                 for path, msg in found]
     problems = [Problem(m.path, docs.line_of(m, path), f"{path}: {msg}" if path else msg,
                         obj=str(m), check="schema")
                 for path, msg in found[:MAX_PROBLEMS_PER_OBJECT]]
@@ -618,7 +642,8 @@ def _dry_run(kube: Kube, resolved: list[Manifest], parsed: list[Manifest]) \
             if e.status == 404 and m.namespace in tree_namespaces:
                 skipped.append(str(m))
                 return None
-            return Problem(m.path, m.line, f"server-side dry-run: {e.message}", obj=str(m),
+            return Problem(m.path, m.line, "server-side dry-run: "
+                           f"{secrets.redact(e.message, m.obj)}", obj=str(m),
                            check="cluster")
         return None
 

@@ -251,7 +251,7 @@ def test_an_oversized_file_is_refused_without_parsing() -> None:
     ("!!binary aGVsbG8=", "unsupported YAML tag !!binary on a scalar"),
     ("!!set {a, b}", "unsupported YAML tag !!set on a mapping"),
     ("!Ref something", "unsupported YAML tag !Ref on a scalar"),
-    ("!!int twelve", "cannot read 'twelve' as !!int"),
+    ("!!int twelve", "cannot read the value as !!int"),
 ])
 def test_only_plain_data_is_loaded(value: str, problem: str) -> None:
     text = f"apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: a}}\ndata:\n  x: {value}\n"

@@ -128,7 +128,7 @@ def test_only_manifest_files_are_read_in_sorted_order(repo: Path) -> None:
     assert [m.path for m in manifests.load(src)] == ["a.json", "dir/m.yml", "z.yaml"]
 
 
-def test_symlinks_and_submodule_links_hold_no_manifests_in_any_mode(repo: Path) -> None:
+def test_a_link_to_a_file_already_read_is_read_once_in_any_mode(repo: Path) -> None:
     write(repo, "real.yaml", cm("real"))
     os.symlink("real.yaml", repo / "link.yaml")
     commit(repo)

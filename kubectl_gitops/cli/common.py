@@ -7,10 +7,10 @@ core and return an exit status from :mod:`kubectl_gitops.exitcodes`.
 from __future__ import annotations
 
 import functools
-import logging
 import os
+import stat
 import sys
-import tempfile
+import time
 import traceback
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -22,7 +22,17 @@ from kubectl_gitops.errors import GitOpsError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-LOG_FILE = os.path.join(tempfile.gettempdir(), f"kubectl-gitops-{os.getuid()}.log")
+
+def _log_dir() -> str:
+    """A private per-user directory (XDG base directory spec): never the shared
+    temp directory, where anyone can plant the file or a symlink first."""
+    state = os.environ.get("XDG_STATE_HOME", "")
+    if not os.path.isabs(state):  # the spec says relative values are ignored
+        state = os.path.join(os.path.expanduser("~"), ".local", "state")
+    return os.path.join(state, "kubectl-gitops")
+
+
+LOG_FILE = os.path.join(_log_dir(), "kubectl-gitops.log")
 
 
 def _compose(*decorators: Callable[[F], F]) -> Callable[[F], F]:
@@ -118,9 +128,23 @@ def handle_errors(fn: Callable[..., int]) -> Callable[..., int]:
 
 
 def _log() -> None:
+    """Append the current traceback to LOG_FILE: 0600 in a 0700 directory of
+    ours, opened without following a symlink; no log rather than an unsafe one."""
+    directory = os.path.dirname(LOG_FILE)
     try:
-        logging.basicConfig(filename=LOG_FILE, level=logging.DEBUG)
-        logging.getLogger("kubectl-gitops").debug("error", exc_info=True)
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        st = os.lstat(directory)
+        if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid():
+            return
+        if st.st_mode & 0o077:
+            os.chmod(directory, 0o700)
+        fd = os.open(LOG_FILE, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW
+                     | os.O_CLOEXEC, 0o600)
+        with os.fdopen(fd, "a", encoding="utf-8", errors="replace") as f:
+            os.fchmod(fd, 0o600)
+            # No command line: it may carry a --token.
+            f.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {os.path.basename(sys.argv[0])}\n"
+                    f"{traceback.format_exc()}\n")
     except OSError:
         pass
 

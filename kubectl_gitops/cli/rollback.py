@@ -49,6 +49,10 @@ def command(rev: str | None, to: str | None, steps: int | None, last_synced: boo
     src = source.resolve(repo=repo, path=path, name=name)
     cluster = {"kubeconfig": kubeconfig, "context": context, "namespace": namespace}
     synced = functools.partial(_synced, src, name, cluster) if last_synced else None
+    finished = None if dry_run else rollback.finish_interrupted(src.root)
+    if finished:
+        click.echo(finished)  # that rollback was the one asked for: no second step
+        return exitcodes.OK
     try:
         plan = rollback.make_plan(src, rev=target, steps=steps, synced=synced)
     except rollback.NothingToRollBack as e:
@@ -101,7 +105,7 @@ def _synced(src: Source, name: str | None, cluster: dict[str, str | None]) -> It
 def _show(plan: rollback.Plan) -> int:
     head, target = rollback.describe(plan.root, plan.head), rollback.describe(
         plan.root, plan.target)
-    click.echo(f"Would roll back {plan.label} to {target}, replacing {head}:")
+    click.echo(f"Would roll back {plan.label}{plan.also()} to {target}, replacing {head}:")
     for change in plan.changes:
         click.echo(f" {change}")
     click.echo()
