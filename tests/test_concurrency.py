@@ -226,6 +226,7 @@ def property_namespaces(namespace: str, kube_env: dict) -> Iterator[str]:
                 env=kube_env, check=False)
 
 
+@pytest.mark.slow
 def test_prune_never_deletes_a_non_member(tmp_path: Path, git_env: dict, kube_env: dict,
                                           property_namespaces: str) -> None:
     rng = random.Random(SEED)
