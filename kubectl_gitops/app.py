@@ -18,6 +18,7 @@ from kubectl_gitops import applyset, desired, git
 from kubectl_gitops.applyset import SourceId
 from kubectl_gitops.errors import ClusterError, ConfigError
 from kubectl_gitops.kube import Kube
+from kubectl_gitops.kubeconfig import Overrides
 from kubectl_gitops.manifests import Manifest
 from kubectl_gitops.source import Source
 
@@ -122,8 +123,14 @@ def source_conflict(app: App) -> str | None:
     return f"{app.parent.label} records source {recorded}; this run reads {ours}"
 
 
-def connect(kubeconfig: str | None, context: str | None, concurrency: int = 16) -> Kube:
-    return Kube(kubeconfig, context, concurrency=concurrency)
+def connect(cluster: Overrides | str | None, context: str | None = None,
+            concurrency: int = 16, *, deadline: float | None = None) -> Kube:
+    """The connection kubectl would make with these flags (``cluster``, from
+    ``cli.common.cluster_options``; a kubeconfig path is also accepted).
+    ``deadline`` bounds the whole run's requests, in seconds."""
+    if not isinstance(cluster, Overrides):
+        cluster = Overrides(kubeconfig=cluster, context=context)
+    return Kube(cluster, concurrency=concurrency, deadline=deadline)
 
 
 def load(src: Source, kube: Kube, *, name: str | None = None,

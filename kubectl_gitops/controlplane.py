@@ -279,11 +279,41 @@ def make_pki(directory: Path) -> Pki:
     return pki
 
 
-def _issue(pki: Pki, cnf: Path, extensions: str, subject: str, key: Path, crt: Path) -> None:
+def issue_serving_cert(ca_crt: Path, ca_key: Path, directory: Path, name: str,
+                       sans: Sequence[str]) -> tuple[Path, Path]:
+    """A serving certificate signed by ``ca_crt``, naming only ``sans``
+    (``DNS:x`` / ``IP:y``): (certificate, key) under ``directory``."""
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    cnf = directory / f"{name}.cnf"
+    cnf.write_text(_OPENSSL_CONFIG.split("[server]")[0] + "[server]\n"
+                   "basicConstraints = critical,CA:FALSE\n"
+                   "keyUsage = critical,digitalSignature,keyEncipherment\n"
+                   "extendedKeyUsage = serverAuth\n"
+                   f"subjectAltName = {','.join(sans)}\n")
+    crt, key = directory / f"{name}.crt", directory / f"{name}.key"
+    _issue(Pki(directory), cnf, "server", f"/CN={name}", key, crt, ca=(ca_crt, ca_key))
+    return crt, key
+
+
+def make_ca(directory: Path, name: str) -> tuple[Path, Path]:
+    """A new self-signed CA: (certificate, key) under ``directory``."""
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    cnf = directory / f"{name}-ca.cnf"
+    cnf.write_text(_OPENSSL_CONFIG.format(service_ip=SERVICE_IP))
+    crt, key = directory / f"{name}-ca.crt", directory / f"{name}-ca.key"
+    _new_key(key, "EC")
+    _openssl("req", "-x509", "-new", "-config", cnf, "-extensions", "ca", "-key", key,
+             "-subj", f"/CN={name}", "-days", "30", "-out", crt)
+    return crt, key
+
+
+def _issue(pki: Pki, cnf: Path, extensions: str, subject: str, key: Path, crt: Path,
+           ca: tuple[Path, Path] | None = None) -> None:
     _new_key(key, "EC")
     csr = crt.with_suffix(".csr")
     _openssl("req", "-new", "-config", cnf, "-key", key, "-subj", subject, "-out", csr)
-    _openssl("x509", "-req", "-in", csr, "-CA", pki.ca_crt, "-CAkey", pki.ca_key,
+    ca_crt, ca_key = ca or (pki.ca_crt, pki.ca_key)
+    _openssl("x509", "-req", "-in", csr, "-CA", ca_crt, "-CAkey", ca_key,
              "-set_serial", str(secrets.randbits(63)), "-days", "3650",
              "-extfile", cnf, "-extensions", extensions, "-out", crt)
     csr.unlink()
@@ -447,8 +477,12 @@ class ControlPlane:
 
     def __init__(self, *, bin_dir: Path | None = None, data_dir: Path | None = None,
                  keep: bool = False, timeout: float = DEFAULT_TIMEOUT,
-                 die_with_parent: bool = True) -> None:
+                 die_with_parent: bool = True,
+                 apiserver_args: Sequence[str] = ()) -> None:
+        """``apiserver_args`` are added to kube-apiserver's command line (tests
+        use it for ``--authentication-config`` and ``--tls-sni-cert-key``)."""
         self._bin_dir = bin_dir
+        self._extra_apiserver_args = list(apiserver_args)
         self._requested_dir = data_dir
         self.keep = keep
         self.timeout = timeout
@@ -628,6 +662,7 @@ class ControlPlane:
             f"--service-account-signing-key-file={pki.sa_key}",
             f"--service-cluster-ip-range={SERVICE_CIDR}",
             "--allow-privileged=true",
+            *self._extra_apiserver_args,
         ]
 
     def _kcm_args(self, port: int) -> list[str]:

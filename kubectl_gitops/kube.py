@@ -1,7 +1,8 @@
 """The one module that talks to the Kubernetes API.
 
 A thin REST client: the kubeconfig is read by :mod:`kubectl_gitops.kubeconfig`
-(which hands exec plugins and auth providers to the official client), and
+and credentials come from :mod:`kubectl_gitops.credentials` (kubectl's rules,
+without the official client), and
 requests go over a small pool of keep-alive HTTP/1.1 connections built on the
 standard library, so applies and reads run concurrently without the
 generated models' overhead. Server errors become :mod:`kubectl_gitops.errors`
@@ -10,22 +11,31 @@ exceptions at this boundary.
 
 from __future__ import annotations
 
+import base64
 import http.client
+import ipaddress
 import json
+import os
+import re
 import socket
 import ssl
+import sys
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
+from email.message import Message
 from typing import Any, TypeVar
 from urllib.parse import quote, urlencode, urlsplit
 
+from kubectl_gitops import credentials
 from kubectl_gitops import kubeconfig as kubeconfig_mod
 from kubectl_gitops.errors import ClusterError, ConflictError, NotFoundError
 from kubectl_gitops.resources import Mapper, ResourceType
 
 FIELD_MANAGER = "kubectl-gitops"
+DEADLINE_GRACE = 5.0
 _AGGREGATED = ("application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,"
                "application/json")
 
@@ -43,15 +53,39 @@ class ClusterInfo:
 
 
 class Kube:
-    """A connection to one cluster, from a kubeconfig and an optional context."""
+    """A connection to one cluster, from a kubeconfig and an optional context,
+    or from kubectl's connection flags (:class:`kubeconfig.Overrides`).
 
-    def __init__(self, kubeconfig: str | None = None, context: str | None = None,
-                 *, concurrency: int = 16, timeout: float = 30.0) -> None:
-        conn = kubeconfig_mod.load(kubeconfig, context)
+    ``timeout`` bounds each request when ``--request-timeout`` does not say;
+    ``deadline`` (seconds from now) bounds the whole run: ``deadline_at`` is
+    when the run's own steps should stop, and requests are refused
+    ``DEADLINE_GRACE`` seconds later.
+    """
+
+    def __init__(self, kubeconfig: str | kubeconfig_mod.Overrides | None = None,
+                 context: str | None = None, *, concurrency: int = 16, timeout: float = 30.0,
+                 deadline: float | None = None) -> None:
+        overrides = kubeconfig if isinstance(kubeconfig, kubeconfig_mod.Overrides) else \
+            kubeconfig_mod.Overrides(kubeconfig=kubeconfig, context=context)
+        conn = kubeconfig_mod.load(overrides=overrides)
         self.info = ClusterInfo(server=conn.server, context=conn.context,
                                 namespace=conn.namespace)
         self._conn = conn
-        self._http = _Pool(conn, connect_timeout=10.0, read_timeout=timeout)
+        # --request-timeout 0 means no limit, as in kubectl.
+        read_timeout = timeout if conn.request_timeout is None else conn.request_timeout or None
+        self._http = _Pool(conn, connect_timeout=min(10.0, read_timeout or 10.0),
+                           read_timeout=read_timeout)
+        # Requests may run a little past the deadline: the run's own steps
+        # (sync's --wait) stop at it, and the grace lets them record the outcome.
+        self.deadline_at: float | None = None
+        self._deadline: tuple[float, float] | None = None
+        if deadline:
+            self.deadline_at = time.monotonic() + deadline
+            self._deadline = (self.deadline_at + DEADLINE_GRACE, deadline)
+        # (message, until): after a request got no answer, the others fail at
+        # once for as long again instead of each waiting out its own timeout;
+        # a long-lived connection (the agent's) tries again after that.
+        self._stalled: tuple[str, float] | None = None
         self.concurrency = concurrency
         self._discovery: dict[tuple[str, str], ResourceType] | None = None
         self._lock = threading.Lock()
@@ -62,14 +96,14 @@ class Kube:
     # --- plumbing -----------------------------------------------------------
 
     def _headers(self, content_type: str | None = None, accept: str = "application/json") \
-            -> dict[str, str]:
-        headers = {"Accept": accept, "User-Agent": "kubectl-gitops"}
+            -> list[tuple[str, str]]:
+        headers = [("Accept", accept), ("User-Agent", "kubectl-gitops")]
         if content_type:
-            headers["Content-Type"] = content_type
+            headers.append(("Content-Type", content_type))
         auth = self._conn.authorization()
         if auth:
-            headers["Authorization"] = auth
-        return headers
+            headers.append(("Authorization", auth))
+        return headers + self._conn.impersonate
 
     def request(self, method: str, path: str, *, params: dict[str, Any] | None = None,
                 body: Any = None, content_type: str = "application/json",
@@ -77,15 +111,70 @@ class Kube:
         if params:
             path += "?" + urlencode({k: v for k, v in params.items() if v is not None})
         data = json.dumps(body, separators=(",", ":")).encode() if body is not None else None
-        try:
-            status, payload = self._http.request(
-                method, path, self._headers(content_type if data else None, accept), data)
-        except (OSError, http.client.HTTPException) as e:
-            raise ClusterError(f"cannot reach the cluster at {self._conn.server}: "
-                               f"{_reason(e)}") from e
-        if status >= 400:
-            raise _status_error(status, payload, obj)
-        return json.loads(payload) if payload else None
+        reauthenticated = False
+        attempt = 0
+        while True:
+            timeout = self._time_left()
+            started = time.monotonic()
+            try:
+                status, headers, payload = self._http.request(
+                    method, path, self._headers(content_type if data else None, accept), data,
+                    timeout)
+            except ClusterError:
+                raise
+            except (OSError, http.client.HTTPException) as e:
+                if isinstance(e, socket.timeout):
+                    message = (f"the cluster at {self._conn.server} stopped answering "
+                               f"(no reply within {round(timeout or 0, 1):g} s)")
+                    self._stalled = (message, time.monotonic() + (timeout or 30.0))
+                    raise ClusterError(message) from e
+                if method == "GET" and attempt < _READ_RETRIES and _transient(e):
+                    attempt += 1
+                    self._sleep(0.25 * 2 ** attempt)
+                    continue
+                raise ClusterError(self._http.describe(e)) from e
+            self._log(method, path, status, started)
+            _warn(headers)
+            if status == 401 and not reauthenticated and \
+                    self._conn.credentials.after_unauthorized():
+                reauthenticated = True  # an exec plugin runs again, a token file is re-read
+                self._http.close()
+                continue
+            delay = _retry_delay(method, status, headers, attempt)
+            if delay is not None:
+                attempt += 1
+                self._sleep(delay)
+                continue
+            if status >= 400:
+                raise _status_error(status, payload, obj)
+            return json.loads(payload) if payload else None
+
+    def _time_left(self) -> float | None:
+        """The socket timeout for the next request; fails fast once the server
+        has stopped answering or the run's deadline has passed."""
+        if self._stalled and time.monotonic() < self._stalled[1]:
+            raise ClusterError(self._stalled[0])
+        timeout = self._http.read_timeout
+        if self._deadline is None:
+            return timeout
+        left = self._deadline[0] - time.monotonic()
+        if left <= 0:
+            raise ClusterError(f"the --timeout of {self._deadline[1]:g} s ran out "
+                               f"(cluster {self._conn.server})")
+        return left if timeout is None else min(timeout, left)
+
+    def _sleep(self, seconds: float) -> None:
+        if self._deadline is not None:
+            seconds = min(seconds, max(0.0, self._deadline[0] - time.monotonic()))
+        time.sleep(seconds)
+
+    def _log(self, method: str, path: str, status: int, started: float) -> None:
+        # kubectl logs each response from -v 6 on; never headers or bodies.
+        if self._conn.verbosity >= 6:
+            ms = (time.monotonic() - started) * 1000
+            sys.stderr.write(f"{method} {self._conn.server}{path} {status} "
+                             f"{http.client.responses.get(status, '')} in {ms:.0f} "
+                             "milliseconds\n")
 
     def close(self) -> None:
         """Stop the worker threads and close the idle connections (the process
@@ -222,15 +311,23 @@ class Kube:
         except NotFoundError:
             pass
 
-    def whoami(self) -> str:
-        """The cluster user, from a SelfSubjectReview (empty when not allowed)."""
+    def identity(self) -> dict[str, Any]:
+        """The user the server sees (impersonation included), from a
+        SelfSubjectReview: ``username``, ``uid``, ``groups``, ``extra``;
+        empty when the server does not allow the review."""
         try:
             doc = self.request("POST", "/apis/authentication.k8s.io/v1/selfsubjectreviews",
                                body={"apiVersion": "authentication.k8s.io/v1",
                                      "kind": "SelfSubjectReview"})
-        except ClusterError:
-            return ""
-        return ((doc.get("status") or {}).get("userInfo") or {}).get("username", "")
+        except ClusterError as e:
+            if e.status is None:  # no answer, or no credentials: not a refusal
+                raise
+            return {}
+        return dict((doc.get("status") or {}).get("userInfo") or {})
+
+    def whoami(self) -> str:
+        """The cluster user's name (empty when the review is not allowed)."""
+        return str(self.identity().get("username", ""))
 
 
 _worker = threading.local()
@@ -281,6 +378,52 @@ def _status_error(status: int, data: bytes, obj: str) -> ClusterError:
     return cls(message, status=status, reason=reason, obj=obj)
 
 
+# --- retries and warnings -------------------------------------------------------
+
+_READ_RETRIES = 3
+_THROTTLE_RETRIES = 10  # client-go's limit for 429 with Retry-After
+_MAX_RETRY_AFTER = 30.0
+_warned: set[str] = set()
+_warned_lock = threading.Lock()
+_WARNING = re.compile(r'^\s*\d{3}\s+\S+\s+"((?:[^"\\]|\\.)*)"')
+
+
+def _transient(e: BaseException) -> bool:
+    """A reset or a dropped connection: a read may simply be asked again."""
+    return isinstance(e, (ConnectionError, http.client.RemoteDisconnected,
+                          http.client.IncompleteRead, ssl.SSLEOFError))
+
+
+def _retry_delay(method: str, status: int, headers: Message, attempt: int) -> float | None:
+    """Seconds to wait before asking again, or None. A 429 was not processed,
+    so any request may be repeated; a 5xx only for reads (a write may have
+    happened)."""
+    if status == 429 and attempt < _THROTTLE_RETRIES:
+        return _retry_after(headers, 1.0)
+    if status >= 500 and method == "GET" and attempt < _READ_RETRIES:
+        return _retry_after(headers, 0.25 * 2 ** (attempt + 1))
+    return None
+
+
+def _retry_after(headers: Message, default: float) -> float:
+    try:
+        return min(max(float(headers.get("Retry-After", default)), 0.0), _MAX_RETRY_AFTER)
+    except ValueError:
+        return default
+
+
+def _warn(headers: Message) -> None:
+    """The server's ``Warning:`` headers on stderr, each text once, as kubectl."""
+    for value in headers.get_all("Warning") or ():
+        match = _WARNING.match(value)
+        text = re.sub(r"\\(.)", r"\1", match.group(1)) if match else value
+        with _warned_lock:
+            if text in _warned:
+                continue
+            _warned.add(text)
+        sys.stderr.write(f"Warning: {text}\n")
+
+
 # --- transport --------------------------------------------------------------
 
 class _Pool:
@@ -291,10 +434,12 @@ class _Pool:
     server an extra wake-up and read per request, and on a busy machine that
     is a third of a small request's time. A connection is taken by one
     thread at a time; there are never more than the threads using the pool.
+    Connections go through an HTTP CONNECT proxy when ``proxy-url`` or
+    ``HTTPS_PROXY`` (and not ``NO_PROXY``) says so, as Go's transport does.
     """
 
     def __init__(self, conn: kubeconfig_mod.Connection, *, connect_timeout: float,
-                 read_timeout: float) -> None:
+                 read_timeout: float | None) -> None:
         url = urlsplit(conn.server)
         self._tls = url.scheme == "https"
         self._host = url.hostname or "localhost"
@@ -302,41 +447,77 @@ class _Pool:
         self._prefix = url.path.rstrip("/")  # a server URL may carry a path
         self._host_header = url.netloc.rpartition("@")[2]
         self._connect_timeout = connect_timeout
-        self._read_timeout = read_timeout
+        self.read_timeout = read_timeout
         self._conn = conn
-        self._context: ssl.SSLContext | None = None
+        self._proxy = _proxy_for(conn, url.scheme, self._host, self._port)
+        self._context: tuple[tuple[bytes, bytes] | None, ssl.SSLContext] | None = None
         self._idle: list[socket.socket] = []
         self._lock = threading.Lock()
 
-    def _ssl_context(self) -> ssl.SSLContext:
+    def _ssl_context(self, *, check_hostname: bool = True) -> ssl.SSLContext:
+        cert = self._conn.credentials.client_cert()  # may run an exec plugin
         with self._lock:
-            if self._context is None:
-                c = self._conn
-                ctx = ssl.create_default_context(cafile=c.ca_file)
-                if not c.verify:
-                    ctx.check_hostname = False
-                    ctx.verify_mode = ssl.CERT_NONE
-                if c.cert_file:
-                    ctx.load_cert_chain(c.cert_file, c.key_file)
-                self._context = ctx
-            return self._context
+            if self._context is not None and self._context[0] == cert and check_hostname:
+                return self._context[1]
+            c = self._conn
+            # As client-go: a kubeconfig CA replaces the system's roots (and
+            # skipping those saves parsing the whole system bundle).
+            ctx = ssl.create_default_context(
+                cadata=_pem_text(c.ca_data, c.context) if c.ca_data else None)
+            if not c.verify:
+                ctx.check_hostname = False
+                ctx.verify_mode = ssl.CERT_NONE
+            elif not check_hostname:
+                ctx.check_hostname = False
+            if cert:
+                credentials.load_cert_chain(ctx, cert[0], cert[1], c.credentials.where)
+            if check_hostname:
+                self._context = (cert, ctx)
+            return ctx
 
-    def _connect(self) -> socket.socket:
-        sock = socket.create_connection((self._host, self._port), timeout=self._connect_timeout)
+    def _dial(self, timeout: float) -> socket.socket:
+        if self._proxy is None:
+            return socket.create_connection((self._host, self._port), timeout=timeout)
+        proxy = self._proxy
         try:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            if self._tls:
-                sock = self._ssl_context().wrap_socket(sock, server_hostname=self._host)
-            sock.settimeout(self._read_timeout)
+            sock = socket.create_connection((proxy.host, proxy.port), timeout=timeout)
+            if proxy.tls:  # Go's transport: the proxy gets the cluster's TLS settings too
+                sock = self._ssl_context().wrap_socket(sock, server_hostname=proxy.host)
+        except OSError as e:
+            raise ClusterError(f"cannot reach the proxy {proxy.label}: {_reason(e)}") from e
+        try:
+            proxy.tunnel(sock, self._host, self._port)
         except BaseException:
             sock.close()
             raise
         return sock
 
-    def request(self, method: str, path: str, headers: dict[str, str],
-                body: bytes | None) -> tuple[int, bytes]:
+    def _connect(self, timeout: float | None = None, *,
+                 check_hostname: bool = True) -> socket.socket:
+        """A new connection; dialling and the TLS handshake are bounded by the
+        connect timeout and by ``timeout`` (what the request may still take)."""
+        limit = self._connect_timeout if timeout is None else min(self._connect_timeout,
+                                                                 timeout)
+        sock = self._dial(limit)
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if self._tls:
+                name = self._conn.tls_server_name or self._host
+                ctx = self._ssl_context(check_hostname=check_hostname)
+                if isinstance(sock, ssl.SSLSocket):  # TLS inside an https proxy's TLS
+                    sock = _TlsInTls(sock, ctx, name)  # type: ignore[assignment]
+                else:
+                    sock = ctx.wrap_socket(sock, server_hostname=name)
+            sock.settimeout(self.read_timeout)
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+
+    def request(self, method: str, path: str, headers: list[tuple[str, str]],
+                body: bytes | None, timeout: float | None) -> tuple[int, Message, bytes]:
         lines = [f"{method} {self._prefix}{path} HTTP/1.1", f"Host: {self._host_header}"]
-        lines += [f"{k}: {v}" for k, v in headers.items()]
+        lines += [f"{k}: {v}" for k, v in headers]
         if body is not None or method in ("POST", "PUT", "PATCH"):
             lines.append(f"Content-Length: {len(body or b'')}")
         message = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + (body or b"")
@@ -344,13 +525,15 @@ class _Pool:
             with self._lock:
                 sock, reused = (self._idle.pop(), True) if self._idle else (None, False)
             if sock is None:
-                sock = self._connect()
+                sock = self._connect(timeout)
             try:
+                sock.settimeout(timeout)
                 sock.sendall(message)
                 resp = http.client.HTTPResponse(sock, method=method)
                 resp.begin()
                 payload = resp.read()
-            except (ConnectionError, ssl.SSLEOFError, ssl.SSLZeroReturnError):
+            except (ConnectionError, ssl.SSLEOFError, ssl.SSLZeroReturnError,
+                    http.client.RemoteDisconnected):
                 sock.close()
                 if reused:  # the server closed an idle connection: the request never ran
                     continue
@@ -363,7 +546,32 @@ class _Pool:
             else:
                 with self._lock:
                     self._idle.append(sock)
-            return resp.status, payload
+            return resp.status, resp.msg, payload
+
+    def describe(self, e: BaseException) -> str:
+        """One line for a failure to talk to the server, naming what failed."""
+        where = f"the cluster at {self._conn.server}"
+        if self._proxy is not None:
+            where += f" (through the proxy {self._proxy.label})"
+        if isinstance(e, ssl.SSLCertVerificationError) and e.verify_code == 62:
+            name = self._conn.tls_server_name or self._host
+            names = self._names_on_certificate()
+            valid = f"valid for {', '.join(names)}" if names else "not valid for it"
+            return (f"cannot reach {where}: its certificate does not name {name!r} "
+                    f"({valid}); set tls-server-name to one of them or fix the server URL")
+        return f"cannot reach {where}: {_reason(e)}"
+
+    def _names_on_certificate(self) -> list[str]:
+        """The names the server's (trusted) certificate holds, for a message."""
+        try:
+            sock = self._connect(check_hostname=False)
+        except (OSError, ClusterError):
+            return []
+        try:
+            cert = sock.getpeercert() if hasattr(sock, "getpeercert") else None
+        finally:
+            sock.close()
+        return [v for _, v in (cert or {}).get("subjectAltName", ())]
 
     def close(self) -> None:
         with self._lock:
@@ -372,9 +580,180 @@ class _Pool:
             sock.close()
 
 
+def _pem_text(data: bytes, context: str) -> str:
+    try:
+        return data.decode("ascii")
+    except UnicodeDecodeError:
+        raise ClusterError(f"context {context!r}: the certificate authority is not PEM "
+                           "text") from None
+
+
+@dataclass(frozen=True)
+class _Proxy:
+    host: str
+    port: int
+    label: str  # the proxy URL without credentials, for messages
+    authorization: str | None
+    tls: bool = False
+
+    def tunnel(self, sock: socket.socket, host: str, port: int) -> None:
+        target = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        head = f"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n"
+        if self.authorization:
+            head += f"Proxy-Authorization: {self.authorization}\r\n"
+        sock.sendall((head + "\r\n").encode("latin-1"))
+        # Nothing follows the proxy's answer until we speak TLS, so the
+        # response's buffered reader cannot swallow the server's bytes.
+        resp = http.client.HTTPResponse(sock, method="CONNECT")
+        resp.begin()
+        if resp.status != 200:
+            raise ClusterError(f"the proxy {self.label} refused to connect to {target}: "
+                               f"{resp.status} {resp.reason}")
+
+
+def _proxy_for(conn: kubeconfig_mod.Connection, scheme: str, host: str,
+               port: int) -> _Proxy | None:
+    """``proxy-url``, else the environment's proxy for this URL, as Go decides."""
+    url = conn.proxy_url
+    if not url:
+        names = ("HTTPS_PROXY", "https_proxy") if scheme == "https" else \
+            ("HTTP_PROXY", "http_proxy")
+        url = next((os.environ[n] for n in names if os.environ.get(n)), None)
+        if not url or not _proxied(host, port):
+            return None
+        if "://" not in url:
+            url = "http://" + url
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https"):
+        raise ClusterError(f"proxy {parts.scheme}://{parts.hostname}: only http:// and "
+                           "https:// proxies (HTTP CONNECT) are supported")
+    auth = None
+    if parts.username is not None:
+        from urllib.parse import unquote  # noqa: PLC0415
+
+        raw = f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode()
+        auth = "Basic " + base64.b64encode(raw).decode()
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    label = f"{parts.scheme}://{parts.hostname}:{port}"
+    return _Proxy(parts.hostname or "", port, label, auth, tls=parts.scheme == "https")
+
+
+class _TlsInTls:
+    """The API server's TLS spoken inside the TLS connection to an https proxy
+    (``ssl`` cannot wrap an SSLSocket, so the inner session runs on memory
+    buffers). Offers what the pool uses of a socket."""
+
+    def __init__(self, outer: ssl.SSLSocket, ctx: ssl.SSLContext, name: str) -> None:
+        self._outer = outer
+        self._incoming, self._outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        self._tls = ctx.wrap_bio(self._incoming, self._outgoing, server_hostname=name)
+        self._pump(self._tls.do_handshake)
+
+    def _pump(self, step: Callable[[], T]) -> T:
+        while True:
+            try:
+                result = step()
+            except ssl.SSLWantReadError:
+                self._flush()
+                data = self._outer.recv(65536)
+                if data:
+                    self._incoming.write(data)
+                else:
+                    self._incoming.write_eof()
+                continue
+            self._flush()
+            return result
+
+    def _flush(self) -> None:
+        data = self._outgoing.read()
+        if data:
+            self._outer.sendall(data)
+
+    def sendall(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            view = view[self._pump(lambda: self._tls.write(view)):]
+
+    def recv_into(self, buffer: Any, nbytes: int = 0) -> int:
+        try:
+            return int(self._pump(lambda: self._tls.read(nbytes or len(buffer), buffer)))
+        except ssl.SSLZeroReturnError:
+            return 0
+
+    def makefile(self, mode: str = "rb", buffering: int = -1) -> Any:
+        import io  # noqa: PLC0415 - only behind an https proxy
+
+        sock = self
+
+        class Raw(io.RawIOBase):
+            def readable(self) -> bool:
+                return True
+
+            def readinto(self, b: Any) -> int:
+                return sock.recv_into(b)
+
+        return io.BufferedReader(Raw())
+
+    def getpeercert(self) -> Any:
+        return self._tls.getpeercert()
+
+    def settimeout(self, value: float | None) -> None:
+        self._outer.settimeout(value)
+
+    def close(self) -> None:
+        self._outer.close()
+
+
+def _proxied(host: str, port: int) -> bool:
+    """Go's ``httpproxy``: never loopback; NO_PROXY lists hosts, domains
+    (``example.com`` and ``.example.com``), IPs and CIDRs, each with an optional
+    port, or ``*``."""
+    if host == "localhost":
+        return False
+    try:
+        ip: ipaddress.IPv4Address | ipaddress.IPv6Address | None = ipaddress.ip_address(host)
+    except ValueError:
+        ip = None
+    if ip is not None and ip.is_loopback:
+        return False
+    no_proxy = os.environ.get("NO_PROXY") or os.environ.get("no_proxy") or ""
+    for entry in (e.strip().lower() for e in no_proxy.split(",")):
+        if not entry:
+            continue
+        if entry == "*":
+            return False
+        if "/" in entry:
+            try:
+                if ip is not None and ip in ipaddress.ip_network(entry, strict=False):
+                    return False
+            except ValueError:
+                pass
+            continue
+        name, _, entry_port = entry.rpartition(":") if entry.count(":") == 1 else (entry, "", "")
+        if entry_port and entry_port != str(port):
+            continue
+        name = name.strip("[]")
+        if ip is not None:
+            try:
+                if ip == ipaddress.ip_address(name):
+                    return False
+            except ValueError:
+                pass
+            continue
+        host_l = host.lower()
+        if name.startswith("."):
+            if host_l.endswith(name):
+                return False
+        elif host_l == name or host_l.endswith("." + name):
+            return False
+    return True
+
+
 def _reason(e: BaseException) -> str:
     if isinstance(e, socket.timeout):
         return "timed out"
     if isinstance(e, ssl.SSLCertVerificationError):
         return f"certificate verify failed: {e.verify_message}"
+    if isinstance(e, socket.gaierror):
+        return f"cannot resolve the host name: {e.strerror}"
     return str(getattr(e, "strerror", None) or e) or type(e).__name__

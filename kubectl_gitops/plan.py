@@ -249,6 +249,8 @@ def _predict(kube: Kube, items: list[Item], new_namespaces: set[str], force: boo
             except ClusterError as again:
                 item.error = secrets.redact(again.message, item.desired)
         except ClusterError as e:
+            if e.status is None:  # no answer at all: one error for the run, not per object
+                raise
             msg = secrets.redact(e.message, item.desired)
             if "immutable" in msg:
                 msg += (f"; this field cannot change in place: delete {item.id} and sync "

@@ -21,13 +21,17 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from kubectl_gitops import exitcodes, git, source
 from kubectl_gitops.errors import GitError, GitOpsError, UsageError
 from kubectl_gitops.source import Source
+
+if TYPE_CHECKING:
+    from kubectl_gitops.kubeconfig import Overrides
 
 TRAILER_TO = "Rollback-To"
 TRAILER_OF = "Rollback-Of"
@@ -228,7 +232,7 @@ def last_synced_target(root: Path, head: str, path: Sequence[str],
                             f"from HEAD under {_names(path)}; nothing to roll back")
 
 
-def synced_revisions(src: Source, *, name: str | None, kubeconfig: str | None,
+def synced_revisions(src: Source, *, name: str | None, kubeconfig: str | Overrides | None,
                      context: str | None, namespace: str | None) -> list[str]:
     """Revisions of the successful syncs recorded in the cluster, newest first."""
     # Imported here: the Kubernetes client is only needed for --last-synced.
@@ -484,8 +488,9 @@ def sync_executable() -> str:
 
 
 def sync_args(executable: str, plan: Plan, sha: str, *, prune: bool, name: str | None,
-              cluster: Mapping[str, str | None]) -> list[str]:
-    """The sync command line for the rollback commit, cluster options passed on."""
+              cluster: Sequence[str]) -> list[str]:
+    """The sync command line for the rollback commit, with the connection flags
+    (``cluster``, e.g. ``Overrides.argv()``) passed on."""
     # The branch name reads best in the sync history; the sha when the name
     # is ambiguous (a tag of the same name would win).
     ref = plan.branch if _object(plan.root, f"{plan.branch}^{{commit}}") == sha else sha
@@ -494,10 +499,7 @@ def sync_args(executable: str, plan: Plan, sha: str, *, prune: bool, name: str |
         args.append("--prune")
     if name:
         args += ["--name", name]
-    for option in ("kubeconfig", "context", "namespace"):
-        if cluster.get(option):
-            args += [f"--{option}", str(cluster[option])]
-    return args
+    return args + list(cluster)
 
 
 def run_sync(args: Sequence[str]) -> int:

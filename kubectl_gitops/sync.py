@@ -349,7 +349,8 @@ def _guard_again(app: App, plan: Plan, opts: Options, report: Report) -> None:
 
 
 def _wait_healthy(app: App, plan: Plan, timeout: float, result: Result, report: Report) -> None:
-    deadline = time.monotonic() + timeout
+    # Never past the run's own deadline (sync --timeout bounds the whole sync).
+    deadline = min(time.monotonic() + timeout, app.kube.deadline_at or float("inf"))
     pending = [i for i in plan.items if i.action != "prune" and i.rtype]
     last = ""
     while pending:

@@ -7,6 +7,7 @@ core and return an exit status from :mod:`kubectl_gitops.exitcodes`.
 from __future__ import annotations
 
 import functools
+import inspect
 import os
 import stat
 import sys
@@ -67,15 +68,91 @@ def source_options(*, positional_path: bool = True, ref: bool = True) -> Callabl
     return _compose(*opts)
 
 
+_CLUSTER_PARAMS = ("kubeconfig", "context", "cluster_name", "user", "server", "token",
+                   "as_user", "as_groups", "as_uid", "certificate_authority",
+                   "client_certificate", "client_key", "tls_server_name",
+                   "insecure_skip_tls_verify", "request_timeout", "verbosity")
+
+
 def cluster_options(fn: F) -> F:
-    """``--kubeconfig --context -n/--namespace`` with kubectl's meaning."""
-    return _compose(
-        click.option("--kubeconfig", metavar="FILE", envvar="KUBECONFIG",
-                     help="Path to the kubeconfig file (default: $KUBECONFIG, ~/.kube/config)."),
-        click.option("--context", metavar="NAME", help="The kubeconfig context to use."),
-        click.option("-n", "--namespace", metavar="NS", help="Namespace for namespaced "
-                     "objects that omit one (default: .gitops.yaml, else the context's)."),
-    )(fn)
+    """kubectl's connection flags, with kubectl's meaning.
+
+    The command gets ``namespace`` and ``cluster`` (a
+    :class:`kubectl_gitops.kubeconfig.Overrides`) instead of the individual
+    flags; ``app.connect(cluster)`` turns it into a connection.
+    """
+    # A command written against the older contract (``kubeconfig, context``)
+    # gets the flags as ``kubeconfig``, which ``app.connect`` also accepts, so
+    # no flag (--as above all) is ever silently dropped.
+    legacy = "cluster" not in inspect.signature(fn).parameters
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from kubectl_gitops.kubeconfig import Overrides  # noqa: PLC0415 - keeps --help fast
+
+        values = {name: kwargs.pop(name, None) for name in _CLUSTER_PARAMS}
+        values["cluster"] = values.pop("cluster_name")
+        values["as_groups"] = tuple(values["as_groups"] or ())
+        values["insecure_skip_tls_verify"] = bool(values["insecure_skip_tls_verify"])
+        values["verbosity"] = values["verbosity"] or 0
+        flags = Overrides(**values)
+        if legacy:
+            return fn(*args, kubeconfig=flags, context=None, **kwargs)
+        return fn(*args, cluster=flags, **kwargs)
+
+    # A command's own option of the same name wins (validate's --cluster flag).
+    taken = {o for p in getattr(fn, "__click_params__", []) for o in p.opts}
+    return _compose(*[click.option(*decls, **kw) for decls, kw in _CONNECTION_FLAGS
+                      if not taken & set(decls)])(wrapper)  # type: ignore[arg-type,return-value]
+
+
+_CONNECTION_FLAGS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
+    (("--kubeconfig",), {"metavar": "FILE", "help": "Path to the kubeconfig file (default: "
+                         "the files in $KUBECONFIG, else ~/.kube/config, else the pod's "
+                         "service account)."}),
+    (("--context",), {"metavar": "NAME", "help": "The kubeconfig context to use."}),
+    (("--cluster", "cluster_name"), {"metavar": "NAME", "help": "The kubeconfig cluster to "
+                                     "use (instead of the context's)."}),
+    (("--user",), {"metavar": "NAME",
+                   "help": "The kubeconfig user to use (instead of the context's)."}),
+    (("-n", "--namespace"), {"metavar": "NS", "help": "Namespace for namespaced objects that "
+                             "omit one (default: .gitops.yaml, else the context's)."}),
+    (("-s", "--server"), {"metavar": "URL", "help": "The API server's address."}),
+    (("--token",), {"metavar": "TOKEN", "help": "Bearer token for the API server."}),
+    (("--as", "as_user"), {"metavar": "USER", "help": "Act as this user (impersonation)."}),
+    (("--as-group", "as_groups"), {"metavar": "GROUP", "multiple": True,
+                                   "help": "Act with this group (repeat for several)."}),
+    (("--as-uid",), {"metavar": "UID", "help": "Act with this UID."}),
+    (("--certificate-authority",), {"metavar": "FILE", "help": "A CA certificate file to "
+                                    "verify the server with."}),
+    (("--client-certificate",), {"metavar": "FILE",
+                                 "help": "A client certificate file for TLS."}),
+    (("--client-key",), {"metavar": "FILE", "help": "A client key file for TLS."}),
+    (("--tls-server-name",), {"metavar": "NAME", "help": "The name to verify the server's "
+                              "certificate against (default: the server's host)."}),
+    (("--insecure-skip-tls-verify",), {"is_flag": True, "help": "Do not verify the server's "
+                                       "certificate (insecure)."}),
+    (("--request-timeout",), {"metavar": "DURATION", "callback": lambda c, p, v:
+                              parse_timeout(c, p, v),
+                              "help": "How long one request may take (e.g. 30s, 1m; 0: no "
+                                      "limit; default 30s)."}),
+    (("-v", "--v", "verbosity"), {"type": click.IntRange(0, 10), "default": 0, "metavar": "N",
+                                  "help": "Log level; 6 and above log each request (method, "
+                                          "URL, status, duration)."}),
+]
+
+
+def parse_timeout(_ctx: click.Context | None, param: click.Parameter | None,
+                  value: str | None) -> float | None:
+    """A click callback: kubectl's duration forms (``30s``, ``1m30s``, ``0``) as seconds."""
+    if value is None:
+        return None
+    from kubectl_gitops.kubeconfig import parse_duration  # noqa: PLC0415
+
+    try:
+        return parse_duration(value)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param=param) from None
 
 
 def pick_path(path_arg: str | None, path: str | None) -> str | None:
@@ -84,10 +161,9 @@ def pick_path(path_arg: str | None, path: str | None) -> str | None:
     return path_arg or path
 
 
-def kubeconfig_value(value: str | None) -> str | None:
-    """$KUBECONFIG may hold several files; the kubernetes loader takes the first."""
-    if value and os.pathsep in value:
-        return next((p for p in value.split(os.pathsep) if p), None)
+def kubeconfig_value(value: Any) -> Any:
+    """Kept for callers written before ``cluster_options`` passed ``cluster``:
+    the kubeconfig loader now reads every file of $KUBECONFIG itself."""
     return value
 
 

@@ -10,10 +10,11 @@ from typing import TYPE_CHECKING
 import click
 
 from kubectl_gitops import exitcodes
-from kubectl_gitops.cli.common import (cluster_options, handle_errors, kubeconfig_value,
+from kubectl_gitops.cli.common import (cluster_options, handle_errors, parse_timeout,
                                        pick_path, run, source_options)
 
 if TYPE_CHECKING:  # type names only: the modules load lazily, after --help
+    from kubectl_gitops.kubeconfig import Overrides
     from kubectl_gitops.plan import Plan
 
 
@@ -33,12 +34,13 @@ def use_color(no_color: bool) -> bool:
 @click.option("--no-color", is_flag=True, help="Never colour the diff (also: NO_COLOR).")
 @click.option("--concurrency", type=click.IntRange(1, 256), default=16, show_default=True,
               help="Requests to the API server at once.")
+@click.option("--timeout", default="5m", show_default=True, callback=parse_timeout,
+              help="Give up when the whole diff takes longer (0: no limit).")
 @handle_errors
 def command(path_arg: str | None, path: str | None, repo: str | None, ref: str | None,
-            working_tree: bool, name: str | None, kubeconfig: str | None, context: str | None,
-            namespace: str | None, prune: bool, prune_cascade: bool, output: str,
-            show_secrets: bool,
-            no_color: bool, concurrency: int) -> int:
+            working_tree: bool, name: str | None, cluster: Overrides, namespace: str | None,
+            prune: bool, prune_cascade: bool, output: str, show_secrets: bool, no_color: bool,
+            concurrency: int, timeout: float) -> int:
     """Show how the live cluster differs from a git revision.
 
     Exit status: 0 no differences, 1 differences, 2 error (as kubectl diff).
@@ -48,7 +50,7 @@ def command(path_arg: str | None, path: str | None, repo: str | None, ref: str |
 
     src = source.resolve(repo=repo, path=pick_path(path_arg, path), ref=ref,
                          working_tree=working_tree, name=name, namespace=namespace)
-    kube = app_mod.connect(kubeconfig_value(kubeconfig), context, concurrency)
+    kube = app_mod.connect(cluster, concurrency=concurrency, deadline=timeout or None)
     app = app_mod.load(src, kube, name=name, namespace=namespace)
     the_plan = plan.build(kube, app.manifests, app.parent, app.parent_live, prune=prune,
                           cascade=prune_cascade)

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+from typing import TYPE_CHECKING
 
 import click
 
 from kubectl_gitops import exitcodes
-from kubectl_gitops.cli.common import (cluster_options, handle_errors, kubeconfig_value,
-                                       run)
+from kubectl_gitops.cli.common import cluster_options, handle_errors, run
+
+if TYPE_CHECKING:  # the loader is imported only once a cluster is needed
+    from kubectl_gitops.kubeconfig import Overrides
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -18,14 +21,14 @@ from kubectl_gitops.cli.common import (cluster_options, handle_errors, kubeconfi
 @click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table",
               show_default=True)
 @handle_errors
-def command(repo: str | None, name: str | None, kubeconfig: str | None, context: str | None,
-            namespace: str | None, output: str) -> int:
+def command(repo: str | None, name: str | None, cluster: Overrides, namespace: str | None,
+            output: str) -> int:
     """Show the sync records kept in the cluster for an application."""
     from kubectl_gitops import app as app_mod  # noqa: PLC0415
     from kubectl_gitops import desired, history, source  # noqa: PLC0415
 
     src = source.resolve(repo=repo, name=name, namespace=namespace)
-    kube = app_mod.connect(kubeconfig_value(kubeconfig), context)
+    kube = app_mod.connect(cluster)
     ns = desired.default_namespace(src, namespace, kube)
     app = app_mod.name_in_cluster(src, kube, name, ns)
     records = history.records(kube, app, ns)

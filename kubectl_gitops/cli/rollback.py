@@ -5,12 +5,16 @@ from __future__ import annotations
 import functools
 import sys
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 import click
 
 from kubectl_gitops import exitcodes, rollback, source
 from kubectl_gitops.cli import common
 from kubectl_gitops.source import Source
+
+if TYPE_CHECKING:
+    from kubectl_gitops.kubeconfig import Overrides
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -34,7 +38,7 @@ from kubectl_gitops.source import Source
 @common.handle_errors
 def command(rev: str | None, to: str | None, steps: int | None, last_synced: bool,
             dry_run: bool, sync: bool, prune: bool, push: bool, path: str | None,
-            repo: str | None, name: str | None, kubeconfig: str | None, context: str | None,
+            repo: str | None, name: str | None, cluster: Overrides,
             namespace: str | None) -> int:
     """Restore the manifests under PATH as they were at REV, as a new commit.
 
@@ -47,8 +51,7 @@ def command(rev: str | None, to: str | None, steps: int | None, last_synced: boo
     """
     target = _check_options(rev, to, steps, last_synced, dry_run, sync, prune, push)
     src = source.resolve(repo=repo, path=path, name=name)
-    cluster = {"kubeconfig": kubeconfig, "context": context, "namespace": namespace}
-    synced = functools.partial(_synced, src, name, cluster) if last_synced else None
+    synced = functools.partial(_synced, src, name, cluster, namespace) if last_synced else None
     finished = None if dry_run else rollback.finish_interrupted(src.root)
     if finished:
         click.echo(finished)  # that rollback was the one asked for: no second step
@@ -72,7 +75,9 @@ def command(rev: str | None, to: str | None, steps: int | None, last_synced: boo
         click.echo(f"pushed {plan.branch} to {upstream[0]} "
                    f"{upstream[1].removeprefix('refs/heads/')}")
     if sync_exe:
-        args = rollback.sync_args(sync_exe, plan, sha, prune=prune, name=name, cluster=cluster)
+        args = rollback.sync_args(sync_exe, plan, sha, prune=prune, name=name,
+                                  cluster=[*cluster.argv(), *(["--namespace", namespace]
+                                                              if namespace else [])])
         if rollback.run_sync(args) != exitcodes.OK:
             common.report([f"the rollback is committed as {sha[:7]} but the sync failed; "
                            "fix the cause and run kubectl gitops sync again"])
@@ -97,9 +102,10 @@ def _check_options(rev: str | None, to: str | None, steps: int | None, last_sync
     return target
 
 
-def _synced(src: Source, name: str | None, cluster: dict[str, str | None]) -> Iterable[str]:
-    return rollback.synced_revisions(src, name=name, kubeconfig=common.kubeconfig_value(
-        cluster["kubeconfig"]), context=cluster["context"], namespace=cluster["namespace"])
+def _synced(src: Source, name: str | None, cluster: Overrides,
+            namespace: str | None) -> Iterable[str]:
+    return rollback.synced_revisions(src, name=name, kubeconfig=cluster, context=None,
+                                     namespace=namespace)
 
 
 def _show(plan: rollback.Plan) -> int:

@@ -8,24 +8,19 @@ from typing import TYPE_CHECKING
 import click
 
 from kubectl_gitops import exitcodes
-from kubectl_gitops.cli.common import (cluster_options, handle_errors, kubeconfig_value,
+from kubectl_gitops.cli.common import (cluster_options, handle_errors, parse_timeout,
                                        pick_path, run, source_options)
 
 if TYPE_CHECKING:  # type names only: the modules load lazily, after --help
+    from kubectl_gitops.kubeconfig import Overrides
     from kubectl_gitops.plan import Plan
     from kubectl_gitops.source import Source
     from kubectl_gitops.sync import Result
 
 
 def parse_duration(value: str) -> float:
-    """``90``, ``90s``, ``5m`` or ``1h`` as seconds (kubectl's --timeout forms)."""
-    units = {"s": 1, "m": 60, "h": 3600}
-    try:
-        if value and value[-1] in units:
-            return float(value[:-1]) * units[value[-1]]
-        return float(value)
-    except ValueError:
-        raise click.BadParameter(f"{value!r} is not a duration like 90s, 5m or 1h") from None
+    """``90``, ``90s``, ``5m``, ``1h`` or ``1m30s`` as seconds (kubectl's --timeout forms)."""
+    return parse_timeout(None, None, value) or 0.0
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -42,7 +37,8 @@ def parse_duration(value: str) -> float:
               "ApplySet or deployment tool.")
 @click.option("--wait", is_flag=True, help="Wait until rollouts, Jobs, CRDs and PVCs are "
               "healthy.")
-@click.option("--timeout", default="5m", show_default=True, help="How long --wait waits.")
+@click.option("--timeout", default="5m", show_default=True, help="Give up when the whole "
+              "sync, --wait included, takes longer (0: no limit).")
 @click.option("--prune-cascade", is_flag=True, help="Prune Namespaces and CRDs even when "
               "that deletes objects that are not members (named in the plan).")
 @click.option("--take-over", is_flag=True, help="Prune although the ApplySet records another "
@@ -55,8 +51,8 @@ def parse_duration(value: str) -> float:
               show_default=True)
 @handle_errors
 def command(path_arg: str | None, path: str | None, repo: str | None, ref: str | None,
-            working_tree: bool, name: str | None, kubeconfig: str | None, context: str | None,
-            namespace: str | None, prune: bool, dry_run: bool, force_conflicts: bool,
+            working_tree: bool, name: str | None, cluster: Overrides, namespace: str | None,
+            prune: bool, dry_run: bool, force_conflicts: bool,
             allow_empty: bool, adopt: bool, wait: bool, timeout: str, prune_cascade: bool,
             take_over: bool, lock_timeout: str, concurrency: int, output: str) -> int:
     """Converge the cluster to a git revision.
@@ -67,13 +63,14 @@ def command(path_arg: str | None, path: str | None, repo: str | None, ref: str |
     from kubectl_gitops import app as app_mod  # noqa: PLC0415 - keep --help fast
     from kubectl_gitops import plan, source, sync  # noqa: PLC0415
 
+    seconds = parse_duration(timeout)
     opts = sync.Options(prune=prune, dry_run=dry_run, allow_empty=allow_empty, adopt=adopt,
                         force_conflicts=force_conflicts, wait=wait,
-                        timeout=parse_duration(timeout), take_over=take_over,
+                        timeout=seconds or float("inf"), take_over=take_over,
                         prune_cascade=prune_cascade, lock_timeout=parse_duration(lock_timeout))
     src = source.resolve(repo=repo, path=pick_path(path_arg, path), ref=ref,
                          working_tree=working_tree, name=name, namespace=namespace)
-    kube = app_mod.connect(kubeconfig_value(kubeconfig), context, concurrency)
+    kube = app_mod.connect(cluster, concurrency=concurrency, deadline=seconds or None)
     app = app_mod.load(src, kube, name=name, namespace=namespace)
     the_plan = plan.build(kube, app.manifests, app.parent, app.parent_live, prune=prune,
                           force_conflicts=force_conflicts, cascade=prune_cascade)

@@ -5,15 +5,18 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from kubectl_gitops import exitcodes
 from kubectl_gitops.errors import UsageError
-from kubectl_gitops.cli.common import (cluster_options, handle_errors, kubeconfig_value,
-                                       pick_path, run, source_options)
+from kubectl_gitops.cli.common import (cluster_options, handle_errors, pick_path, run,
+                                       source_options)
 from kubectl_gitops.versions import KUBERNETES_VERSION
+
+if TYPE_CHECKING:  # the loader is imported only once a cluster is needed
+    from kubectl_gitops.kubeconfig import Overrides
 
 BYPASS = "commit blocked; fix and `git add` the files, or bypass with git commit --no-verify"
 
@@ -43,8 +46,8 @@ def _schema_options(fn: Any) -> Any:
               show_default=True)
 @handle_errors
 def command(args: tuple[str, ...], staged: bool, path: str | None, repo: str | None,
-            ref: str | None, working_tree: bool, name: str | None, kubeconfig: str | None,
-            context: str | None, namespace: str | None, kubernetes_version: str,
+            ref: str | None, working_tree: bool, name: str | None, cluster: Overrides,
+            namespace: str | None, kubernetes_version: str,
             ignore_missing_schemas: bool, use_cluster: bool, output: str) -> int:
     """Validate manifests: syntax, names, duplicates, strict schemas, CRDs.
 
@@ -62,9 +65,9 @@ def command(args: tuple[str, ...], staged: bool, path: str | None, repo: str | N
     opts = validate.Options(kubernetes_version=kubernetes_version, namespace=namespace,
                             ignore_missing_schemas=ignore_missing_schemas)
     if use_cluster:
-        from kubectl_gitops.kube import Kube  # noqa: PLC0415
+        from kubectl_gitops.app import connect  # noqa: PLC0415
 
-        opts.kube = Kube(kubeconfig_value(kubeconfig), context)
+        opts.kube = connect(cluster)
     if files:
         result = validate.validate_files(files, opts, repo=repo)
     else:
