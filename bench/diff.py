@@ -52,7 +52,7 @@ def changed_objects(argv: list[str], env: dict[str, str], cwd: Path, ours: bool)
         common.die(f"`{' '.join(argv)}` exited {proc.returncode}, expected 1 (differences):\n"
                    f"{proc.stderr.strip()[-3000:]}")
     if ours:
-        return len(json.loads(proc.stdout))
+        return sum(i["action"] != "unchanged" for i in json.loads(proc.stdout)["items"])
     return sum(line.startswith("diff -u") for line in proc.stdout.splitlines())
 
 

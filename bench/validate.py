@@ -7,7 +7,7 @@ Services, three to a file, as bench/common.py renders them) a repository is
 generated with everything staged and nothing committed, then timed over
 several rounds, tools interleaved:
 
-  hook          kubectl-gitops-pre-commit run in the repo exactly as git runs
+  hook          gitops-pre-commit run in the repo exactly as git runs
                 it (cwd the work tree, GIT_INDEX_FILE set): the hook's whole cost
   git commit    a real `git commit` with the hook installed (undone after each
                 round), and `git commit --no-verify` to show git's own share
@@ -77,7 +77,7 @@ def time_hook(env: dict[str, str], root: Path) -> tuple[float, float]:
     """Wall and CPU seconds of one run of the hook, as git runs it."""
     hook_env = {**env, "GIT_INDEX_FILE": str(root / ".git" / "index")}
     before = cpu_of_children()
-    wall, _ = common.timed(["kubectl-gitops-pre-commit"], hook_env, cwd=root)
+    wall, _ = common.timed(["gitops-pre-commit"], hook_env, cwd=root)
     return wall, cpu_of_children() - before
 
 

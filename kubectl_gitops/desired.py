@@ -34,7 +34,7 @@ def load(src: Source, *, kube: Kube | None = None, namespace: str | None = None,
     mapper: Mapper = kube.mapper().with_crds(manifests) if kube else offline_mapper(manifests)
     resolved, more = resolve(manifests, mapper, default_namespace(src, namespace, kube),
                              unknown_kinds_ok=unknown_kinds_ok)
-    errors += more
+    errors += more + _manifests.repeated_key_errors(resolved)
     if errors:
         errors.sort(key=lambda e: (e.path, e.line or 0))
         raise ManifestErrors(errors)

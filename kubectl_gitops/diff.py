@@ -3,6 +3,10 @@
 Secret values are masked unless asked for, as ``kubectl diff`` does: ``***``
 where a value is the same on both sides, ``*** (before)`` / ``*** (after)``
 where it changed. No Secret value reaches any output otherwise.
+
+Multi-line strings are shown as ``|`` block scalars, as kubectl shows them.
+``-o json`` of diff, ``sync --dry-run`` and sync share one shape
+(:func:`document`).
 """
 
 from __future__ import annotations
@@ -18,12 +22,25 @@ from typing import Any
 
 import yaml
 
-from kubectl_gitops.plan import Item, Plan, normalize
+from kubectl_gitops.plan import HASH_ANNOTATION, Item, Plan, normalize
 
 try:
-    _Dumper: type = yaml.CSafeDumper
+    _Base: type = yaml.CSafeDumper
 except AttributeError:  # pragma: no cover
-    _Dumper = yaml.SafeDumper
+    _Base = yaml.SafeDumper
+
+
+class _Dumper(_Base):  # type: ignore[misc,valid-type]
+    """Multi-line strings as ``|`` blocks; PyYAML falls back to a quoted
+    scalar where a block cannot hold the text (trailing spaces, say)."""
+
+
+def _str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    style = "|" if "\n" in value else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_Dumper.add_representer(str, _str)
 
 _COLORS = {"+": "\x1b[32m", "-": "\x1b[31m", "@": "\x1b[36m"}
 _RESET = "\x1b[0m"
@@ -73,9 +90,33 @@ def header(item: Item) -> str:
     return f"{item.api_version} {item.id.kind} {where}"
 
 
+def _sides(item: Item) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """Live and predicted as shown: this tool's label and hash are left out,
+    unless they are all that differs (an object taken over from ``kubectl
+    apply``, which sync writes, shows exactly that)."""
+    before = normalize(item.live, ignored=item.ignored) if item.action != "create" else None
+    after = normalize(item.predicted, ignored=item.ignored) if item.action != "prune" else None
+    if before == after and item.action == "update":
+        before = normalize(item.live, ours=False, ignored=item.ignored)
+        after = normalize(item.predicted, ours=False, ignored=item.ignored)
+        if before is not None and after is not None and _without_hash(before) != \
+                _without_hash(after):
+            before, after = _without_hash(before), _without_hash(after)
+    return before, after
+
+
+def _without_hash(obj: dict[str, Any]) -> dict[str, Any]:
+    meta = dict(obj.get("metadata") or {})
+    ann = {k: v for k, v in (meta.get("annotations") or {}).items() if k != HASH_ANNOTATION}
+    if ann:
+        meta["annotations"] = ann
+    else:
+        meta.pop("annotations", None)
+    return {**obj, "metadata": meta}
+
+
 def render(item: Item, revision: str, *, show_secrets: bool = False) -> Rendered:
-    before = normalize(item.live) if item.action != "create" else None
-    after = normalize(item.predicted) if item.action != "prune" else None
+    before, after = _sides(item)
     if item.id.kind == "Secret" and not item.id.group and not show_secrets:
         before, after = mask_secrets(before, after)
     lines = list(difflib.unified_diff(to_yaml(before).splitlines(keepends=True),
@@ -108,12 +149,31 @@ def colorize(text: str) -> str:
     return "".join(out)
 
 
-def as_json(rendered: list[Rendered]) -> list[dict[str, Any]]:
-    return [{"action": r.item.action, "group": r.item.id.group,
-             "apiVersion": r.item.api_version, "kind": r.item.id.kind,
-             "namespace": r.item.id.namespace, "name": r.item.id.name,
-             "added": r.added, "removed": r.removed, "note": r.item.note, "diff": r.text}
-            for r in rendered]
+def document(plan: Plan, rendered: list[Rendered], *, revision: str, command: str,
+             dry_run: bool, result: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The one ``-o json`` shape of diff, ``sync --dry-run`` and sync.
+
+    ``counts`` are what sync did (``result``: its counts, failures and
+    outcome) or, for diff and a dry run, what it would do; ``items`` hold
+    every object of the plan, unchanged ones too, with the same fields."""
+    by_item = {id(r.item): r for r in rendered}
+    planned = plan.counts()
+    counts = (result or {}).get("counts") or {
+        "created": planned["create"], "updated": planned["update"],
+        "pruned": planned["prune"], "unchanged": planned["unchanged"], "failed": 0}
+    failures = (result or {}).get("failures") or []
+    return {"command": command, "revision": revision, "dryRun": dry_run,
+            "result": (result or {}).get("result") or "planned",
+            "counts": counts, "failures": failures,
+            "items": [_json_item(i, by_item.get(id(i))) for i in plan.items]}
+
+
+def _json_item(item: Item, r: Rendered | None) -> dict[str, Any]:
+    return {"action": item.action, "group": item.id.group, "apiVersion": item.api_version,
+            "kind": item.id.kind, "namespace": item.id.namespace, "name": item.id.name,
+            "note": item.note, "drift": list(item.drift), "conflict": item.conflict,
+            "error": item.error, "kept": item.kept, "added": r.added if r else 0,
+            "removed": r.removed if r else 0, "diff": r.text if r else ""}
 
 
 def as_table(rendered: list[Rendered]) -> str:

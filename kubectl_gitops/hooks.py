@@ -1,4 +1,4 @@
-"""Install and remove the pre-commit hook (``git_hooks/pre-commit``).
+"""Install and remove the pre-commit hook (``kubectl_gitops/git_hooks/pre-commit``).
 
 The hooks directory is git's own answer (``git rev-parse --git-path hooks``),
 so ``core.hooksPath`` and linked worktrees are respected. Installing is
@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import shlex
 import sys
+from importlib import metadata, resources
 from pathlib import Path
 
 from kubectl_gitops import git
@@ -20,12 +21,13 @@ from kubectl_gitops.errors import GitError
 HOOK = "pre-commit"
 CHAINED = "pre-commit.kubectl-gitops-chained"
 MARKER = b"# kubectl-gitops pre-commit hook"
-# In a checkout (editable install) the template is git_hooks/pre-commit; a
-# wheel installs it as data under <prefix>/share/kubectl-gitops/git_hooks.
-_CANDIDATES = (Path(__file__).resolve().parent.parent / "git_hooks" / "pre-commit",
-               Path(sys.prefix) / "share" / "kubectl-gitops" / "git_hooks" / "pre-commit")
-TEMPLATE = next((p for p in _CANDIDATES if p.is_file()), _CANDIDATES[0])
-ENTRY_POINT = "kubectl-gitops-pre-commit"
+# Package data, read through importlib.resources: the same lookup works in a
+# checkout, a venv, a --user install, pipx and a system install (a path under
+# sys.prefix does not: --user installs data under ~/.local instead).
+TEMPLATE = resources.files("kubectl_gitops") / "git_hooks" / "pre-commit"
+# No kubectl- prefix: kubectl would list it as a plugin (`kubectl pre-commit`)
+# and complete a bogus subcommand from it.
+ENTRY_POINT = "gitops-pre-commit"
 
 
 def hooks_dir(root: Path) -> Path:
@@ -34,14 +36,31 @@ def hooks_dir(root: Path) -> Path:
 
 
 def script() -> str:
-    """The hook, pointing at the entry point installed beside this Python."""
+    """The hook, pointing at the entry point of the installation running this."""
     try:
         text = TEMPLATE.read_text(encoding="utf-8")
     except OSError as e:
         raise GitError(f"{TEMPLATE}: the hook template is missing ({e.strerror}); "
                        "reinstall kubectl-gitops") from e
-    exe = Path(sys.executable).parent / ENTRY_POINT
+    exe = installed_script(ENTRY_POINT)
     return text.replace("\nexe=''\n", f"\nexe={shlex.quote(str(exe))}\n", 1)
+
+
+def installed_script(name: str) -> Path:
+    """Where pip put this distribution's console script ``name``.
+
+    Read from the installation's own record, because the scripts directory is
+    not always beside the interpreter: ``pip install --user`` puts them in
+    ~/.local/bin while sys.executable is the system's Python.
+    """
+    try:
+        files = metadata.distribution("kubectl-gitops").files or []
+    except metadata.PackageNotFoundError:
+        files = []
+    for f in files:
+        if f.name == name and f.parent.name in ("bin", "Scripts"):
+            return Path(os.path.normpath(f.locate()))
+    return Path(sys.executable).parent / name
 
 
 def is_ours(hook: Path) -> bool:

@@ -245,14 +245,16 @@ class Kube:
         base += f"/{rt.plural}"
         return base + (f"/{quote(name, safe='')}" if name else "")
 
-    def get(self, rt: ResourceType, namespace: str, name: str) -> dict[str, Any] | None:
+    def get(self, rt: ResourceType, namespace: str, name: str, *,
+            version: str = "") -> dict[str, Any] | None:
+        """The object in ``version`` (default: the preferred one), or None."""
         try:
-            return self.request("GET", self.path(rt, namespace, name))
+            return self.request("GET", self.path(rt, namespace, name, version))
         except NotFoundError:
             return None
 
     def list(self, rt: ResourceType, namespace: str = "", *,
-             label_selector: str | None = None,
+             label_selector: str | None = None, version: str = "",
              metadata_only: bool = False) -> list[dict[str, Any]]:
         """All objects of a type (in a namespace), in pages, with kind filled in.
         ``metadata_only`` asks for metadata alone (no Secret data crosses the wire)."""
@@ -260,7 +262,8 @@ class Kube:
         params: dict[str, Any] = {"labelSelector": label_selector, "limit": 500}
         accept = _METADATA if metadata_only else "application/json"
         while True:
-            doc = self.request("GET", self.path(rt, namespace), params=params, accept=accept)
+            doc = self.request("GET", self.path(rt, namespace, version=version), params=params,
+                               accept=accept)
             api_version = doc.get("apiVersion", "v1")
             for item in doc.get("items") or []:
                 if metadata_only:
@@ -310,6 +313,37 @@ class Kube:
                          obj=f"{rt.kind} {namespace + '/' if namespace else ''}{name}")
         except NotFoundError:
             pass
+
+    def watch(self, rt: ResourceType, namespace: str = "", *, label_selector: str | None = None,
+              resource_version: str | None = None, timeout: int = 300) \
+            -> Iterator[dict[str, Any]]:
+        """Watch events (``{"type": ..., "object": ...}``) of a type, from
+        ``resource_version``, with bookmarks; ends when the server closes the
+        watch after ``timeout`` seconds. One dedicated connection: a watch
+        holds its socket for its whole life, so it never enters the pool."""
+        params = {"watch": "1", "labelSelector": label_selector,
+                  "resourceVersion": resource_version, "timeoutSeconds": timeout,
+                  "allowWatchBookmarks": "true"}
+        path = self.path(rt, namespace) + "?" + urlencode(
+            {k: v for k, v in params.items() if v is not None})
+        try:
+            sock, resp = self._http.stream(path, self._headers(), read_timeout=timeout + 30)
+        except (OSError, http.client.HTTPException) as e:
+            raise ClusterError(self._http.describe(e)) from e
+        try:
+            if resp.status >= 400:
+                raise _status_error(resp.status, resp.read(), f"watch {rt.kind}")
+            while True:
+                try:
+                    line = resp.readline()
+                except (OSError, http.client.HTTPException):
+                    return  # the connection broke: the caller watches again
+                if not line:
+                    return
+                if line.strip():
+                    yield json.loads(line)
+        finally:
+            sock.close()
 
     def identity(self) -> dict[str, Any]:
         """The user the server sees (impersonation included), from a
@@ -572,6 +606,22 @@ class _Pool:
         finally:
             sock.close()
         return [v for _, v in (cert or {}).get("subjectAltName", ())]
+
+    def stream(self, path: str, headers: list[tuple[str, str]], *, read_timeout: float) \
+            -> tuple[socket.socket, http.client.HTTPResponse]:
+        """A GET on a connection of its own, its response left to be read."""
+        lines = [f"GET {self._prefix}{path} HTTP/1.1", f"Host: {self._host_header}"]
+        lines += [f"{k}: {v}" for k, v in headers]
+        sock = self._connect()
+        try:
+            sock.settimeout(read_timeout)
+            sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+            resp = http.client.HTTPResponse(sock, method="GET")
+            resp.begin()
+        except BaseException:
+            sock.close()
+            raise
+        return sock, resp
 
     def close(self) -> None:
         with self._lock:

@@ -1,7 +1,9 @@
 """Manifest files to Kubernetes objects, each remembering its ``file:line``.
 
 Safe loading only (libyaml's C loader when available); every problem of a
-read is collected and reported together.
+read is collected and reported together. Files are read as kubectl reads
+them: plain scalars resolve by go-yaml's rules (:mod:`goyaml`), a repeated
+mapping key is an error, and a ``*List`` of any group is expanded.
 """
 
 from __future__ import annotations
@@ -14,13 +16,13 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from kubectl_gitops import git, kustomize
+from kubectl_gitops import git, goyaml, kustomize
 from kubectl_gitops.errors import ManifestError, ManifestErrors
 from kubectl_gitops.source import KUSTOMIZATION_FILES, Source, SourceFile
 
@@ -41,6 +43,12 @@ class Manifest:
     obj: dict[str, Any]
     path: str
     line: int
+    # Keys a mapping of this document repeats, with their lines: validate
+    # reports them itself; diff and sync refuse them (repeated_key_errors).
+    repeated_keys: list[tuple[str, int]] = field(default_factory=list)
+    # Plain scalars kubectl (go-yaml) reads otherwise than YAML 1.1 readers,
+    # as (line, message): this tool reads them as kubectl; validate says so.
+    go_meanings: list[tuple[int, str]] = field(default_factory=list)
 
     @property
     def api_version(self) -> str:
@@ -123,18 +131,18 @@ def parse_file(path: str, data: bytes) -> tuple[list[Manifest], list[ManifestErr
 def _parse_stream(path: str, text: str) -> tuple[list[Manifest], list[ManifestError]]:
     """All documents through one loader: the fast path for a valid file."""
     loader = _CachingLoader(text)
-    docs: list[tuple[int, Any]] = []
+    docs: list[tuple[int, Any, int]] = []
     try:
         while loader.check_node():
             node = loader.get_node()
-            docs.append((node.start_mark.line + 1, _construct(loader, node)))
+            docs.append((node.start_mark.line + 1, _construct(loader, node), 1))
     finally:
         loader.dispose()
     manifests: list[Manifest] = []
     errors: list[ManifestError] = []
-    for line, doc in docs:
+    for line, doc, first in docs:
         if doc is not None:  # else an empty document
-            ms, es = to_manifests(doc, path, line)
+            ms, es = to_manifests(doc, path, line, first)
             manifests += ms
             errors += es
     return manifests, errors
@@ -158,7 +166,7 @@ def _parse_documents(path: str, text: str) -> tuple[list[Manifest], list[Manifes
             continue
         if doc is None:
             continue  # an empty document
-        ms, es = to_manifests(doc, path, _first_content_line(chunk, start))
+        ms, es = to_manifests(doc, path, _first_content_line(chunk, start), start)
         manifests += ms
         errors += es
     return manifests, errors
@@ -202,10 +210,24 @@ class _AliasBomb(Exception):
 
 _T = "tag:yaml.org,2002:"
 _STR, _SEQ, _MAP = _T + "str", _T + "seq", _T + "map"
-_MERGE_KEYS = (_T + "merge", _T + "value")
+_MERGE_KEYS = (goyaml.MERGE,)
 # Values of plain scalars repeat a lot across a tree (keys above all), and
-# resolving a tag runs regular expressions in Python for each one.
-_RESOLVED: dict[str, str] = {}
+# resolving one runs regular expressions in Python: (tag, value) by text.
+_RESOLVED: dict[str, tuple[str, Any]] = {}
+# Plain scalars that YAML 1.1 readers take otherwise than kubectl: what to say.
+_DIFFERS: dict[str, str] = {}
+_MAY_DIFFER = frozenset("yYnNoOtTfF~.+-0123456789=<")
+
+
+def _resolved(value: str) -> tuple[str, Any]:
+    hit = _RESOLVED.get(value)
+    if hit is None:
+        hit = goyaml.resolve(value)
+        if len(value) < 100:
+            if len(_RESOLVED) > 100_000:
+                _RESOLVED.clear()
+            _RESOLVED[value] = hit
+    return hit
 
 
 class _CachingLoader(_Loader):  # type: ignore[misc,valid-type]
@@ -214,14 +236,13 @@ class _CachingLoader(_Loader):  # type: ignore[misc,valid-type]
             return super().resolve(kind, value, implicit)  # type: ignore[no-any-return]
         if not implicit[0]:
             return _STR  # quoted: always a string
-        tag = _RESOLVED.get(value)
-        if tag is None:
-            tag = super().resolve(kind, value, implicit)
-            if len(value) < 100:
-                if len(_RESOLVED) > 100_000:
-                    _RESOLVED.clear()
-                _RESOLVED[value] = tag
-        return tag  # type: ignore[no-any-return]
+        if value not in _RESOLVED and value[:1] in _MAY_DIFFER:
+            # Once per distinct text that YAML 1.1 may read otherwise (other
+            # first letters are strings to both): compare the two readings.
+            message = goyaml.differs(super().resolve(kind, value, implicit), value)
+            if message:
+                _DIFFERS[value] = message
+        return _resolved(value)[0]  # as go-yaml (kubectl) resolves it, not YAML 1.1
 
 
 def _load(chunk: str) -> Any:
@@ -243,11 +264,15 @@ def _construct(loader: Any, root: yaml.Node) -> Any:
     """
     memo: dict[int, Any] = {}
     aliased = False
+    repeated: list[tuple[str, int]] = []  # (key, 0-based line in the loader's text)
+    meanings: list[tuple[int, str]] = []  # (0-based line, what go-yaml reads otherwise)
 
     def build(node: yaml.Node) -> Any:
         nonlocal aliased
         cls = node.__class__
         if cls is yaml.ScalarNode:
+            if not node.style and node.value in _DIFFERS:  # plain: None, or "" from libyaml
+                meanings.append((node.start_mark.line, _DIFFERS[node.value]))
             return node.value if node.tag == _STR else _scalar(loader, node)
         key = id(node)
         if key in memo:
@@ -265,24 +290,20 @@ def _construct(loader: Any, root: yaml.Node) -> Any:
             return mapping
         raise _unsupported(node)
 
-    def fill(node: yaml.MappingNode, mapping: dict[Any, Any]) -> None:
+    def fill(node: yaml.MappingNode, mapping: dict[Any, Any], merged: bool = False) -> None:
         for k, v in node.value:
             if k.__class__ is yaml.ScalarNode and k.tag == _STR:
-                mapping[k.value] = build(v)
+                key = k.value
             elif k.tag in _MERGE_KEYS:  # "<<: *base": rare, let PyYAML merge
                 loader.flatten_mapping(node)
                 mapping.clear()
-                fill(node, mapping)
+                fill(node, mapping, merged=True)
                 return
             else:
-                key = build(k)
-                try:
-                    hash(key)
-                except TypeError:
-                    raise yaml.constructor.ConstructorError(
-                        "while constructing a mapping", node.start_mark,
-                        "found an unhashable key", k.start_mark) from None
-                mapping[key] = build(v)
+                key = _key(build(k), node, k)
+            if key in mapping and not merged:  # merged keys may be overridden
+                repeated.append((key, k.start_mark.line))
+            mapping[key] = build(v)
 
     doc = build(root)
     if aliased:
@@ -290,7 +311,24 @@ def _construct(loader: Any, root: yaml.Node) -> Any:
         # kubectl sends each alias as its own copy; shared dicts would let a
         # namespace set on one place appear in another.
         doc = _unshare(doc)
+    if (repeated or meanings) and isinstance(doc, dict):
+        doc[_NOTES] = (repeated, meanings)  # taken off again by to_manifests
     return doc
+
+
+def _key(key: Any, node: yaml.Node, k: yaml.Node) -> str:
+    """A mapping key as JSON has it: ``y: 1`` is ``"true": 1`` to kubectl."""
+    if isinstance(key, str):
+        return key
+    text = goyaml.key_text(key)
+    if text is None:
+        raise yaml.constructor.ConstructorError(
+            "while constructing a mapping", node.start_mark,
+            "found a key that is not a string, number or boolean", k.start_mark)
+    return text
+
+
+_NOTES = object()  # a key no YAML text can produce
 
 
 def _unshare(node: Any) -> Any:
@@ -307,21 +345,21 @@ def _scalar(loader: Any, node: yaml.ScalarNode) -> Any:
         return node.value  # kubectl reads an unquoted date as a string too
     if tag == _T + "null":
         return None
-    construct = _SCALARS.get(tag)
-    if construct is None:
+    if tag not in _SCALARS:
         raise _unsupported(node)
-    try:
-        return construct(loader, node)
-    except (ValueError, KeyError):  # an explicit tag on a value it cannot take
+    hit = _RESOLVED.get(node.value) or goyaml.resolve(node.value)
+    if hit[0] == tag:
+        return hit[1]
+    ok, value = goyaml.explicit(tag, node.value)  # an explicit tag, as go-yaml takes it
+    if not ok:
         # Not quoted: the document is unread, so it may be a Secret's value;
         # the line and column say where it is.
         raise yaml.constructor.ConstructorError(
-            None, None, f"cannot read the value as {_short(tag)}", node.start_mark) from None
+            None, None, f"cannot read the value as {_short(tag)}", node.start_mark)
+    return value
 
 
-_SCALARS = {_T + "bool": yaml.constructor.SafeConstructor.construct_yaml_bool,
-            _T + "int": yaml.constructor.SafeConstructor.construct_yaml_int,
-            _T + "float": yaml.constructor.SafeConstructor.construct_yaml_float}
+_SCALARS = (goyaml.BOOL, goyaml.INT, goyaml.FLOAT)
 
 
 def _short(tag: str) -> str:
@@ -394,19 +432,34 @@ def _parse_json(path: str, text: str) -> tuple[list[Manifest], list[ManifestErro
     return to_manifests(doc, path, 1)
 
 
-def to_manifests(doc: Any, path: str, line: int) -> tuple[list[Manifest], list[ManifestError]]:
-    """One loaded document to objects: a ``List`` is expanded into its items."""
+def to_manifests(doc: Any, path: str, line: int, first_line: int = 1) \
+        -> tuple[list[Manifest], list[ManifestError]]:
+    """One loaded document to objects: a ``List`` is expanded into its items.
+    ``first_line``: the file line of the loader's first line (for repeated keys)."""
+    notes = doc.pop(_NOTES, None) if isinstance(doc, dict) else None
+    ms, es = _to_manifests(doc, path, line)
+    if notes:
+        for m in ms:
+            m.repeated_keys = [(key, first_line + at) for key, at in notes[0]]
+            m.go_meanings = [(first_line + at, message) for at, message in notes[1]]
+    return ms, es
+
+
+def _to_manifests(doc: Any, path: str, line: int) -> tuple[list[Manifest], list[ManifestError]]:
     if not isinstance(doc, dict):
         what = "a list" if isinstance(doc, list) else f"a {type(doc).__name__} scalar"
         return [], [ManifestError(path, line, f"document is {what}, not a Kubernetes object "
                                   "(expected a mapping with apiVersion, kind, metadata)")]
     kind = doc.get("kind")
-    if isinstance(kind, str) and kind.endswith("List") and isinstance(doc.get("items"), list) \
-            and doc.get("apiVersion") in ("v1", None):
+    # As kubectl: a kind ending in List whose items are objects, of any group
+    # (rbac.authorization.k8s.io/v1 RoleBindingList), is a list.
+    items = doc.get("items")
+    if isinstance(kind, str) and kind.endswith("List") and isinstance(items, list) \
+            and all(isinstance(i, dict) for i in items):
         out: list[Manifest] = []
         errs: list[ManifestError] = []
         for item in doc["items"]:
-            ms, es = to_manifests(item, path, line)
+            ms, es = _to_manifests(item, path, line)
             out += ms
             errs += es
         return out, errs
@@ -421,7 +474,13 @@ def _missing_fields(doc: dict[str, Any]) -> str | None:
     meta = doc.get("metadata")
     if not isinstance(meta, dict):
         missing.append("metadata.name")
+    elif meta.get("name") is not None and not isinstance(meta["name"], str):
+        return (f"metadata.name is {json.dumps(meta['name'])}, not a string (as kubectl reads "
+                "it); quote the name")
     elif not isinstance(meta.get("name"), str) or not meta["name"]:
+        if meta.get("generateName"):
+            return ("metadata.generateName without metadata.name: apply cannot use "
+                    "generateName; give it a name")
         missing.append("metadata.name")
     elif "namespace" in meta and meta["namespace"] is not None \
             and not isinstance(meta["namespace"], str):
@@ -529,6 +588,13 @@ def _render_kustomization(base: Path, kfile: str) -> tuple[list[Manifest], list[
     for m in manifests:
         m.line = 0  # lines of rendered output mean nothing to the author
     return manifests, errors
+
+
+def repeated_key_errors(manifests: list[Manifest]) -> list[ManifestError]:
+    """A repeated mapping key: kubectl refuses the file, so diff and sync do."""
+    return [ManifestError(m.path, at, f"duplicate key {json.dumps(key)}: kubectl refuses a "
+                          "mapping that repeats a key; keep one", obj=str(m))
+            for m in manifests for key, at in m.repeated_keys]
 
 
 def load(src: Source) -> list[Manifest]:

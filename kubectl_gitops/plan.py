@@ -9,22 +9,32 @@ tool applied before, whose manifest is unchanged and whose live fields still
 equal the manifest, is known unchanged without a dry-run (the applied hash
 annotation and a field-by-field check), which is what makes a no-change run
 cheap.
+
+One decision: an item's action is what sync does with it. ``update`` means
+sync writes the object, whatever the reason: git changed, someone changed a
+field git declares (drift, shown with the manager that changed it), or the
+object lacks this tool's label or hash (taken over from ``kubectl apply``).
+Live objects are read in the manifest's own API version, so an object
+written as ``autoscaling/v1`` is compared with its live form in
+``autoscaling/v1``, never with the cluster's preferred version.
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import hmac
 import json
+import re
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from kubectl_gitops import applyset, schema, secrets
+from kubectl_gitops import applyset, fields, ignore, schema, secrets
 from kubectl_gitops import prune as prune_guard
 from kubectl_gitops.errors import ClusterError, ConflictError, GitOpsError, NotFoundError
-from kubectl_gitops.kube import Kube
+from kubectl_gitops.kube import FIELD_MANAGER, Kube
 from kubectl_gitops.manifests import Manifest
 from kubectl_gitops.resources import ObjectId, ResourceType, crd_types, object_id
 from kubectl_gitops.versions import KUBERNETES_VERSION
@@ -45,12 +55,18 @@ class Item:
     desired: dict[str, Any] | None = None  # what sync applies (labelled, hashed)
     live: dict[str, Any] | None = None
     predicted: dict[str, Any] | None = None
-    needs_apply: bool = False
     note: str = ""
     error: str = ""
-    conflict: str = ""  # fields another manager owns; sync needs --force-conflicts
+    conflict: str = ""  # fields another manager owns, one line (forced unless refused)
     adopted: str = ""  # the previous owner, when --adopt takes the object over
     kept: str = ""  # why a member the revision dropped is not pruned
+    drift: list[str] = field(default_factory=list)  # ".spec.replicas (kubectl, 2m ago)"
+    ignored: tuple[tuple[str, ...], ...] = ()  # JSON pointers of ignore: rules
+
+    @property
+    def needs_apply(self) -> bool:
+        """Whether sync writes this object: the action, nothing else."""
+        return self.action in ("create", "update")
 
     @property
     def api_version(self) -> str:
@@ -87,6 +103,16 @@ class Plan:
             out[i.action] += 1
         return out
 
+    def problems(self, *, force_conflicts: bool) -> list[str]:
+        """What refuses the whole sync before anything is written, one line
+        per object; diff reports the same lines (and exits 2) first."""
+        out = [f"{i.id}: {i.error}" for i in self.errors]
+        if not force_conflicts:
+            out += [f"{i.id}: {i.conflict}; refused by --no-force-conflicts (forceConflicts: "
+                    "false in .gitops.yaml)" for i in self.items
+                    if i.conflict and not i.error and not i.adopted]
+        return out
+
 
 def desired_hash(obj: dict[str, Any], salt: str = "") -> str:
     """The hash of exactly this content. A Secret's is keyed with the
@@ -101,17 +127,34 @@ def desired_hash(obj: dict[str, Any], salt: str = "") -> str:
 def to_apply(m: Manifest, set_id: str, salt: str = "") -> dict[str, Any]:
     """The object sync applies: the manifest, labelled as a member, with the
     hash of exactly that content so an unchanged manifest is recognised."""
-    obj = applyset.label_member(m.obj, set_id)
+    return _hashed(applyset.label_member(m.obj, set_id), salt)
+
+
+def _hashed(obj: dict[str, Any], salt: str = "") -> dict[str, Any]:
+    """``obj`` (its metadata a copy) with the hash of its content, without any old hash."""
     meta = obj["metadata"]
+    old = meta.get("annotations")
+    if old and HASH_ANNOTATION in old:
+        rest = {k: v for k, v in old.items() if k != HASH_ANNOTATION}
+        if rest:
+            meta["annotations"] = rest
+        else:
+            del meta["annotations"]
     meta["annotations"] = {**(meta.get("annotations") or {}),
                            HASH_ANNOTATION: desired_hash(obj, salt)}
     return obj
 
 
-def normalize(obj: dict[str, Any] | None, *, ours: bool = True) -> dict[str, Any] | None:
-    """Drop server-owned fields; with ``ours``, also this tool's bookkeeping."""
+def normalize(obj: dict[str, Any] | None, *, ours: bool = True,
+              ignored: tuple[tuple[str, ...], ...] = ()) -> dict[str, Any] | None:
+    """Drop server-owned fields and ``ignored`` JSON pointers; with ``ours``,
+    also this tool's bookkeeping."""
     if obj is None:
         return None
+    if ignored:
+        obj = copy.deepcopy(obj)
+        for p in ignored:
+            fields.remove(obj, p)
     # Copy only what changes: deep copies of every object cost more than the rest.
     out = {k: v for k, v in obj.items() if k != "status"}
     meta = {k: v for k, v in (out.get("metadata") or {}).items() if k not in _SERVER_META}
@@ -157,7 +200,12 @@ def _known_unchanged(desired: dict[str, Any], live: dict[str, Any] | None) -> bo
 
 def build(kube: Kube, manifests: list[Manifest], parent: applyset.Parent,
           parent_live: dict[str, Any] | None, *, prune: bool,
-          force_conflicts: bool = False, cascade: bool = False) -> Plan:
+          force_conflicts: bool = True, rules: tuple[ignore.Rule, ...] = (),
+          cascade: bool = False) -> Plan:
+    """``force_conflicts``: kept for callers; a conflict is recorded on the
+    item either way and :meth:`Plan.problems` decides whether it refuses.
+    ``cascade``: prune Namespaces and CRDs with what they hold (kubectl_gitops.prune)."""
+    del force_conflicts
     served = kube.resource_types()
     in_tree = crd_types(manifests)
     new_namespaces = {m.name for m in manifests if m.kind == "Namespace" and not m.group}
@@ -173,12 +221,18 @@ def build(kube: Kube, manifests: list[Manifest], parent: applyset.Parent,
     live, listed = _fetch_live(kube, [i for i in items if (i.id.group, i.id.kind) in served])
     for item in items:
         item.live = live.get(item.id)
+        if rules:
+            _ignore(item, rules, parent.salt)
     _predict(kube, [i for i in items if not i.note and not _known_unchanged(i.desired, i.live)],
-             new_namespaces, force_conflicts)
+             new_namespaces, False)
     for item in items:
         _classify(item)
     if prune and parent_live is not None:
-        items += _prune_candidates(kube, parent, {i.id for i in items}, served, listed)
+        # An object already being deleted (a Namespace terminating after the
+        # last prune) is on its way out: not something to delete again.
+        items += [i for i in _prune_candidates(kube, parent, {i.id for i in items}, served,
+                                               listed)
+                  if not (i.live or {}).get("metadata", {}).get("deletionTimestamp")]
         prune_guard.guard(kube, items, parent, served, cascade=cascade)
     items.sort(key=lambda i: (i.phase, i.id.namespace, i.id.group, i.id.kind, i.id.name)
                if i.action != "prune" else (9 - i.phase, i.id))
@@ -188,28 +242,42 @@ def build(kube: Kube, manifests: list[Manifest], parent: applyset.Parent,
 Listed = dict[tuple[str, str, str], list[dict[str, Any]]]  # (group, kind, namespace): all
 
 
+def _ignore(item: Item, rules: tuple[ignore.Rule, ...], salt: str = "") -> None:
+    """Drop the fields ``ignore:`` rules give to others from what sync applies."""
+    i = item.id
+    ptrs, managers = ignore.pointers_for(rules, i.group, i.kind, i.namespace, i.name)
+    if not ptrs and not managers or item.desired is None:
+        return
+    desired = copy.deepcopy(item.desired)
+    ignore.strip(desired, ptrs, managers, item.live)
+    item.desired = _hashed(desired, salt)
+    item.ignored = ptrs
+
+
 def _fetch_live(kube: Kube, items: list[Item]) -> tuple[dict[ObjectId, dict[str, Any]], Listed]:
-    """One LIST per type and namespace; a GET where only one object is wanted.
+    """One LIST per type, version and namespace; a GET where only one object
+    is wanted. Each is read in the manifest's own API version, so that live
+    and predicted compare field by field (conversion is the server's).
     Also returns what the LISTs held, whole, for the prune candidates."""
-    groups: dict[tuple[ResourceType, str], list[Item]] = defaultdict(list)
+    groups: dict[tuple[ResourceType, str, str], list[Item]] = defaultdict(list)
     for i in items:
         assert i.rtype
-        groups[(i.rtype, i.id.namespace)].append(i)
+        groups[(i.rtype, i.api_version.rpartition("/")[2], i.id.namespace)].append(i)
 
-    def fetch(key: tuple[ResourceType, str]) -> tuple[list[dict[str, Any]], bool]:
+    def fetch(key: tuple[ResourceType, str, str]) -> tuple[list[dict[str, Any]], bool]:
         """The objects, and whether they are all there are (a LIST)."""
-        rtype, ns = key
+        rtype, version, ns = key
         wanted = groups[key]
         if len(wanted) == 1:
-            obj = kube.get(rtype, ns, wanted[0].id.name)
+            obj = kube.get(rtype, ns, wanted[0].id.name, version=version)
             if obj is not None:
                 obj.setdefault("kind", rtype.kind)
             return ([obj] if obj else []), False
-        return kube.list(rtype, ns), True
+        return kube.list(rtype, ns, version=version), True
 
     found: dict[ObjectId, dict[str, Any]] = {}
     listed: Listed = {}
-    for (rtype, ns), (objs, whole) in zip(groups, kube.map(fetch, list(groups))):
+    for (rtype, _, ns), (objs, whole) in zip(groups, kube.map(fetch, list(groups))):
         if whole:
             listed[(rtype.group, rtype.kind, ns)] = objs
         for obj in objs:
@@ -241,9 +309,8 @@ def _predict(kube: Kube, items: list[Item], new_namespaces: set[str], force: boo
             else:
                 item.error = secrets.redact(e.message, item.desired)
         except ConflictError as e:
-            # Predict what a forced apply would do, and say that it needs forcing.
-            item.conflict = (f"{secrets.redact(str(e), item.desired)}; use --force-conflicts "
-                             "to take ownership of these fields")
+            # Predict what the forced apply sync makes, and remember the conflict.
+            item.conflict = summarize_conflict(secrets.redact(e.message, item.desired))
             try:
                 item.predicted = kube.apply(item.rtype, item.desired, dry_run=True, force=True)
             except ClusterError as again:
@@ -293,11 +360,52 @@ def _classify(item: Item) -> None:
         # Not predicted: known unchanged, or created along with its namespace/CRD.
         item.predicted = item.live if item.live is not None and not item.note else item.desired
     if item.live is None:
-        item.action, item.needs_apply = "create", True
+        item.action = "create"
         return
-    same = normalize(item.live) == normalize(item.predicted)
-    item.action = "unchanged" if same else "update"
-    item.needs_apply = normalize(item.live, ours=False) != normalize(item.predicted, ours=False)
+    # With this tool's label and hash: an object that lacks them is written.
+    before = normalize(item.live, ours=False, ignored=item.ignored)
+    after = normalize(item.predicted, ours=False, ignored=item.ignored)
+    item.action = "unchanged" if before == after else "update"
+    if item.action == "update":
+        item.drift = drift(item.live, before, after)
+
+
+def drift(live: dict[str, Any], before: Any, after: Any, *, limit: int = 5) -> list[str]:
+    """Fields git declares whose live value another manager set: the path,
+    the manager and how long ago (``.spec.replicas (kubectl via scale)``,
+    ``.metadata.labels.tier (kubectl-label, 2m ago)``)."""
+    out = []
+    for path in fields.changed_paths(before, after):
+        theirs = [o for o in fields.owners(live, path) if o.manager != FIELD_MANAGER]
+        if not theirs or len(theirs) < len(fields.owners(live, path)):
+            continue  # ours (a change in git), or nobody's (a field git adds)
+        last = max(theirs, key=lambda o: o.time)
+        who = last.manager + (f" via {last.subresource}" if last.subresource else "")
+        when = fields.age(last.time)  # the API server leaves it out for /scale
+        out.append(f"{fields.render(path, live)} ({who}{', ' + when if when else ''})")
+    if len(out) > limit:
+        out = out[:limit] + [f"+{len(out) - limit} more"]
+    return out
+
+
+_CONFLICT = re.compile(r'conflicts? with "([^"]+)"(?: with subresource "([^"]+)")?'
+                       r'(?: using [^:\n]+)?:([^\n]*(?:\n- [^\n]*)*)')
+
+
+def summarize_conflict(message: str, *, limit: int = 3) -> str:
+    """The API server's conflict message (one line per field) as one line:
+    ``"kubectl" via scale: .spec.replicas; "x": .a, .b (+2 more)``."""
+    parts = []
+    for manager, subresource, text in _CONFLICT.findall(message):
+        paths = [p.strip().removeprefix("- ").strip() for p in text.split("\n")]
+        paths = [p for p in paths if p]
+        shown = ", ".join(paths[:limit]) + (f" (+{len(paths) - limit} more)"
+                                            if len(paths) > limit else "")
+        via = f" via {subresource}" if subresource else ""
+        parts.append(f'"{manager}"{via}: {shown}')
+    if not parts:
+        return message.splitlines()[0] if message else "conflict"
+    return "fields set by another manager: " + "; ".join(parts)
 
 
 def _prune_candidates(kube: Kube, parent: applyset.Parent, desired: set[ObjectId],

@@ -12,10 +12,13 @@ import posixpath
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from kubectl_gitops import git, links
 from kubectl_gitops.errors import ConfigError, GitError, ManifestError, ManifestErrors
+
+if TYPE_CHECKING:
+    from kubectl_gitops.ignore import Rule
 
 CONFIG_FILE = ".gitops.yaml"
 MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
@@ -33,6 +36,8 @@ class RepoConfig:
     name: str | None = None
     namespace: str | None = None
     exclude: tuple[str, ...] = ()
+    ignore: tuple[Rule, ...] = ()  # fields other controllers own (see ignore.py)
+    force_conflicts: bool = True  # false: refuse instead of taking drifted fields back
 
 
 @dataclass(frozen=True)
@@ -53,6 +58,8 @@ class Source:
     name: str  # --name, else .gitops.yaml's; "" for the default (app.default_name)
     namespace: str | None
     exclude: tuple[str, ...] = ()
+    ignore: tuple[Rule, ...] = ()
+    force_conflicts: bool = True
     # In index mode: the index to read instead of the repo's own, e.g. the
     # temporary one a pre-commit hook gets from ``git commit -a``.
     index_file: str | None = None
@@ -130,7 +137,7 @@ def load_config(root: Path, data: bytes | None = None) -> RepoConfig:
         raise ConfigError(f"{CONFIG_FILE}{line}: not valid YAML") from e
     if not isinstance(doc, dict):
         raise ConfigError(f"{CONFIG_FILE}: expected a mapping of path, name, namespace, exclude")
-    unknown = set(doc) - {"path", "name", "namespace", "exclude"}
+    unknown = set(doc) - {"path", "name", "namespace", "exclude", "ignore", "forceConflicts"}
     if unknown:
         raise ConfigError(f"{CONFIG_FILE}: unknown key(s) {', '.join(sorted(unknown))}")
     exclude = doc.get("exclude") or []
@@ -139,8 +146,23 @@ def load_config(root: Path, data: bytes | None = None) -> RepoConfig:
     for key in ("path", "name", "namespace"):
         if doc.get(key) is not None and not isinstance(doc[key], str):
             raise ConfigError(f"{CONFIG_FILE}: {key} must be a string")
+    force = doc.get("forceConflicts", True)
+    if not isinstance(force, bool):
+        raise ConfigError(f"{CONFIG_FILE}: forceConflicts must be true or false")
     return RepoConfig(path=doc.get("path"), name=doc.get("name"),
-                      namespace=doc.get("namespace"), exclude=tuple(map(str, exclude)))
+                      namespace=doc.get("namespace"), exclude=tuple(map(str, exclude)),
+                      ignore=_ignore_rules(doc.get("ignore")), force_conflicts=force)
+
+
+def _ignore_rules(doc: object) -> tuple[Rule, ...]:
+    if doc is None:
+        return ()
+    from kubectl_gitops import ignore  # noqa: PLC0415 - the hook rarely needs it
+
+    try:
+        return ignore.parse(doc, CONFIG_FILE)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
 
 
 def normalize_path(root: Path, path: str | None) -> str:
@@ -184,7 +206,8 @@ def resolve(*, repo: str | Path | None = None, path: str | None = None, ref: str
     rel = normalize_path(root, path if path is not None else cfg.path)
     return Source(root=root, path=rel, mode=mode, ref=ref, sha=sha,
                   name=name or cfg.name or "", namespace=namespace or cfg.namespace,
-                  exclude=cfg.exclude, index_file=index_file)
+                  exclude=cfg.exclude, ignore=cfg.ignore, force_conflicts=cfg.force_conflicts,
+                  index_file=index_file)
 
 
 def _config_at(root: Path, mode: Mode, sha: str | None, index_file: str | None) -> RepoConfig:

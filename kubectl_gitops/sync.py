@@ -21,10 +21,10 @@ from kubectl_gitops import applyset, health, history, secrets
 from kubectl_gitops import plan as plan_mod
 from kubectl_gitops import prune as prune_guard
 from kubectl_gitops.app import App, source_conflict
-from kubectl_gitops.errors import ClusterError, GitOpsError
+from kubectl_gitops.errors import ClusterError, ConflictError, GitOpsError
 from kubectl_gitops.lease import Lease, lease_name
 from kubectl_gitops.lease import identity as lease_identity
-from kubectl_gitops.plan import Item, Plan, namespaces_of
+from kubectl_gitops.plan import Item, Plan, namespaces_of, summarize_conflict
 
 Report = Callable[[str], None]
 
@@ -46,7 +46,7 @@ class Options:
     dry_run: bool = False
     allow_empty: bool = False
     adopt: bool = False
-    force_conflicts: bool = False
+    force_conflicts: bool = True  # git is the source of truth: take drifted fields back
     wait: bool = False
     timeout: float = 300.0
     take_over: bool = False  # prune although the parent records another source
@@ -74,25 +74,37 @@ class Result:
 
 
 def check(app: App, plan: Plan, opts: Options) -> None:
-    """Everything that must hold before the first write; raises with all problems."""
-    problems = [f"{i.id}: {i.error}" for i in plan.errors]
+    """Everything that must hold before the first write; raises with all problems.
+
+    A problem of one object found while planning (the server refuses its
+    dry-run, a foreign owner, a conflict under ``--no-force-conflicts``)
+    refuses the whole sync, and diff reports the same problem first. Only
+    what no dry-run can see (a custom resource of a CRD this sync creates)
+    fails at apply time, and then the other objects are still applied."""
+    problems: list[str] = []
     if opts.prune and not app.manifests and not opts.allow_empty:
         problems.append(f"the revision holds no objects under {app.src.path or 'the repo root'}; "
                         "refusing to prune everything (pass --allow-empty to do so)")
+    problems += foreign_owners(plan, app.parent.id, adopt=opts.adopt)
+    problems = plan.problems(force_conflicts=opts.force_conflicts) + problems
+    if problems:
+        raise SyncRefused(problems)
+
+
+def foreign_owners(plan: Plan, set_id: str, *, adopt: bool) -> list[str]:
+    """Objects another ApplySet or tool owns: refused, or (``adopt``) marked
+    as taken over. Diff asks this too, to say first what sync refuses."""
+    problems = []
     for item in plan.items:
-        owner = applyset.foreign_owner(item.live, app.parent.id) if item.live else None
+        owner = applyset.foreign_owner(item.live, set_id) if item.live else None
         if not owner or item.action == "prune":
             continue
-        if opts.adopt:
+        if adopt:
             item.adopted = owner  # taking over means taking its fields too
         else:
             problems.append(f"{item.id}: already owned by {owner}; not taking it over "
                             "(pass --adopt to take ownership)")
-    if not opts.force_conflicts:
-        problems += [i.conflict for i in plan.items
-                     if i.conflict and i.needs_apply and not i.adopted]
-    if problems:
-        raise SyncRefused(problems)
+    return problems
 
 
 def run(app: App, plan: Plan, opts: Options, report: Report, *,
@@ -162,7 +174,8 @@ def _replan(app: App, plan: Plan, opts: Options) -> None:
         raise ClusterError(problem)
     app.parent, app.parent_live = parent, live
     fresh = plan_mod.build(app.kube, app.manifests, parent, live, prune=plan.pruning,
-                           force_conflicts=opts.force_conflicts, cascade=opts.prune_cascade)
+                           force_conflicts=opts.force_conflicts, rules=app.src.ignore,
+                           cascade=opts.prune_cascade)
     plan.items[:] = fresh.items
     plan.parent, plan.parent_live = parent, live
     check(app, plan, opts)
@@ -284,7 +297,8 @@ def _apply(app: App, items: list[Item], opts: Options, result: Result, report: R
             app.kube.apply(item.rtype, item.desired,
                            force=opts.force_conflicts or bool(item.adopted))
         except ClusterError as e:
-            msg = secrets.redact(e.message, item.desired)
+            msg = secrets.redact(summarize_conflict(e.message) if isinstance(e, ConflictError)
+                                 else e.message, item.desired)
             with lock:
                 result.failures.append(f"{item.id}: {msg}")
                 report(f"failed     {item.id}: {msg}")

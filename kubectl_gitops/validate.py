@@ -230,6 +230,9 @@ def _check(result: Result, files: list[SourceFile], parsed: list[Manifest],
     resolved, id_errors = resources.resolve(parsed, mapper, default_ns, unknown_kinds_ok=True)
     problems += [Problem.of(e, "identity") for e in id_errors]
     problems += docs.duplicate_keys(parsed)
+    problems += [Problem(m.path, line, _HIDDEN_MEANING if secrets.is_secret(m.obj) else message,
+                         obj=str(m), check="yaml-meaning")
+                 for m in parsed for line, message in m.go_meanings if m.line]
     builtin = schema.BuiltinSchemas(opts.kubernetes_version)
     crds = _Crds(parsed, builtin, crd_source)
     release = schema.minor(opts.kubernetes_version)
@@ -263,6 +266,11 @@ def _hide_secret_values(problems: list[Problem], parsed: list[Manifest]) -> list
         out.append(p if message == p.message else
                    Problem(p.path, p.line, message, obj=p.obj, check=p.check))
     return out
+
+
+# The message names the scalar; in a Secret it may be a value.
+_HIDDEN_MEANING = ("a plain scalar here means one thing to kubectl (go-yaml) and another to "
+                   "YAML 1.1 readers; quote it if you mean a string")
 
 
 def _quote_paths_in_messages(problems: list[Problem], paths: list[str]) -> list[Problem]:

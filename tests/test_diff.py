@@ -12,6 +12,8 @@ import yaml
 from gitutil import commit, git_env, make_repo, write  # noqa: F401
 from kubeutil import configmap, crd, deployment, docs, get, gitops, kubectl
 
+from kubectl_gitops.applyset import PART_OF_LABEL, applyset_id
+
 # Every kind the issue names, as a user would write it: no server defaults.
 KINDS = {
     "deployment": docs(deployment("web", replicas=2)),
@@ -171,6 +173,15 @@ def test_no_spurious_differences(kind: str, applier: str, tmp_path: Path, git_en
                         env=kube_env, cwd=repo, check=False)  # the CR, once its CRD is in
     assert r.returncode == 0, r.stderr
     d = gitops("diff", *_args(namespace), cwd=repo, env=kube_env)
+    if applier == "kubectl":
+        # Taken over from kubectl: the only difference is the label sync adds.
+        assert d.returncode == 1, d.stderr
+        changes = [line for line in d.stdout.splitlines()
+                   if line[:1] in "+-" and not line.startswith(("+++", "---"))]
+        label = f"+    {PART_OF_LABEL}: {applyset_id('app', namespace)}"
+        assert changes and all(line in ("+  labels:", label) for line in changes), d.stdout
+        assert gitops("sync", *_args(namespace), cwd=repo, env=kube_env).returncode == 0
+        d = gitops("diff", *_args(namespace), cwd=repo, env=kube_env)
     assert d.returncode == 0, d.stdout + d.stderr
     assert d.stdout == ""
     assert re.search(r"^0 to create, 0 to update, 0 to delete, \d+ unchanged$", d.stderr, re.M)
@@ -197,7 +208,10 @@ def test_json_table_and_creations(tmp_path: Path, git_env: dict, kube_env: dict,
     repo = _repo(tmp_path, docs(configmap("a"), configmap("b")), namespace)
     j = gitops("diff", *_args(namespace), "-o", "json", cwd=repo, env=kube_env)
     assert j.returncode == 1
-    out = json.loads(j.stdout)
+    doc = json.loads(j.stdout)
+    assert doc["counts"] == {"created": 2, "updated": 0, "pruned": 0, "unchanged": 0,
+                             "failed": 0}
+    out = doc["items"]
     assert [(o["action"], o["kind"], o["namespace"], o["name"]) for o in out] == \
         [("create", "ConfigMap", namespace, "a"), ("create", "ConfigMap", namespace, "b")]
     assert out[0]["diff"].startswith(f"--- live v1 ConfigMap {namespace}/a\n")
@@ -216,7 +230,7 @@ def test_revision_that_creates_namespace_and_crd(tmp_path: Path, git_env: dict,
     repo = _repo(tmp_path, text, namespace)
     d = gitops("diff", *_args(namespace), "-o", "json", cwd=repo, env=kube_env)
     assert d.returncode == 1, d.stderr
-    notes = {o["name"]: o["note"] for o in json.loads(d.stdout)}
+    notes = {o["name"]: o["note"] for o in json.loads(d.stdout)["items"]}
     assert notes["blue"] == "Widget is defined by a CRD this revision creates"
     assert notes["inside"] == f"namespace {other} is created by this revision"
     kubectl("delete", "namespace", other, "--ignore-not-found", env=kube_env)
@@ -238,7 +252,7 @@ def test_secrets_are_masked(tmp_path: Path, git_env: dict, kube_env: dict,
     for value in ("first-Pa55word", "second-Pa55word", "admin-user-x"):
         for enc in (value, __import__("base64").b64encode(value.encode()).decode()):
             assert enc not in d.stdout + d.stderr
-    text = json.loads(d.stdout)[0]["diff"]
+    text = json.loads(d.stdout)["items"][0]["diff"]
     assert "-  password: '*** (before)'" in text and "+  password: '*** (after)'" in text
     assert "   user: '***'" in text
     shown = gitops("diff", *_args(namespace), "--show-secrets", cwd=repo, env=kube_env)
@@ -257,7 +271,8 @@ def test_prune_lists_deletions(tmp_path: Path, git_env: dict, kube_env: dict,
     assert plain.returncode == 0  # without --prune, deletions are not shown
     d = gitops("diff", *_args(namespace), "--prune", "-o", "json", cwd=repo, env=kube_env)
     assert d.returncode == 1
-    assert [(o["action"], o["name"]) for o in json.loads(d.stdout)] == [("prune", "drop")]
+    assert [(o["action"], o["name"]) for o in json.loads(d.stdout)["items"]] == \
+        [("unchanged", "keep"), ("prune", "drop")]
 
 
 def test_external_diff(tmp_path: Path, git_env: dict, kube_env: dict, namespace: str) -> None:
@@ -312,8 +327,7 @@ def test_oracle_matches_kubectl_diff(tmp_path: Path, git_env: dict, kube_env: di
     base = [configmap(f"same-{i}", {"v": "1"}) for i in range(3)] + \
         [configmap(f"change-{i}", {"v": "1"}) for i in range(3)] + [deployment("web", 1)]
     repo = _repo(tmp_path, docs(*base), namespace)
-    kubectl("apply", "--server-side", "--field-manager", "kubectl-gitops", "-n", namespace,
-            "-f", "deploy/all.yaml", env=kube_env, cwd=repo)
+    assert gitops("sync", *_args(namespace), cwd=repo, env=kube_env).returncode == 0
     new = [configmap(f"same-{i}", {"v": "1"}) for i in range(3)] + \
         [configmap(f"change-{i}", {"v": "2"}) for i in range(3)] + \
         [deployment("web", 3), configmap("brand-new")]
@@ -321,8 +335,10 @@ def test_oracle_matches_kubectl_diff(tmp_path: Path, git_env: dict, kube_env: di
     commit(repo, "changes")
     ours = gitops("diff", *_args(namespace), "-o", "json", cwd=repo, env=kube_env)
     assert ours.returncode == 1, ours.stderr
-    our_set = {(o["kind"], o["name"]) for o in json.loads(ours.stdout)}
-    theirs = kubectl("diff", "--server-side", "--field-manager", "kubectl-gitops", "-n",
+    our_set = {(o["kind"], o["name"]) for o in json.loads(ours.stdout)["items"]
+               if o["action"] != "unchanged"}
+    # kubectl's own manager, forcing: what git changes, not our bookkeeping.
+    theirs = kubectl("diff", "--server-side", "--force-conflicts", "-n",
                      namespace, "-f", "deploy/all.yaml", env=kube_env, cwd=repo, check=False)
     assert theirs.returncode == 1, theirs.stderr
     their_set = set()

@@ -265,20 +265,21 @@ def test_the_installed_hook_says_what_to_do_when_the_tool_is_gone(repo: Path,
                                                                   env: dict[str, str]) -> None:
     hook = repo / ".git" / "hooks" / "pre-commit"
     text = hook.read_text()
-    assert f"exe={BIN / 'kubectl-gitops-pre-commit'}\n" in text
+    assert f"exe={BIN / 'gitops-pre-commit'}\n" in text
     hook.write_text(text.replace(str(BIN), "/nonexistent"))
     proc = run([str(hook)], repo, {**env, "PATH": "/usr/bin:/bin"})
     assert proc.returncode == 1
-    assert proc.stderr.startswith("kubectl-gitops: kubectl-gitops-pre-commit not found")
+    assert proc.stderr.startswith("kubectl-gitops: gitops-pre-commit not found")
     assert proc.stderr.rstrip().endswith("commit blocked; bypass with git commit --no-verify")
 
 
 def test_the_hook_template_in_git_hooks_is_the_installed_script() -> None:
-    template = (PROJECT / "git_hooks" / "pre-commit").read_text()
+    template_path = PROJECT / "kubectl_gitops" / "git_hooks" / "pre-commit"
+    template = template_path.read_text()
     assert template.startswith("#!/bin/sh\n# kubectl-gitops pre-commit hook")
     assert "\nexe=''\n" in template
-    assert os.access(PROJECT / "git_hooks" / "pre-commit", os.X_OK)
-    assert subprocess.run(["sh", "-n", str(PROJECT / "git_hooks" / "pre-commit")]).returncode == 0
+    assert os.access(template_path, os.X_OK)
+    assert subprocess.run(["sh", "-n", str(template_path)]).returncode == 0
 
 
 # --- the pre-commit framework ---------------------------------------------------------
@@ -295,9 +296,9 @@ def test_the_pre_commit_framework_uses_our_hooks_manifest(env: dict[str, str],
     a fresh virtualenv takes minutes. pip still fetches the build backend.
     """
     hook_repo = make_repo(tmp_path / "hook-repo")
-    for name in ("setup.cfg", "pyproject.toml", ".pre-commit-hooks.yaml"):
+    for name in ("setup.cfg", "setup.py", "pyproject.toml", ".pre-commit-hooks.yaml"):
         shutil.copy(PROJECT / name, hook_repo / name)
-    for name in ("kubectl_gitops", "git_hooks"):
+    for name in ("kubectl_gitops",):
         shutil.copytree(PROJECT / name, hook_repo / name,
                         ignore=shutil.ignore_patterns("__pycache__"))
     readme = PROJECT / "README.md"

@@ -93,7 +93,7 @@ data: {same: c2FtZQ==, changed: bmV3, added: eQ==}
     assert "bmV3" in shown
 
 
-def test_classify_ignores_only_bookkeeping_for_display() -> None:
+def test_an_object_without_our_label_is_an_update_that_diff_shows() -> None:
     m = Manifest(obj("""
 apiVersion: v1
 kind: ConfigMap
@@ -113,8 +113,13 @@ data: {LOG_LEVEL: info}
     item = Item(ObjectId("", "ConfigMap", "shop", "web"), "create", None, manifest=m,
                 desired=desired, live=live, predicted=desired)
     _classify(item)
-    assert item.action == "unchanged"
+    # One decision: sync writes it (label and hash), so it is an update, and
+    # the diff shows exactly what sync adds.
+    assert item.action == "update"
     assert item.needs_apply
+    text = diff.render(item, "git@1").text
+    added = [line for line in text.splitlines() if line.startswith("+ ")]
+    assert added == ["+  labels:", "+    applyset.kubernetes.io/part-of: applyset-x-v1"], text
 
 
 def test_applyset_id_follows_kep_3659() -> None:

@@ -217,7 +217,7 @@ def test_load_reports_parse_and_identity_errors_together_in_path_order(repo: Pat
     write(repo, "b.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: [\n")
     write(repo, "c.yaml", obj("v1", "ConfigMap", "dup", "default"))
     write(repo, "d.yaml", obj("example.com/v1", "Widget", "w"))
-    write(repo, "e.yaml", obj("v1", "Namespace", "n", "x"))
+    write(repo, "e.yaml", obj("v1", "Namespace", "ns", "x"))
     commit(repo)
     with pytest.raises(ManifestErrors) as info:
         desired.load(source.resolve(repo=repo))

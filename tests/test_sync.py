@@ -270,12 +270,15 @@ def test_conflicts_and_force(tmp_path: Path, git_env: dict, kube_env: dict,
     kubectl("apply", "--server-side", "--field-manager", "someone-else", "-n", namespace, "-f",
             str(path), env=kube_env)
     repo = _repo(tmp_path, docs(deployment("web", 2)))
-    r = _sync(repo, namespace, kube_env)
+    # --no-force-conflicts refuses, one line naming the manager and the field.
+    r = _sync(repo, namespace, kube_env, "--no-force-conflicts")
     assert r.returncode == 2
-    assert 'conflict with "someone-else"' in r.stderr and ".spec.replicas" in r.stderr
-    assert "--force-conflicts" in r.stderr
+    assert r.stderr.strip() == (f'error: Deployment {namespace}/web: fields set by another '
+                                'manager: "someone-else": .spec.replicas; refused by '
+                                "--no-force-conflicts (forceConflicts: false in .gitops.yaml)")
     assert get("deployment", "web", kube_env, namespace)["spec"]["replicas"] == 5
-    r = _sync(repo, namespace, kube_env, "--force-conflicts")
+    # By default git is the source of truth: the field is taken back.
+    r = _sync(repo, namespace, kube_env)
     assert r.returncode == 0, r.stderr
     assert get("deployment", "web", kube_env, namespace)["spec"]["replicas"] == 2
 

@@ -276,19 +276,19 @@ def test_builtin_schemas_are_loaded_once_and_cached_per_kind() -> None:
 
 def test_cli_exit_status_and_one_line_per_problem(repo: Path, env: dict[str, str]) -> None:
     write(repo, "ok.yaml", cm("ok"))
-    write(repo, "bad.yaml", cm("bad", "data:\n  n: 1\n"))
+    write(repo, "bad.yaml", cm("bad", "data:\n  num: 1\n"))
     ok = run(["git-gitops-validate", "ok.yaml"], repo, env)
     assert (ok.returncode, ok.stderr) == (0, "")
     assert ok.stdout == "valid: 1 object in 1 file (files, Kubernetes 1.37 schemas)\n"
     bad = run(["git-gitops-validate", "ok.yaml", "bad.yaml"], repo, env)
     assert bad.returncode == 1
     assert bad.stderr.splitlines() == [
-        "bad.yaml:6: ConfigMap default/bad: data[n]: expected string, got integer 1",
+        "bad.yaml:6: ConfigMap default/bad: data[num]: expected string, got integer 1",
         "invalid: 1 problem in 2 objects in 2 files"]
 
 
 def test_cli_json_output(repo: Path, env: dict[str, str]) -> None:
-    write(repo, "deploy/bad.yaml", cm("bad", "data:\n  n: 1\n"))
+    write(repo, "deploy/bad.yaml", cm("bad", "data:\n  num: 1\n"))
     commit(repo, "bad")
     proc = run(["git", "gitops", "validate", "deploy", "-o", "json", "-n", "prod"], repo, env)
     assert proc.returncode == 1, proc.stderr
@@ -297,7 +297,7 @@ def test_cli_json_output(repo: Path, env: dict[str, str]) -> None:
     assert (doc["kubernetesVersion"], doc["schemas"]) == (KUBERNETES_VERSION, "1.37")
     assert doc["problems"] == [{"path": "deploy/bad.yaml", "line": 6,
                                 "object": "ConfigMap prod/bad", "check": "schema",
-                                "message": "data[n]: expected string, got integer 1"}]
+                                "message": "data[num]: expected string, got integer 1"}]
 
 
 def test_cli_staged_reads_the_index_not_the_work_tree(repo: Path, env: dict[str, str]) -> None:

@@ -34,36 +34,47 @@ def use_color(no_color: bool) -> bool:
 @click.option("--no-color", is_flag=True, help="Never colour the diff (also: NO_COLOR).")
 @click.option("--concurrency", type=click.IntRange(1, 256), default=16, show_default=True,
               help="Requests to the API server at once.")
+@click.option("--force-conflicts/--no-force-conflicts", default=None,
+              help="Whether sync takes back fields another manager changed (default: yes, "
+              "or forceConflicts in .gitops.yaml); with --no-force-conflicts, such objects "
+              "are reported as errors, as sync would refuse them.")
+@click.option("--adopt", is_flag=True, help="Show objects another ApplySet or tool owns as "
+              "sync --adopt would take them over (without it they are errors, as sync "
+              "refuses them).")
 @click.option("--timeout", default="5m", show_default=True, callback=parse_timeout,
               help="Give up when the whole diff takes longer (0: no limit).")
 @handle_errors
 def command(path_arg: str | None, path: str | None, repo: str | None, ref: str | None,
             working_tree: bool, name: str | None, cluster: Overrides, namespace: str | None,
             prune: bool, prune_cascade: bool, output: str, show_secrets: bool, no_color: bool,
-            concurrency: int, timeout: float) -> int:
+            concurrency: int, force_conflicts: bool | None, adopt: bool, timeout: float) -> int:
     """Show how the live cluster differs from a git revision.
 
     Exit status: 0 no differences, 1 differences, 2 error (as kubectl diff).
     """
     from kubectl_gitops import app as app_mod  # noqa: PLC0415 - keep --help fast
-    from kubectl_gitops import diff, plan, source  # noqa: PLC0415
+    from kubectl_gitops import diff, plan, source, sync  # noqa: PLC0415
 
     src = source.resolve(repo=repo, path=pick_path(path_arg, path), ref=ref,
                          working_tree=working_tree, name=name, namespace=namespace)
     kube = app_mod.connect(cluster, concurrency=concurrency, deadline=timeout or None)
     app = app_mod.load(src, kube, name=name, namespace=namespace)
     the_plan = plan.build(kube, app.manifests, app.parent, app.parent_live, prune=prune,
-                          cascade=prune_cascade)
-    if the_plan.errors:
-        for item in the_plan.errors:
-            click.echo(f"error: {item.id}: {item.error}", err=True)
+                          rules=src.ignore, cascade=prune_cascade)
+    force = src.force_conflicts if force_conflicts is None else force_conflicts
+    owners = sync.foreign_owners(the_plan, app.parent.id, adopt=adopt)
+    problems = the_plan.problems(force_conflicts=force) + owners
+    if problems:  # what sync would refuse, said first
+        for line in problems:
+            click.echo(f"error: {line}", err=True)
         return exitcodes.ERROR
     rendered = [diff.render(i, src.revision, show_secrets=show_secrets)
                 for i in diff.changed(the_plan)]
     status = exitcodes.DIFFERENT if rendered else exitcodes.OK
     external = os.environ.get("KUBECTL_EXTERNAL_DIFF")
     if output == "json":
-        click.echo(json.dumps(diff.as_json(rendered), indent=2))
+        click.echo(json.dumps(diff.document(the_plan, rendered, revision=src.sha or src.revision,
+                                            command="diff", dry_run=True), indent=2))
     elif output == "table":
         if rendered:
             click.echo(diff.as_table(rendered))
@@ -77,6 +88,8 @@ def command(path_arg: str | None, path: str | None, repo: str | None, ref: str |
         for r in rendered:
             if r.item.note:
                 click.echo(f"# {r.item.id}: {r.item.note}")
+            if r.item.drift:
+                click.echo(f"# {r.item.id}: drifted: {', '.join(r.item.drift)}")
             click.echo(diff.colorize(r.text) if color else r.text, nl=False)
     conflict = app_mod.source_conflict(app)
     if conflict:

@@ -9,6 +9,7 @@ git looks up only the first word, so ``git gitops rollback`` arrives here as
 from __future__ import annotations
 
 import importlib
+import sys
 from typing import Any
 
 import click
@@ -20,6 +21,15 @@ KUBECTL_COMMANDS = {
     "diff": ("kubectl_gitops.cli.diff", "Show how the live cluster differs from a git revision."),
     "sync": ("kubectl_gitops.cli.sync", "Converge the cluster to a git revision (--prune)."),
     "history": ("kubectl_gitops.cli.history", "Show the sync records kept in the cluster."),
+    "status": ("kubectl_gitops.cli.status", "An app's state read from the cluster."),
+    "ls": ("kubectl_gitops.cli.status", "List the apps this tool manages."),
+    "suspend": ("kubectl_gitops.cli.status", "Stop the agent syncing an app."),
+    "resume": ("kubectl_gitops.cli.status", "Let the agent sync an app again."),
+    "agent": ("kubectl_gitops.cli.agent", "Pull from git and keep apps converged (the agent)."),
+    "version": ("kubectl_gitops.cli.version", "Show the tool, git, Python, schema and server "
+                                              "versions."),
+    "completion": ("kubectl_gitops.cli.complete", "Print the shell completion script "
+                                                  "(bash, zsh, fish)."),
 }
 GIT_COMMANDS = {
     "rollback": ("kubectl_gitops.cli.rollback",
@@ -42,7 +52,8 @@ class LazyGroup(click.Group):
         if cmd_name not in self.table:
             return None
         module = importlib.import_module(self.table[cmd_name][0])
-        attr = "install_hooks_command" if cmd_name == "install-hooks" else "command"
+        attr = cmd_name.replace("-", "_") + "_command" if cmd_name in (
+            "install-hooks", "ls", "suspend", "resume") else "command"
         return getattr(module, attr)
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
@@ -79,9 +90,21 @@ def git_group() -> None:
     """
 
 
+# cobra's hidden completion entry, which the completion scripts call.
+COMPLETE = "__complete"
+
+
 def kubectl_main() -> None:
-    run(kubectl_group, "kubectl gitops")
+    _main(kubectl_group, "kubectl gitops")
 
 
 def git_main() -> None:
-    run(git_group, "git gitops")
+    _main(git_group, "git gitops")
+
+
+def _main(group: click.Group, prog_name: str) -> None:
+    if sys.argv[1:2] == [COMPLETE]:
+        from kubectl_gitops.cli import complete  # noqa: PLC0415
+
+        sys.exit(complete.answer(group, sys.argv[2:]))
+    run(group, prog_name)

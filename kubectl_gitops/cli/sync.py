@@ -29,8 +29,10 @@ def parse_duration(value: str) -> float:
 @click.option("--prune", is_flag=True, help="Delete members of this ApplySet that the "
               "revision no longer holds.")
 @click.option("--dry-run", is_flag=True, help="Print the plan; write nothing.")
-@click.option("--force-conflicts", is_flag=True, help="Take ownership of fields another "
-              "field manager owns.")
+@click.option("--force-conflicts/--no-force-conflicts", default=None,
+              help="Take back fields git declares that another field manager changed "
+              "(drift), the default; --no-force-conflicts refuses the sync instead "
+              "(also: forceConflicts: false in .gitops.yaml).")
 @click.option("--allow-empty", is_flag=True, help="Allow --prune with a revision that holds "
               "no objects (deletes every member).")
 @click.option("--adopt", is_flag=True, help="Take over objects that belong to another "
@@ -52,7 +54,7 @@ def parse_duration(value: str) -> float:
 @handle_errors
 def command(path_arg: str | None, path: str | None, repo: str | None, ref: str | None,
             working_tree: bool, name: str | None, cluster: Overrides, namespace: str | None,
-            prune: bool, dry_run: bool, force_conflicts: bool,
+            prune: bool, dry_run: bool, force_conflicts: bool | None,
             allow_empty: bool, adopt: bool, wait: bool, timeout: str, prune_cascade: bool,
             take_over: bool, lock_timeout: str, concurrency: int, output: str) -> int:
     """Converge the cluster to a git revision.
@@ -64,16 +66,17 @@ def command(path_arg: str | None, path: str | None, repo: str | None, ref: str |
     from kubectl_gitops import plan, source, sync  # noqa: PLC0415
 
     seconds = parse_duration(timeout)
-    opts = sync.Options(prune=prune, dry_run=dry_run, allow_empty=allow_empty, adopt=adopt,
-                        force_conflicts=force_conflicts, wait=wait,
-                        timeout=seconds or float("inf"), take_over=take_over,
-                        prune_cascade=prune_cascade, lock_timeout=parse_duration(lock_timeout))
     src = source.resolve(repo=repo, path=pick_path(path_arg, path), ref=ref,
                          working_tree=working_tree, name=name, namespace=namespace)
+    opts = sync.Options(prune=prune, dry_run=dry_run, allow_empty=allow_empty, adopt=adopt,
+                        force_conflicts=src.force_conflicts if force_conflicts is None
+                        else force_conflicts, wait=wait, timeout=seconds or float("inf"),
+                        take_over=take_over, prune_cascade=prune_cascade,
+                        lock_timeout=parse_duration(lock_timeout))
     kube = app_mod.connect(cluster, concurrency=concurrency, deadline=seconds or None)
     app = app_mod.load(src, kube, name=name, namespace=namespace)
     the_plan = plan.build(kube, app.manifests, app.parent, app.parent_live, prune=prune,
-                          force_conflicts=force_conflicts, cascade=prune_cascade)
+                          rules=src.ignore, cascade=prune_cascade)
     quiet = output == "json"
     report = (lambda _line: None) if quiet else click.echo
     _print_kept(the_plan, quiet)
@@ -101,9 +104,9 @@ def _print_plan(the_plan: Plan, quiet: bool) -> None:
     if quiet:
         return
     for item in the_plan.items:
-        action = item.action if item.action == "prune" or item.needs_apply else "unchanged"
-        if action != "unchanged":
-            click.echo(f"would {action:<7} {item.id}")
+        if item.action != "unchanged":
+            drift = f"  (drifted: {', '.join(item.drift)})" if item.drift else ""
+            click.echo(f"would {item.action:<7} {item.id}{drift}")
 
 
 def _summary(src: Source, result: Result, dry_run: bool, the_plan: Plan) -> None:
@@ -123,13 +126,14 @@ def _summary(src: Source, result: Result, dry_run: bool, the_plan: Plan) -> None
 
 
 def _as_json(src: Source, the_plan: Plan, result: Result, dry_run: bool) -> dict[str, object]:
-    items = [{"action": i.action, "apply": i.needs_apply, "kind": i.id.kind, "group": i.id.group,
-              "namespace": i.id.namespace, "name": i.id.name, "note": i.note, "kept": i.kept}
-             for i in the_plan.items]
-    return {"revision": src.sha, "dryRun": dry_run,
-            "result": "succeeded" if result.ok else "failed",
-            "counts": result.counts(), "failures": result.failures,
-            "items": items}
+    """The shape diff -o json has too (see diff.document)."""
+    from kubectl_gitops import diff  # noqa: PLC0415
+
+    rendered = [diff.render(i, src.revision) for i in diff.changed(the_plan)]
+    done = None if dry_run else {"counts": result.counts(), "failures": result.failures,
+                                 "result": "succeeded" if result.ok else "failed"}
+    return diff.document(the_plan, rendered, revision=src.sha or src.revision, command="sync",
+                         dry_run=dry_run, result=done)
 
 
 def main() -> None:

@@ -1,5 +1,5 @@
 """``git gitops validate``, ``git gitops install-hooks`` and the pre-commit hook
-(``kubectl-gitops-pre-commit``, what an installed hook runs)."""
+(``gitops-pre-commit``, what an installed hook runs)."""
 
 from __future__ import annotations
 
@@ -147,7 +147,7 @@ def install_hooks_command(uninstall: bool, repo: str | None) -> int:
 
 # --- the hook ----------------------------------------------------------------------
 
-@click.command("kubectl-gitops-pre-commit", context_settings=_CONTEXT)
+@click.command("gitops-pre-commit", context_settings=_CONTEXT)
 @_schema_options
 def hook_command(kubernetes_version: str, ignore_missing_schemas: bool) -> int:
     """Validate the staged manifests under PATH; a failure blocks the commit.
@@ -182,4 +182,4 @@ def _hook(kubernetes_version: str, ignore_missing_schemas: bool) -> int:
 
 
 def hook_main() -> None:
-    run(hook_command, "kubectl-gitops-pre-commit")
+    run(hook_command, "gitops-pre-commit")

@@ -1,0 +1,91 @@
+"""The apps an agent reconciles: from flags for one app, or ``agent.yaml``.
+
+``agent.yaml`` is a mapping with an ``apps:`` list (or just the list); each
+app has ``repo`` (a git URL or path), and optionally ``name``, ``ref``,
+``path``, ``namespace``, ``interval``, ``prune``, ``selfHeal``, ``suspend``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kubectl_gitops.errors import ConfigError
+
+_KEYS = {"name", "repo", "ref", "path", "namespace", "interval", "prune", "selfHeal", "suspend"}
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)?$")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+
+
+@dataclass(frozen=True)
+class AppSpec:
+    name: str
+    repo: str  # a git URL or a local path
+    ref: str = "HEAD"
+    path: str | None = None  # None: .gitops.yaml's, else the repo root
+    namespace: str | None = None
+    interval: float = 60.0
+    prune: bool = False
+    self_heal: bool = False
+    suspend: bool = False
+    named: bool = True  # False: .gitops.yaml's name, else ``name`` (from the URL)
+
+
+def duration(value: Any, where: str) -> float:
+    """``30``, ``30s``, ``5m``, ``1h`` or ``500ms`` as seconds."""
+    m = _DURATION.match(str(value).strip())
+    if not m:
+        raise ConfigError(f"{where}: {value!r} is not a duration like 30s, 5m or 1h")
+    seconds = float(m.group(1)) * _UNITS[m.group(2)]
+    if seconds <= 0:
+        raise ConfigError(f"{where}: the interval must be more than 0")
+    return seconds
+
+
+def name_from_url(url: str) -> str:
+    """The last path element of a URL or path, made a valid app name."""
+    tail = re.split(r"[/:]", url.rstrip("/"))[-1].removesuffix(".git")
+    return re.sub(r"[^a-z0-9.-]+", "-", tail.lower()).strip("-.") or "gitops"
+
+
+def load(path: Path) -> list[AppSpec]:
+    """Parse ``agent.yaml``; every problem names the file and the app."""
+    import yaml  # noqa: PLC0415
+
+    try:
+        doc = yaml.safe_load(path.read_bytes()) or {}
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read: {e.strerror}") from e
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        raise ConfigError(f"{path}{f':{mark.line + 1}' if mark else ''}: not valid YAML") from e
+    apps = doc.get("apps") if isinstance(doc, dict) else doc
+    if not isinstance(apps, list):
+        raise ConfigError(f"{path}: expected apps: a list of apps")
+    specs = [_spec(path, i, entry) for i, entry in enumerate(apps)]
+    names = [s.name for s in specs]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise ConfigError(f"{path}: app name(s) given twice: {', '.join(dup)}")
+    return specs
+
+
+def _spec(path: Path, index: int, entry: Any) -> AppSpec:
+    where = f"{path}: apps[{index}]"
+    if not isinstance(entry, dict) or not isinstance(entry.get("repo"), str):
+        raise ConfigError(f"{where}: expected a mapping with repo: a git URL or path")
+    unknown = set(entry) - _KEYS
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
+    for key in ("prune", "selfHeal", "suspend"):
+        if key in entry and not isinstance(entry[key], bool):
+            raise ConfigError(f"{where}: {key} must be true or false")
+    name = str(entry.get("name") or name_from_url(entry["repo"]))
+    return AppSpec(name=name, repo=entry["repo"], ref=str(entry.get("ref") or "HEAD"),
+                   path=entry.get("path"), namespace=entry.get("namespace"),
+                   interval=duration(entry.get("interval", "1m"), f"{where}.interval"),
+                   prune=bool(entry.get("prune", False)),
+                   self_heal=bool(entry.get("selfHeal", False)),
+                   suspend=bool(entry.get("suspend", False)), named="name" in entry)

@@ -1,0 +1,81 @@
+"""A bare mirror of a git URL in a cache directory, fetched on demand.
+
+Credentials come from git's own mechanisms (credential helpers, ssh keys and
+``GIT_SSH_COMMAND``, or a token file turned into a credential helper); a URL's
+user-info is never logged. A failed fetch leaves the mirror as it was, so the
+last good revision stays readable.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import shlex
+import shutil
+import threading
+from pathlib import Path
+
+from kubectl_gitops import git
+from kubectl_gitops.errors import GitError
+
+_USERINFO = re.compile(r"(\w+://)[^/@\s]+@")
+
+
+def redact(text: str) -> str:
+    """``https://user:token@host/x`` as ``https://***@host/x``."""
+    return _USERINFO.sub(r"\1***@", text)
+
+
+def _env(token_file: str | None) -> dict[str, str]:
+    # A slow or silent server must not hold a fetch for ever.
+    env = {"GIT_HTTP_LOW_SPEED_LIMIT": "1000", "GIT_HTTP_LOW_SPEED_TIME": "30"}
+    if token_file:
+        # The token stays in its file: git asks the helper, the helper reads it.
+        helper = f"!f() {{ echo username=x-access-token; printf 'password=%s\\n' " \
+                 f"\"$(cat {shlex.quote(token_file)})\"; }}; f"
+        env.update({"GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": "credential.helper",
+                    "GIT_CONFIG_VALUE_0": helper})
+    return env
+
+
+class Mirror:
+    """``url`` mirrored under ``cache``; one fetch at a time."""
+
+    def __init__(self, url: str, cache: Path, *, token_file: str | None = None) -> None:
+        self.url = url
+        local = Path(url).expanduser()
+        if "://" not in url and ":" not in url.split("/")[0] and local.exists():
+            self.url = str(local.resolve())  # a local path, as git takes it
+        digest = hashlib.sha256(self.url.encode()).hexdigest()[:16]
+        tail = re.sub(r"[^A-Za-z0-9.-]+", "-", redact(self.url))[-40:]
+        self.dir = cache / f"{tail}-{digest}.git"
+        self._env = _env(token_file)
+        self._lock = threading.Lock()
+
+    def fetch(self) -> None:
+        """Clone the first time, fetch afterwards; GitError (redacted) on failure."""
+        with self._lock:
+            try:
+                if (self.dir / "HEAD").is_file():
+                    git.run(["fetch", "--prune", "--quiet", "origin"], cwd=self.dir,
+                            env=self._env)
+                else:
+                    self.dir.parent.mkdir(parents=True, exist_ok=True)
+                    tmp = self.dir.with_suffix(".tmp")
+                    shutil.rmtree(tmp, ignore_errors=True)  # left by a killed clone
+                    git.run(["clone", "--mirror", "--quiet", "--", self.url, str(tmp)],
+                            cwd=self.dir.parent, env=self._env)
+                    tmp.rename(self.dir)  # a half-done clone never looks like a mirror
+            except GitError as e:
+                lines = e.stderr.splitlines()
+                why = next((ln for ln in lines if ln.startswith("fatal:")), lines[-1] if lines
+                           else str(e)).removeprefix("fatal: ")
+                raise GitError(redact(f"git fetch {self.url}: {why}"),
+                               cmd=[redact(c) for c in e.cmd], status=e.status,
+                               stderr=redact(e.stderr)) from None
+
+    def resolve(self, ref: str) -> str:
+        """The commit ``ref`` names in the mirror (a branch, tag or sha)."""
+        if not (self.dir / "HEAD").is_file():
+            raise GitError(f"{redact(self.url)}: not fetched yet")
+        return git.rev_parse(self.dir, ref)

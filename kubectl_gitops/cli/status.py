@@ -1,0 +1,151 @@
+"""``kubectl gitops status [NAME]``, ``ls``, ``suspend NAME``, ``resume NAME``:
+an app's state read from the cluster alone (no checkout)."""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from kubectl_gitops import exitcodes
+from kubectl_gitops.cli.common import cluster_options, handle_errors, run
+
+if TYPE_CHECKING:
+    from kubectl_gitops.kube import Kube
+    from kubectl_gitops.kubeconfig import Overrides
+
+_CTX = {"help_option_names": ["-h", "--help"]}
+# Here -n narrows where to look (cluster_options leaves a command's own -n alone).
+_NAMESPACE = click.option("-n", "--namespace", metavar="NS",
+                          help="Only this namespace (default: every namespace).")
+
+
+def _kube(cluster: Overrides) -> Kube:
+    from kubectl_gitops import app as app_mod  # noqa: PLC0415
+
+    return app_mod.connect(cluster)
+
+
+def _find(kube: Kube, name: str, namespace: str | None) -> dict[str, Any]:
+    """The parent of app ``name``: in ``namespace``, else the one in any namespace."""
+    from kubectl_gitops.agent import state  # noqa: PLC0415
+    from kubectl_gitops.errors import ConfigError  # noqa: PLC0415
+
+    found = [p for p in state.list_parents(kube, namespace) if p["metadata"]["name"] == name]
+    if not found:
+        where = f"namespace {namespace}" if namespace else "any namespace"
+        raise ConfigError(f"no application {name} in {where} (kubectl gitops ls lists them)")
+    if len(found) > 1:
+        spaces = ", ".join(p["metadata"]["namespace"] for p in found)
+        raise ConfigError(f"application {name} exists in several namespaces ({spaces}); "
+                          "choose one with -n")
+    return found[0]
+
+
+def _rows(apps: list[dict[str, Any]]) -> list[list[str]]:
+    return [[a["namespace"], a["name"], str(a["revision"])[:12] or "-",
+             a["sync"] + (" (suspended)" if a["suspended"] else ""), a["health"],
+             str(a["driftCount"]), a["managedBy"], a["lastSyncTime"] or "-",
+             (a["lastError"] or "")[:60]] for a in apps]
+
+
+_HEAD = ["NAMESPACE", "NAME", "REVISION", "SYNC", "HEALTH", "DRIFT", "BY", "LAST SYNC",
+         "ERROR"]
+
+
+def _table(apps: list[dict[str, Any]]) -> None:
+    from tabulate import tabulate  # noqa: PLC0415
+
+    click.echo(tabulate(_rows(apps), headers=_HEAD, tablefmt="plain"))
+
+
+@click.command(context_settings=_CTX)
+@click.argument("name", required=False)
+@cluster_options
+@_NAMESPACE
+@click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table",
+              show_default=True)
+@handle_errors
+def command(name: str | None, cluster: Overrides, namespace: str | None,
+            output: str) -> int:
+    """An app's state: revision synced, Synced/OutOfSync, health, drift, last error.
+
+    Without NAME, every app (as ls). Reads the cluster only.
+    """
+    from kubectl_gitops.agent import state  # noqa: PLC0415
+
+    kube = _kube(cluster)
+    parents = [_find(kube, name, namespace)] if name else state.list_parents(kube, namespace)
+    apps = [state.read(kube, p) for p in parents]
+    if output == "json":
+        click.echo(json.dumps(apps[0] if name else apps, indent=2))
+    elif name:
+        _detail(apps[0])
+    else:
+        _table(apps)
+    return exitcodes.OK
+
+
+def _detail(a: dict[str, Any]) -> None:
+    for key, label in (("name", "Name"), ("namespace", "Namespace"), ("managedBy", "Managed by"),
+                       ("revision", "Revision"), ("sync", "Sync"), ("health", "Health"),
+                       ("suspended", "Suspended"), ("driftCount", "Drift"),
+                       ("lastSyncTime", "Last sync"), ("lastResult", "Last result"),
+                       ("lastFetchTime", "Last fetch"), ("lastError", "Last error")):
+        click.echo(f"{label + ':':<13}{a.get(key) if a.get(key) not in (None, '') else '-'}")
+    for line in a.get("drift") or []:
+        click.echo(f"  drift: {line}")
+    for line in a.get("unhealthy") or []:
+        click.echo(f"  not healthy: {line}")
+    for c in a.get("conditions") or []:
+        click.echo(f"  {c['type']}={c['status']} ({c['reason']}) since "
+                   f"{c['lastTransitionTime']}")
+
+
+@click.command(context_settings=_CTX)
+@cluster_options
+@_NAMESPACE
+@click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table",
+              show_default=True)
+@handle_errors
+def ls_command(cluster: Overrides, namespace: str | None, output: str) -> int:
+    """Every app this tool manages, with its state (no member reads: fast)."""
+    from kubectl_gitops.agent import state  # noqa: PLC0415
+
+    kube = _kube(cluster)
+    apps = [state.read(kube, p, with_health=False) for p in state.list_parents(kube, namespace)]
+    if output == "json":
+        click.echo(json.dumps(apps, indent=2))
+    else:
+        _table(apps)
+    return exitcodes.OK
+
+
+def _flip(on: bool) -> click.Command:
+    @click.command(context_settings=_CTX)
+    @click.argument("name")
+    @cluster_options
+    @_NAMESPACE
+    @handle_errors
+    def flip(name: str, cluster: Overrides, namespace: str | None) -> int:
+        from kubectl_gitops.agent import state  # noqa: PLC0415
+
+        kube = _kube(cluster)
+        parent = _find(kube, name, namespace)
+        state.set_suspended(kube, parent["metadata"]["namespace"], name, on)
+        click.echo(f"{'suspended' if on else 'resumed'} {name} in namespace "
+                   f"{parent['metadata']['namespace']}", err=True)
+        return exitcodes.OK
+
+    flip.help = ("Stop the agent syncing and correcting an app (a flag on its parent)."
+                 if on else "Let the agent sync and correct an app again.")
+    return flip
+
+
+suspend_command = _flip(True)
+resume_command = _flip(False)
+
+
+def main() -> None:
+    run(command, "kubectl gitops status")

@@ -1,0 +1,193 @@
+"""The agent's parts that need no cluster: config, queue, backoff, drift
+descriptions, the webhook's secret check, request counting, redaction."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from kubectl_gitops.agent import config, drift, server
+from kubectl_gitops.agent.metrics import _is_collection
+from kubectl_gitops.agent.mirror import redact
+from kubectl_gitops.agent.workqueue import Backoff, WorkQueue
+from kubectl_gitops.errors import ConfigError
+from kubectl_gitops.plan import Item
+from kubectl_gitops.resources import ObjectId
+
+
+def test_config_file(tmp_path: Path) -> None:
+    f = tmp_path / "agent.yaml"
+    f.write_text("apps:\n- repo: https://example.com/team/shop.git\n  interval: 30s\n"
+                 "  selfHeal: true\n- name: b\n  repo: /srv/b\n  ref: prod\n  prune: true\n"
+                 "  suspend: true\n")
+    a, b = config.load(f)
+    assert (a.name, a.interval, a.self_heal, a.prune, a.ref) == ("shop", 30.0, True, False,
+                                                                 "HEAD")
+    assert (b.name, b.interval, b.prune, b.suspend, b.ref) == ("b", 60.0, True, True, "prod")
+
+
+@pytest.mark.parametrize("text, message", [
+    ("apps: [{name: x}]\n", "apps[0]: expected a mapping with repo"),
+    ("apps:\n- repo: r\n  interval: soon\n", "apps[0].interval: 'soon' is not a duration"),
+    ("apps:\n- repo: r\n  selfheal: true\n", "unknown key(s) selfheal"),
+    ("apps:\n- repo: r\n  prune: 'yes'\n", "prune must be true or false"),
+    ("apps:\n- {repo: a/x}\n- {repo: b/x}\n", "app name(s) given twice: x"),
+    ("apps: [\n", "agent.yaml:2: not valid YAML"),
+])
+def test_config_errors_name_the_file_and_app(tmp_path: Path, text: str, message: str) -> None:
+    f = tmp_path / "agent.yaml"
+    f.write_text(text)
+    with pytest.raises(ConfigError) as e:
+        config.load(f)
+    assert message in str(e.value) and str(f) in str(e.value)
+
+
+def test_durations() -> None:
+    assert [config.duration(v, "x") for v in ("90", "2s", "5m", "1h", "500ms")] == \
+        [90.0, 2.0, 300.0, 3600.0, 0.5]
+    with pytest.raises(ConfigError):
+        config.duration("0s", "x")
+
+
+def test_queue_collapses_a_burst_and_never_runs_a_key_twice_at_once() -> None:
+    q: WorkQueue[str] = WorkQueue()
+    for _ in range(50):
+        q.add("a", 0.05)
+    q.add("b")
+    assert q.get(1) == "b"
+    assert q.get(1) == "a"
+    q.add("a")  # queued while running: handed out only after done()
+    assert q.get(0.2) is None
+    q.done("a")
+    assert q.get(1) == "a"
+    q.done("a")
+    q.done("b")
+    assert q.get(0.1) is None
+
+
+def test_queue_earlier_time_wins_and_close_releases_workers() -> None:
+    q: WorkQueue[str] = WorkQueue()
+    q.add("a", 60)
+    q.add("a", 0)
+    assert q.get(1) == "a"
+    got: list[str | None] = []
+    t = threading.Thread(target=lambda: got.append(q.get()))
+    t.start()
+    q.close()
+    t.join(5)
+    assert got == [None]
+
+
+def test_backoff_doubles_to_a_cap_and_forgets() -> None:
+    b: Backoff[str] = Backoff(base=1.0, cap=5.0)
+    assert [b.next("k") for _ in range(5)] == [1.0, 2.0, 4.0, 5.0, 5.0]
+    assert b.next("other") == 1.0
+    b.forget("k")
+    assert b.next("k") == 1.0
+
+
+def _item(live: dict | None, predicted: dict, conflict: str = "") -> Item:
+    return Item(ObjectId("", "ConfigMap", "ns", "c"), "update", None, live=live,
+                predicted=predicted, conflict=conflict)
+
+
+def test_drift_named_from_the_apply_conflict() -> None:
+    msg = ('ConfigMap ns/c: Apply failed with 1 conflict: conflict with "kubectl-patch" '
+           'using v1: .data.k; use --force-conflicts to take ownership of these fields')
+    assert drift.describe(_item({"data": {"k": "x"}}, {"data": {"k": "v"}}, msg)) == \
+        ".data.k changed by kubectl-patch"
+    assert drift.describe(_item(None, {"data": {}})) == "deleted"
+
+
+def test_drift_named_from_managed_fields_without_a_conflict() -> None:
+    live = {"metadata": {"name": "c", "managedFields": [
+        {"manager": "kubectl-gitops", "fieldsV1": {"f:data": {"f:k": {}}}},
+        {"manager": "kubectl-label", "fieldsV1": {"f:metadata": {"f:labels": {"f:team": {}}}}},
+    ], "labels": {"team": "b"}}, "data": {"k": "v"}}
+    predicted = {"metadata": {"name": "c", "labels": {"team": "a"}}, "data": {"k": "v"}}
+    assert drift.describe(_item(live, predicted)) == \
+        ".metadata.labels.team changed by kubectl-label"
+
+
+def test_drift_matches_needs_the_applied_hash_and_the_fields() -> None:
+    desired = {"metadata": {"name": "c", "annotations": {"kubectl-gitops.io/applied-hash": "h"}},
+               "data": {"k": "v"}}
+    live = {"metadata": {"name": "c", "annotations": {"kubectl-gitops.io/applied-hash": "h"},
+                         "labels": {"extra": "ok"}}, "data": {"k": "v"}}
+    assert drift.matches(desired, live)
+    assert not drift.matches(desired, {**live, "data": {"k": "w"}})
+    assert not drift.matches(desired, None)
+
+
+def test_webhook_secret_forms() -> None:
+    secret, body = b"s3cret", b'{"ref": "refs/heads/main"}'
+    sig = "sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest()
+    assert server.authorized(secret, {"x-gitops-secret": "s3cret"}, body)
+    assert server.authorized(secret, {"authorization": "Bearer s3cret"}, body)
+    assert server.authorized(secret, {"x-hub-signature-256": sig}, body)
+    assert not server.authorized(secret, {"x-hub-signature-256": sig}, body + b" ")
+    assert not server.authorized(secret, {"x-gitops-secret": "wrong"}, body)
+    assert not server.authorized(secret, {}, body)
+
+
+def test_request_counting_tells_lists_from_gets() -> None:
+    assert _is_collection("/api/v1/namespaces/a/configmaps?labelSelector=x")
+    assert _is_collection("/apis/apps/v1/deployments")
+    assert not _is_collection("/api/v1/namespaces/a/configmaps/b")
+    assert not _is_collection("/apis/coordination.k8s.io/v1/namespaces/a/leases/l")
+    assert not _is_collection("/api/v1/namespaces/a")
+    assert _is_collection("/api/v1/namespaces")
+
+
+def test_credentials_never_logged() -> None:
+    assert redact("fatal: unable to access 'https://bob:tok3n@git.example.com/x.git/'") == \
+        "fatal: unable to access 'https://***@git.example.com/x.git/'"
+    assert redact("ssh://git@host/x") == "ssh://***@host/x"
+
+
+def test_heal_wait_doubles(tmp_path: Path) -> None:
+    from kubectl_gitops.agent.runner import Agent, AppRun, Settings
+
+    agent = Agent.__new__(Agent)
+    agent.settings = Settings(cache=tmp_path, heal_backoff=1.0, heal_backoff_cap=8.0)
+    run = AppRun.__new__(AppRun)
+    run.heals = {}
+    oid = ObjectId("", "ConfigMap", "ns", "c")
+    assert agent._heal_wait(run, oid) == 0.0
+    now = time.monotonic()
+    waits = []
+    for n in range(1, 6):
+        run.heals[oid] = (n, now)
+        waits.append(round(agent._heal_wait(run, oid)))
+    assert waits == [1, 2, 4, 8, 8]
+    run.heals[oid] = (3, now - 5.0)  # within twice the wait (4 s): still waits
+    assert agent._heal_wait(run, oid) == 0.0 and (3, now - 5.0) == run.heals[oid]
+    run.heals[oid] = (3, now - 3.0)
+    assert round(agent._heal_wait(run, oid)) == 1
+    run.heals[oid] = (3, now - 9.0)  # quiet for more than twice the wait: starts over
+    assert agent._heal_wait(run, oid) == 0.0 and oid not in run.heals
+
+
+@pytest.mark.parametrize("args, line", [
+    (["--config", "CFG"], "agent.yaml: apps[0]: expected a mapping with repo"),
+    (["--repo", "/x", "--webhook-secret-file", "/no/such/file"],
+     "/no/such/file: cannot read the webhook secret"),
+    (["--repo", "/x", "--interval", "often"], "--interval: 'often' is not a duration"),
+])
+def test_bad_agent_input_is_one_line_and_exit_2(tmp_path: Path, args: list[str],
+                                                line: str) -> None:
+    import subprocess
+    import sys
+
+    cfg = tmp_path / "agent.yaml"
+    cfg.write_text("apps: [{name: x}]\n")
+    exe = str(Path(sys.executable).parent / "kubectl-gitops")
+    proc = subprocess.run([exe, "agent", *[str(cfg) if a == "CFG" else a for a in args]],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1 and line in proc.stderr, proc.stderr
