@@ -1,12 +1,21 @@
-"""The application a command works on: a source, a cluster, its ApplySet."""
+"""The application a command works on: a source, a cluster, its ApplySet.
+
+An app's identity is its source: the repository (its remote URL, else its
+first commit) and the path inside it. The default name is derived from
+that, never from the checkout directory's name, so two unrelated
+repositories both checked out as ``deploy/`` are two apps.
+"""
 
 from __future__ import annotations
 
+import posixpath
 import re
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
-from kubectl_gitops import applyset, desired
+from kubectl_gitops import applyset, desired, git
+from kubectl_gitops.applyset import SourceId
 from kubectl_gitops.errors import ClusterError, ConfigError
 from kubectl_gitops.kube import Kube
 from kubectl_gitops.kubeconfig import Overrides
@@ -14,6 +23,7 @@ from kubectl_gitops.manifests import Manifest
 from kubectl_gitops.source import Source
 
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
+_MAX_DEFAULT = 200  # room for the Lease's prefix within 253 characters
 
 
 @dataclass
@@ -23,20 +33,94 @@ class App:
     manifests: list[Manifest]
     parent: applyset.Parent
     parent_live: dict[str, Any] | None
+    source: SourceId | None = None  # where this run reads from
 
 
-def app_name(src: Source, explicit: str | None) -> str:
-    """``--name``, else ``.gitops.yaml``'s, else the repo directory made a valid name."""
-    if explicit:
-        name = explicit
-    elif src.name != src.root.name:
-        name = src.name
+def normalize_url(url: str, root: str = ".") -> str:
+    """A remote URL as ``host/path`` without scheme, user, password, port
+    or ``.git``, so the https and ssh spellings of one repo agree and no
+    credential is ever recorded. A local path stays an absolute path."""
+    url = url.strip()
+    scp = re.match(r"^(?:[^@/:]+@)?([^/:]+):(?!//)(.+)$", url)
+    if "://" in url:
+        parts = urlsplit(url)
+        if parts.scheme == "file":
+            return posixpath.normpath(parts.path)
+        host, path = (parts.hostname or "").lower(), parts.path
+    elif scp and not url.startswith(("/", ".")):
+        host, path = scp.group(1).lower(), scp.group(2)
     else:
-        name = re.sub(r"[^a-z0-9.-]+", "-", src.root.name.lower()).strip("-.") or "gitops"
+        return posixpath.normpath(posixpath.join(root, url))
+    path = path.strip("/")
+    path = path[:-4] if path.endswith(".git") else path
+    return f"{host}/{path}"
+
+
+def _remote_url(root: str) -> str:
+    """``origin``'s URL, else the first remote's by name; "" without remotes."""
+    proc = git.run(["config", "--get-regexp", r"^remote\..*\.url$"], cwd=root, check=False)
+    urls: dict[str, str] = {}
+    for line in proc.stdout.decode("utf-8", "replace").splitlines():
+        key, _, url = line.partition(" ")
+        urls.setdefault(key[len("remote."):-len(".url")], url)
+    if not urls:
+        return ""
+    return normalize_url(urls.get("origin") or urls[sorted(urls)[0]], root)
+
+
+def _root_commit(src: Source) -> str:
+    proc = git.run(["rev-list", "--max-parents=0", src.sha or "HEAD"], cwd=src.root,
+                   check=False)
+    roots = proc.stdout.decode().split()
+    return min(roots) if proc.returncode == 0 and roots else ""
+
+
+def source_id(src: Source) -> SourceId:
+    """The app's source: one git call, two without a remote."""
+    repo = _remote_url(str(src.root))
+    return SourceId(repo, "" if repo else _root_commit(src), src.path)
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9.-]+", "-", text.lower()).strip("-.")
+
+
+def default_name(src: Source, sid: SourceId) -> str:
+    """The repo's name (its remote's last path element) and the path inside
+    it: ``shop`` for the root of github.com/acme/shop, ``shop-deploy-prod``
+    for deploy/prod in it. A repo without remote uses its first commit:
+    ``deploy-3f2a1b9``."""
+    if sid.repo:
+        parts = [posixpath.basename(sid.repo.rstrip("/")), src.path]
+    elif sid.root_commit:
+        parts = [src.path or "app", sid.root_commit[:7]]
+    else:
+        raise ConfigError("the repository has no remote and no commit to name the app "
+                          "after; set --name or name: in .gitops.yaml")
+    name = _slug("-".join(p for p in parts if p))[:_MAX_DEFAULT].strip("-.")
+    return name or "gitops"
+
+
+def legacy_name(src: Source) -> str:
+    """The default name before 0.2: the checkout directory's."""
+    return _slug(src.root.name) or "gitops"
+
+
+def app_name(src: Source, explicit: str | None, sid: SourceId | None = None) -> str:
+    """``--name``, else ``.gitops.yaml``'s, else :func:`default_name`."""
+    name = explicit or src.name or default_name(src, sid or source_id(src))
     if not _NAME.match(name):
         raise ConfigError(f"{name!r} is not a valid application name (lower-case letters, "
                           "digits, '-' and '.'); set --name or name: in .gitops.yaml")
     return name
+
+
+def source_conflict(app: App) -> str | None:
+    """How the app's recorded source differs from this run's, or None."""
+    recorded, ours = app.parent.source, app.source
+    if recorded is None or ours is None or recorded.same(ours):
+        return None
+    return f"{app.parent.label} records source {recorded}; this run reads {ours}"
 
 
 def connect(cluster: Overrides | str | None, context: str | None = None,
@@ -54,10 +138,37 @@ def load(src: Source, kube: Kube, *, name: str | None = None,
     """Read the desired state and this application's ApplySet parent."""
     manifests = desired.load(src, kube=kube, namespace=namespace)
     ns = desired.default_namespace(src, namespace, kube)
-    app = app_name(src, name)
-    parent_live = kube.get(applyset.PARENT_TYPE, ns, app)
+    sid = source_id(src)
+    app, parent_live = _find(src, kube, name, ns, sid)
     parent = applyset.parent_from_live(app, ns, parent_live)
     problem = applyset.check_parent(parent, parent_live)
     if problem:
         raise ClusterError(problem)
-    return App(src, kube, manifests, parent, parent_live)
+    return App(src, kube, manifests, parent, parent_live, sid)
+
+
+def name_in_cluster(src: Source, kube: Kube, explicit: str | None, namespace: str) -> str:
+    """The app's name as :func:`load` finds it (for history and rollback)."""
+    return _find(src, kube, explicit, namespace, source_id(src))[0]
+
+
+def _find(src: Source, kube: Kube, explicit: str | None, ns: str, sid: SourceId) \
+        -> tuple[str, dict[str, Any] | None]:
+    """The app's name and its parent as it is in the cluster (None: none yet)."""
+    app = app_name(src, explicit, sid)
+    live = kube.get(applyset.PARENT_TYPE, ns, app)
+    if live is None and not (explicit or src.name):
+        return _legacy(src, kube, ns, sid) or (app, None)
+    return app, live
+
+
+def _legacy(src: Source, kube: Kube, ns: str, sid: SourceId) \
+        -> tuple[str, dict[str, Any]] | None:
+    """An app synced before 0.2 under the checkout directory's name keeps
+    working: its parent is used when it records no source or this one."""
+    old = legacy_name(src)
+    live = kube.get(applyset.PARENT_TYPE, ns, old) if _NAME.match(old) else None
+    if live is None:
+        return None
+    recorded = applyset.parent_from_live(old, ns, live).source
+    return (old, live) if recorded is None or recorded.same(sid) else None

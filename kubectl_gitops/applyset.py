@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,6 +25,13 @@ GROUP_KINDS_ANNOTATION = "applyset.kubernetes.io/contains-group-kinds"
 NAMESPACES_ANNOTATION = "applyset.kubernetes.io/additional-namespaces"
 PRUNE_ANNOTATION = "kubectl-gitops.io/prune"
 HISTORY_KEY = "kubectl-gitops.history"
+# The key of the applied hash of this set's Secrets (see plan.desired_hash).
+SALT_ANNOTATION = "kubectl-gitops.io/hash-salt"
+# Where the app comes from: the repo (its remote URL, else its first commit)
+# and the path inside it. A sync from elsewhere does not prune this set.
+SOURCE_REPO_ANNOTATION = "kubectl-gitops.io/source-repo"
+SOURCE_ROOT_ANNOTATION = "kubectl-gitops.io/source-root-commit"
+SOURCE_PATH_ANNOTATION = "kubectl-gitops.io/source-path"
 TOOLING = f"kubectl-gitops/v{__version__}"
 TOOL_NAME = "kubectl-gitops"
 
@@ -47,6 +55,30 @@ def applyset_id(name: str, namespace: str, kind: str = "ConfigMap", group: str =
     return f"applyset-{base64.urlsafe_b64encode(digest).decode().rstrip('=')}-v1"
 
 
+@dataclass(frozen=True)
+class SourceId:
+    """An app's source: the repo's normalised remote URL ("" without one),
+    its first commit ("" when unknown) and the path inside it ("" = root)."""
+
+    repo: str
+    root_commit: str
+    path: str
+
+    def same(self, other: SourceId) -> bool:
+        if self.path != other.path:
+            return False
+        if self.repo and other.repo:
+            return self.repo == other.repo
+        if self.root_commit and other.root_commit:
+            return self.root_commit == other.root_commit
+        return self.repo == other.repo  # nothing else to tell them apart by
+
+    def __str__(self) -> str:
+        repo = self.repo or (f"a repo without remote, first commit {self.root_commit[:12]}"
+                             if self.root_commit else "a repo without remote")
+        return f"{repo} path {self.path or '.'}"
+
+
 @dataclass
 class Parent:
     name: str
@@ -56,6 +88,8 @@ class Parent:
     tooling: str = ""
     history: list[dict[str, Any]] = field(default_factory=list)
     exists: bool = False
+    salt: str = ""  # new and random until the parent stores one
+    source: SourceId | None = None  # the recorded source; None for a parent without one
 
     @property
     def id(self) -> str:
@@ -70,6 +104,12 @@ class Parent:
         annotations = {TOOLING_ANNOTATION: TOOLING,
                        GROUP_KINDS_ANNOTATION: ",".join(sorted(self.group_kinds)),
                        NAMESPACES_ANNOTATION: ",".join(extra)}
+        if self.salt:
+            annotations[SALT_ANNOTATION] = self.salt
+        if self.source is not None:
+            annotations.update({SOURCE_REPO_ANNOTATION: self.source.repo,
+                                SOURCE_ROOT_ANNOTATION: self.source.root_commit,
+                                SOURCE_PATH_ANNOTATION: self.source.path or "."})
         obj: dict[str, Any] = {
             "apiVersion": "v1", "kind": "ConfigMap",
             "metadata": {"name": self.name, "namespace": self.namespace,
@@ -81,12 +121,17 @@ class Parent:
 
 
 def parent_from_live(name: str, namespace: str, live: dict[str, Any] | None) -> Parent:
-    parent = Parent(name, namespace, namespaces={namespace})
+    parent = Parent(name, namespace, namespaces={namespace}, salt=secrets.token_hex(16))
     if live is None:
         return parent
     meta = live.get("metadata") or {}
     ann = meta.get("annotations") or {}
     parent.exists = True
+    parent.salt = ann.get(SALT_ANNOTATION) or parent.salt
+    if SOURCE_PATH_ANNOTATION in ann:
+        path = ann[SOURCE_PATH_ANNOTATION]
+        parent.source = SourceId(ann.get(SOURCE_REPO_ANNOTATION, ""),
+                                 ann.get(SOURCE_ROOT_ANNOTATION, ""), "" if path == "." else path)
     parent.tooling = ann.get(TOOLING_ANNOTATION, "")
     parent.group_kinds = {g for g in ann.get(GROUP_KINDS_ANNOTATION, "").split(",") if g}
     parent.namespaces |= {n for n in ann.get(NAMESPACES_ANNOTATION, "").split(",") if n}
@@ -117,6 +162,16 @@ def check_parent(parent: Parent, live: dict[str, Any] | None) -> str | None:
 
 def group_kinds(ids: Iterable[ObjectId]) -> set[str]:
     return {i.group_kind for i in ids}
+
+
+def stored(parent: Parent, live: dict[str, Any] | None) -> bool:
+    """Whether ``live`` already says everything ``parent`` would write but its history."""
+    if live is None:
+        return False
+    meta = live.get("metadata") or {}
+    have = meta.get("annotations") or {}
+    want = parent.to_object()["metadata"]["annotations"]
+    return all(have.get(k) == v for k, v in want.items())
 
 
 def parse_group_kind(gk: str) -> tuple[str, str]:

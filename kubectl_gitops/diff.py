@@ -170,7 +170,7 @@ def _json_item(item: Item, r: Rendered | None) -> dict[str, Any]:
     return {"action": item.action, "group": item.id.group, "apiVersion": item.api_version,
             "kind": item.id.kind, "namespace": item.id.namespace, "name": item.id.name,
             "note": item.note, "drift": list(item.drift), "conflict": item.conflict,
-            "error": item.error, "added": r.added if r else 0,
+            "error": item.error, "kept": item.kept, "added": r.added if r else 0,
             "removed": r.removed if r else 0, "diff": r.text if r else ""}
 
 

@@ -198,7 +198,9 @@ class Lease:
         return ok
 
     def release(self) -> None:
-        """Let go (as client-go's ReleaseOnCancel does): the next writer need not wait."""
+        """Let go (as client-go's ReleaseOnCancel does): the next writer need not
+        wait. One write, from the Lease as this process last wrote it; a
+        re-read only when that write finds it changed."""
         self._stop_renewing()
         if not self._held or self._lost.is_set():
             self._held = False
@@ -206,11 +208,14 @@ class Lease:
         self._held = False
         live = self._live
         try:
-            live = self.kube.get(LEASE_TYPE, self.namespace, self.name)
-            spec = (live or {}).get("spec") or {}
-            if live is not None and spec.get("holderIdentity") == self.holder:
+            for _ in range(2):
+                spec = (live or {}).get("spec") or {}
+                if live is None or spec.get("holderIdentity") != self.holder:
+                    return  # not ours (any more): nothing to release
                 released = {**spec, "holderIdentity": None, "leaseDurationSeconds": 1}
-                self._write(live, released)
+                if self._write(live, released, expect_holder=False):
+                    return
+                live = self.kube.get(LEASE_TYPE, self.namespace, self.name)
         except ClusterError:
             pass  # it expires on its own
 
@@ -245,7 +250,8 @@ class Lease:
             return False
         return self._clock() - self._seen_at > duration
 
-    def _write(self, live: dict[str, Any] | None, spec: dict[str, Any]) -> bool:
+    def _write(self, live: dict[str, Any] | None, spec: dict[str, Any], *,
+               expect_holder: bool = True) -> bool:
         """Create, or update with the resourceVersion read: False when another
         writer got there first (409)."""
         meta: dict[str, Any] = {"name": self.name, "namespace": self.namespace}
@@ -266,7 +272,7 @@ class Lease:
             if e.status == 409:
                 return False
             raise
-        return spec.get("holderIdentity") == self.holder
+        return spec.get("holderIdentity") == self.holder or not expect_holder
 
     def _start_renewing(self) -> None:
         self._stop.clear()

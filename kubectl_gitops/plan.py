@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import hmac
 import json
 import re
 from collections import defaultdict
@@ -31,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from kubectl_gitops import applyset, fields, ignore, secrets
+from kubectl_gitops import prune as prune_guard
 from kubectl_gitops.errors import ClusterError, ConflictError, GitOpsError, NotFoundError
 from kubectl_gitops.kube import FIELD_MANAGER, Kube
 from kubectl_gitops.manifests import Manifest
@@ -57,6 +59,7 @@ class Item:
     error: str = ""
     conflict: str = ""  # fields another manager owns, one line (forced unless refused)
     adopted: str = ""  # the previous owner, when --adopt takes the object over
+    kept: str = ""  # why a member the revision dropped is not pruned
     drift: list[str] = field(default_factory=list)  # ".spec.replicas (kubectl, 2m ago)"
     ignored: tuple[tuple[str, ...], ...] = ()  # JSON pointers of ignore: rules
 
@@ -111,18 +114,23 @@ class Plan:
         return out
 
 
-def desired_hash(obj: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":"))
-                          .encode()).hexdigest()[:32]
+def desired_hash(obj: dict[str, Any], salt: str = "") -> str:
+    """The hash of exactly this content. A Secret's is keyed with the
+    ApplySet's salt (HMAC), so its annotation cannot confirm a guessed
+    value offline."""
+    data = json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
+    if salt and obj.get("kind") == "Secret" and obj.get("apiVersion") == "v1":
+        return hmac.new(salt.encode(), data, hashlib.sha256).hexdigest()[:32]
+    return hashlib.sha256(data).hexdigest()[:32]
 
 
-def to_apply(m: Manifest, set_id: str) -> dict[str, Any]:
+def to_apply(m: Manifest, set_id: str, salt: str = "") -> dict[str, Any]:
     """The object sync applies: the manifest, labelled as a member, with the
     hash of exactly that content so an unchanged manifest is recognised."""
-    return _hashed(applyset.label_member(m.obj, set_id))
+    return _hashed(applyset.label_member(m.obj, set_id), salt)
 
 
-def _hashed(obj: dict[str, Any]) -> dict[str, Any]:
+def _hashed(obj: dict[str, Any], salt: str = "") -> dict[str, Any]:
     """``obj`` (its metadata a copy) with the hash of its content, without any old hash."""
     meta = obj["metadata"]
     old = meta.get("annotations")
@@ -132,7 +140,8 @@ def _hashed(obj: dict[str, Any]) -> dict[str, Any]:
             meta["annotations"] = rest
         else:
             del meta["annotations"]
-    meta["annotations"] = {**(meta.get("annotations") or {}), HASH_ANNOTATION: desired_hash(obj)}
+    meta["annotations"] = {**(meta.get("annotations") or {}),
+                           HASH_ANNOTATION: desired_hash(obj, salt)}
     return obj
 
 
@@ -191,9 +200,11 @@ def _known_unchanged(desired: dict[str, Any], live: dict[str, Any] | None) -> bo
 
 def build(kube: Kube, manifests: list[Manifest], parent: applyset.Parent,
           parent_live: dict[str, Any] | None, *, prune: bool,
-          force_conflicts: bool = True, rules: tuple[ignore.Rule, ...] = ()) -> Plan:
+          force_conflicts: bool = True, rules: tuple[ignore.Rule, ...] = (),
+          cascade: bool = False) -> Plan:
     """``force_conflicts``: kept for callers; a conflict is recorded on the
-    item either way and :meth:`Plan.problems` decides whether it refuses."""
+    item either way and :meth:`Plan.problems` decides whether it refuses.
+    ``cascade``: prune Namespaces and CRDs with what they hold (kubectl_gitops.prune)."""
     del force_conflicts
     served = kube.resource_types()
     in_tree = crd_types(manifests)
@@ -202,7 +213,8 @@ def build(kube: Kube, manifests: list[Manifest], parent: applyset.Parent,
     for m in manifests:
         key = (m.group, m.kind)
         rtype = served.get(key) or in_tree.get(key)
-        item = Item(object_id(m), "create", rtype, manifest=m, desired=to_apply(m, parent.id))
+        item = Item(object_id(m), "create", rtype, manifest=m,
+                    desired=to_apply(m, parent.id, parent.salt))
         if key not in served:
             item.note = f"{m.kind} is defined by a CRD this revision creates"
         items.append(item)
@@ -210,7 +222,7 @@ def build(kube: Kube, manifests: list[Manifest], parent: applyset.Parent,
     for item in items:
         item.live = live.get(item.id)
         if rules:
-            _ignore(item, rules)
+            _ignore(item, rules, parent.salt)
     _predict(kube, [i for i in items if not i.note and not _known_unchanged(i.desired, i.live)],
              new_namespaces, False)
     for item in items:
@@ -221,6 +233,7 @@ def build(kube: Kube, manifests: list[Manifest], parent: applyset.Parent,
         items += [i for i in _prune_candidates(kube, parent, {i.id for i in items}, served,
                                                listed)
                   if not (i.live or {}).get("metadata", {}).get("deletionTimestamp")]
+        prune_guard.guard(kube, items, parent, served, cascade=cascade)
     items.sort(key=lambda i: (i.phase, i.id.namespace, i.id.group, i.id.kind, i.id.name)
                if i.action != "prune" else (9 - i.phase, i.id))
     return Plan(items, parent, parent_live, prune)
@@ -229,7 +242,7 @@ def build(kube: Kube, manifests: list[Manifest], parent: applyset.Parent,
 Listed = dict[tuple[str, str, str], list[dict[str, Any]]]  # (group, kind, namespace): all
 
 
-def _ignore(item: Item, rules: tuple[ignore.Rule, ...]) -> None:
+def _ignore(item: Item, rules: tuple[ignore.Rule, ...], salt: str = "") -> None:
     """Drop the fields ``ignore:`` rules give to others from what sync applies."""
     i = item.id
     ptrs, managers = ignore.pointers_for(rules, i.group, i.kind, i.namespace, i.name)
@@ -237,7 +250,7 @@ def _ignore(item: Item, rules: tuple[ignore.Rule, ...]) -> None:
         return
     desired = copy.deepcopy(item.desired)
     ignore.strip(desired, ptrs, managers, item.live)
-    item.desired = _hashed(desired)
+    item.desired = _hashed(desired, salt)
     item.ignored = ptrs
 
 
@@ -427,6 +440,7 @@ def _prune_candidates(kube: Kube, parent: applyset.Parent, desired: set[ObjectId
             item = Item(oid, "prune", rtype, live=obj)
             if applyset.keeps(obj):
                 item.action, item.note = "unchanged", f"kept: {applyset.PRUNE_ANNOTATION}=false"
+                item.kept = item.note
             items.append(item)
     return items
 

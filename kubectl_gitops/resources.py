@@ -9,7 +9,7 @@ known before they exist in the cluster.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from kubectl_gitops.errors import ManifestError
@@ -41,6 +41,8 @@ class ResourceType:
     namespaced: bool
     plural: str = ""
     version: str = ""  # the preferred version, when known from discovery
+    # The verbs discovery lists ("list", "delete"...); empty when not from discovery.
+    verbs: tuple[str, ...] = field(default=(), compare=False)
 
 
 def object_id(m: Manifest) -> ObjectId:

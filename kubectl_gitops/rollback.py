@@ -240,7 +240,8 @@ def synced_revisions(src: Source, *, name: str | None, kubeconfig: str | Overrid
 
     kube = app.connect(kubeconfig, context)
     ns = desired.default_namespace(src, namespace, kube)
-    return [r["revision"] for r in history.records(kube, app.app_name(src, name), ns)
+    records = history.records(kube, app.name_in_cluster(src, kube, name, ns), ns)
+    return [r["revision"] for r in records
             if r.get("result") == "succeeded" and r.get("revision")]
 
 

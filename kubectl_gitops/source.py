@@ -55,7 +55,7 @@ class Source:
     mode: Mode
     ref: str
     sha: str | None  # the commit, in commit mode
-    name: str
+    name: str  # --name, else .gitops.yaml's; "" for the default (app.default_name)
     namespace: str | None
     exclude: tuple[str, ...] = ()
     ignore: tuple[Rule, ...] = ()
@@ -205,7 +205,7 @@ def resolve(*, repo: str | Path | None = None, path: str | None = None, ref: str
         path = os.path.relpath(Path(path).resolve(), root.resolve())
     rel = normalize_path(root, path if path is not None else cfg.path)
     return Source(root=root, path=rel, mode=mode, ref=ref, sha=sha,
-                  name=name or cfg.name or root.name, namespace=namespace or cfg.namespace,
+                  name=name or cfg.name or "", namespace=namespace or cfg.namespace,
                   exclude=cfg.exclude, ignore=cfg.ignore, force_conflicts=cfg.force_conflicts,
                   index_file=index_file)
 

@@ -9,15 +9,21 @@ object and re-running it converges.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from kubectl_gitops import applyset, health, history, secrets
-from kubectl_gitops.app import App
+from kubectl_gitops import plan as plan_mod
+from kubectl_gitops import prune as prune_guard
+from kubectl_gitops.app import App, source_conflict
 from kubectl_gitops.errors import ClusterError, ConflictError, GitOpsError
+from kubectl_gitops.lease import Lease, lease_name
+from kubectl_gitops.lease import identity as lease_identity
 from kubectl_gitops.plan import Item, Plan, namespaces_of, summarize_conflict
 
 Report = Callable[[str], None]
@@ -43,6 +49,9 @@ class Options:
     force_conflicts: bool = True  # git is the source of truth: take drifted fields back
     wait: bool = False
     timeout: float = 300.0
+    take_over: bool = False  # prune although the parent records another source
+    prune_cascade: bool = False  # prune Namespaces and CRDs with what they hold
+    lock_timeout: float = 60.0  # how long to wait for another sync's Lease
 
 
 @dataclass
@@ -99,28 +108,105 @@ def foreign_owners(plan: Plan, set_id: str, *, adopt: bool) -> list[str]:
 
 
 def run(app: App, plan: Plan, opts: Options, report: Report, *,
-        lease: object | None = None) -> Result:
+        lease: Lease | None = None) -> Result:
+    """Carry out ``plan``, holding the app's Lease throughout.
+
+    A caller that already holds the Lease (the agent) passes it: it is
+    checked before each phase of writes, and neither taken nor released
+    here. Otherwise the sync takes it, waiting up to ``opts.lock_timeout``.
+    """
     check(app, plan, opts)
-    result = Result(unchanged=len([i for i in plan.items
-                                   if i.action != "prune" and not i.needs_apply]))
+    check_source(app, opts)
+    result = Result()
     if opts.dry_run:
+        result.unchanged = _unchanged(plan)
         return result
+    if lease is not None:
+        return _run_held(app, plan, opts, report, lease, result)
+    _ensure_namespace(app)  # the Lease lives there, and the revision may create it
+    own = Lease(app.kube, app.parent.namespace, lease_name(app.parent.name),
+                holder=f"{lease_identity('sync')} run={uuid.uuid4().hex[:8]}")
+    with own.hold(opts.lock_timeout):
+        return _run_held(app, plan, opts, report, own, result)
+
+
+def check_source(app: App, opts: Options) -> None:
+    """A sync from another source than the one the parent records is refused
+    unless --take-over: it would prune what the other source holds, and what
+    it applied would become the other source's to prune."""
+    conflict = source_conflict(app)
+    if conflict and not opts.take_over:
+        raise SyncRefused([f"{conflict}: refusing to sync into another source's app (pass "
+                           "--take-over to make this source the app's, or choose another "
+                           "--name)"])
+
+
+def _unchanged(plan: Plan) -> int:
+    return len([i for i in plan.items if i.action != "prune" and not i.needs_apply])
+
+
+class _Stale(Exception):
+    """The parent changed since the plan read it: another sync ran in between."""
+
+
+_REPLANS = 5
+
+
+def _run_held(app: App, plan: Plan, opts: Options, report: Report, lease: Lease,
+              result: Result) -> Result:
+    for _ in range(_REPLANS):
+        try:
+            return _converge(app, plan, opts, report, lease, result)
+        except _Stale:
+            lease.check()
+            _replan(app, plan, opts)
+    raise ClusterError(f"{app.parent.label} kept changing while this sync held the Lease "
+                       f"{app.parent.namespace}/{lease_name(app.parent.name)}; another tool "
+                       "writes it without the Lease")
+
+
+def _replan(app: App, plan: Plan, opts: Options) -> None:
+    """Plan again from the parent as it is now (under the Lease)."""
+    live = app.kube.get(applyset.PARENT_TYPE, app.parent.namespace, app.parent.name)
+    parent = applyset.parent_from_live(app.parent.name, app.parent.namespace, live)
+    problem = applyset.check_parent(parent, live)
+    if problem:
+        raise ClusterError(problem)
+    app.parent, app.parent_live = parent, live
+    fresh = plan_mod.build(app.kube, app.manifests, parent, live, prune=plan.pruning,
+                           force_conflicts=opts.force_conflicts, rules=app.src.ignore,
+                           cascade=opts.prune_cascade)
+    plan.items[:] = fresh.items
+    plan.parent, plan.parent_live = parent, live
+    check(app, plan, opts)
+    check_source(app, opts)
+
+
+def _converge(app: App, plan: Plan, opts: Options, report: Report, lease: Lease,
+              result: Result) -> Result:
     kube = app.kube
+    writer = _ParentWriter(app, lease)
+    result.unchanged = _unchanged(plan)
+    result.failures = []  # a pass after a re-plan reports its own
     ids = [i.id for i in plan.items if i.action != "prune"]
     widened = _parent(app, app.parent.group_kinds | applyset.group_kinds(ids),
                       app.parent.namespaces | namespaces_of(ids))
-    if not (app.parent.exists and widened.group_kinds == app.parent.group_kinds
-            and widened.namespaces == app.parent.namespaces):
-        _apply_parent(app, widened, app.parent.history)  # nothing to widen otherwise
+    if not applyset.stored(widened, app.parent_live):
+        lease.check()
+        writer.write(widened, lambda h: h)  # nothing to widen otherwise
     for phase in (0, 1, 2):
         batch = [i for i in plan.items if i.needs_apply and i.phase == phase
                  and i.action != "prune"]
+        if batch:
+            lease.check()
         _apply(app, batch, opts, result, report)
         if phase == 0:
             _wait_established(app, batch, result, deadline=time.monotonic() + 60)
     if opts.prune and result.ok:
-        _prune(app, plan.of("prune"), result, report)
-        if result.ok:
+        lease.check()
+        _prune(app, plan, opts, result, report)
+        if result.ok:  # what prune kept at the last moment stays covered
+            ids = [i.id for i in plan.items if i.action != "prune"]
             widened = _parent(app, applyset.group_kinds(ids), namespaces_of(ids))
     if opts.wait and result.ok:
         _wait_healthy(app, plan, opts.timeout, result, report)
@@ -129,23 +215,75 @@ def run(app: App, plan: Plan, opts: Options, report: Report, *,
                          cluster_user=kube.whoami(),
                          result="succeeded" if result.ok else "failed",
                          counts=result.counts(), failures=result.failures)
-    _apply_parent(app, widened, history.appended(app.parent.history, rec))
+    lease.check()
+    writer.write(widened, lambda h: history.appended(h, rec))
     return result
 
 
 def _parent(app: App, gks: set[str], namespaces: set[str]) -> applyset.Parent:
-    return applyset.Parent(app.parent.name, app.parent.namespace, group_kinds=set(gks),
-                           namespaces=set(namespaces) | {app.parent.namespace})
+    """The parent to write: these members, the salt the plan hashed with,
+    and this sync's source (check_source refused any other)."""
+    return dataclasses.replace(app.parent, group_kinds=set(gks),
+                               namespaces=set(namespaces) | {app.parent.namespace},
+                               source=app.source or app.parent.source)
 
 
-def _apply_parent(app: App, parent: applyset.Parent, hist: list[dict[str, Any]]) -> None:
-    # Without its own namespace the parent cannot exist; the revision may
-    # create that namespace, so make sure it is there first.
+def _ensure_namespace(app: App) -> None:
+    """Without its own namespace neither the parent nor the Lease can exist;
+    the revision may create that namespace, so make sure it is there first."""
+    if app.parent.exists:
+        return
     ns_type = app.kube.resource_types().get(("", "Namespace"))
-    if ns_type and not app.parent.exists and app.kube.get(ns_type, "", parent.namespace) is None:
+    if ns_type and app.kube.get(ns_type, "", app.parent.namespace) is None:
         app.kube.apply(ns_type, {"apiVersion": "v1", "kind": "Namespace",
-                                 "metadata": {"name": parent.namespace}})
-    app.kube.apply(applyset.PARENT_TYPE, parent.to_object(history=hist), force=True)
+                                 "metadata": {"name": app.parent.namespace}})
+
+
+class _ParentWriter:
+    """Writes to the parent carry the resourceVersion last read (optimistic
+    concurrency), so no history record and no member kind is ever lost.
+
+    A conflict on a sync's first write means another sync ran since the
+    plan read the parent: the plan is stale (:class:`_Stale`, sync plans
+    again). A conflict later (a writer without the Lease) re-reads the
+    parent and writes the union of both, history appended to the current.
+    """
+
+    def __init__(self, app: App, lease: Lease) -> None:
+        self.app = app
+        self.lease = lease
+        self.live = app.parent_live
+        self.history = app.parent.history  # as the parent holds it now
+        self.written = False
+
+    def write(self, parent: applyset.Parent,
+              history_of: Callable[[list[dict[str, Any]]], list[dict[str, Any]]]) -> None:
+        kube = self.app.kube
+        for _ in range(10):
+            hist = history_of(self.history)
+            obj = parent.to_object(history=hist)
+            try:
+                if self.live is None:
+                    self.live = kube.create(applyset.PARENT_TYPE, obj)
+                else:
+                    obj["metadata"]["resourceVersion"] = self.live["metadata"]["resourceVersion"]
+                    self.live = kube.apply(applyset.PARENT_TYPE, obj, force=True)
+                self.written, self.history = True, hist
+                self.app.parent_live = self.live
+                return
+            except ClusterError as e:
+                if e.status != 409:
+                    raise
+                if not self.written:
+                    raise _Stale() from e
+            self.lease.check()
+            self.live = kube.get(applyset.PARENT_TYPE, parent.namespace, parent.name)
+            now = applyset.parent_from_live(parent.name, parent.namespace, self.live)
+            parent = dataclasses.replace(parent, group_kinds=parent.group_kinds | now.group_kinds,
+                                         namespaces=parent.namespaces | now.namespaces)
+            self.history = now.history
+        raise ClusterError(f"{parent.label}: changed by another writer on every try; "
+                           "sync again")
 
 
 def _apply(app: App, items: list[Item], opts: Options, result: Result, report: Report) -> None:
@@ -188,9 +326,11 @@ def _wait_established(app: App, items: list[Item], result: Result, deadline: flo
     app.kube.forget_discovery()
 
 
-def _prune(app: App, items: list[Item], result: Result, report: Report) -> None:
+def _prune(app: App, plan: Plan, opts: Options, result: Result, report: Report) -> None:
     for phase in (2, 1, 0):  # reverse apply order
-        batch = [i for i in items if i.phase == phase]
+        if phase == 0:
+            _guard_again(app, plan, opts, report)
+        batch = [i for i in plan.of("prune") if i.phase == phase]
 
         def one(item: Item) -> str | None:
             assert item.rtype and item.live
@@ -208,6 +348,18 @@ def _prune(app: App, items: list[Item], result: Result, report: Report) -> None:
             else:
                 result.pruned.append(item)
                 report(f"pruned     {item.id}")
+
+
+def _guard_again(app: App, plan: Plan, opts: Options, report: Report) -> None:
+    """What a Namespace or CRD holds is listed again right before it is
+    deleted: a non-member may have arrived since the plan (no cost when
+    neither is pruned)."""
+    before = {id(i) for i in plan.items if i.kept}
+    prune_guard.guard(app.kube, plan.items, app.parent, app.kube.resource_types(),
+                      cascade=opts.prune_cascade)
+    for item in plan.items:
+        if item.kept and id(item) not in before:
+            report(f"kept       {item.id}: {item.kept}")
 
 
 def _wait_healthy(app: App, plan: Plan, timeout: float, result: Result, report: Report) -> None:

@@ -28,6 +28,8 @@ CLUSTER_FIXTURES = {"control_plane", "api_client", "namespace", "kube_env"}
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "cluster: needs the real local control plane (etcd + kube-apiserver)")
+    config.addinivalue_line(
+        "markers", "slow: a long scenario (about a minute); run by default, -m 'not slow' skips it")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -45,7 +45,7 @@ def test_subcommands_through_kubectl() -> None:
 
 def test_flags_and_output_formats_through_kubectl() -> None:
     values, _ = kubectl_complete("diff", "--pr")
-    assert values == ["--prune"]
+    assert values == ["--prune", "--prune-cascade"]
     values, _ = kubectl_complete("diff", "-o", "")
     assert values == ["diff", "table", "json"]
     values, _ = kubectl_complete("version", "--output=j")

@@ -309,11 +309,13 @@ def test_gitops_yaml_path_name_namespace_and_exclude(repo: Path) -> None:
     assert sorted(values(src)) == ["a", "outside"]
 
 
-def test_without_gitops_yaml_the_name_is_the_repo_directory(repo: Path) -> None:
+def test_without_gitops_yaml_the_name_is_left_to_the_app(repo: Path) -> None:
+    # Not the checkout directory's name: app.default_name derives it from the
+    # repo's remote and the path (tests/test_identity.py).
     write(repo, "a.yaml", cm("a"))
     commit(repo)
     src = source.resolve(repo=repo)
-    assert (src.path, src.name, src.namespace, src.exclude) == ("", "repo", None, ())
+    assert (src.path, src.name, src.namespace, src.exclude) == ("", "", None, ())
 
 
 def test_exclude_may_be_a_single_string(repo: Path) -> None:

@@ -62,7 +62,8 @@ def source_options(*, positional_path: bool = True, ref: bool = True) -> Callabl
                          help="Read uncommitted files instead of a commit."),
         ]
     opts.append(click.option("--name", metavar="NAME", help="Application / ApplySet name "
-                             "(default: name: from .gitops.yaml, else the repo's directory)."))
+                             "(default: name: from .gitops.yaml, else the remote "
+                             "repository's name and the path)."))
     return _compose(*opts)
 
 

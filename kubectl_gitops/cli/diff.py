@@ -26,6 +26,8 @@ def use_color(no_color: bool) -> bool:
 @source_options()
 @cluster_options
 @click.option("--prune", is_flag=True, help="Also list the objects sync --prune would delete.")
+@click.option("--prune-cascade", is_flag=True, help="As sync --prune-cascade: show Namespaces "
+              "and CRDs pruned with the non-members they hold.")
 @click.option("-o", "--output", type=click.Choice(["diff", "table", "json"]), default="diff",
               show_default=True, help="Output format.")
 @click.option("--show-secrets", is_flag=True, help="Show Secret values instead of masking them.")
@@ -44,8 +46,8 @@ def use_color(no_color: bool) -> bool:
 @handle_errors
 def command(path_arg: str | None, path: str | None, repo: str | None, ref: str | None,
             working_tree: bool, name: str | None, cluster: Overrides, namespace: str | None,
-            prune: bool, output: str, show_secrets: bool, no_color: bool, concurrency: int,
-            force_conflicts: bool | None, adopt: bool, timeout: float) -> int:
+            prune: bool, prune_cascade: bool, output: str, show_secrets: bool, no_color: bool,
+            concurrency: int, force_conflicts: bool | None, adopt: bool, timeout: float) -> int:
     """Show how the live cluster differs from a git revision.
 
     Exit status: 0 no differences, 1 differences, 2 error (as kubectl diff).
@@ -58,7 +60,7 @@ def command(path_arg: str | None, path: str | None, repo: str | None, ref: str |
     kube = app_mod.connect(cluster, concurrency=concurrency, deadline=timeout or None)
     app = app_mod.load(src, kube, name=name, namespace=namespace)
     the_plan = plan.build(kube, app.manifests, app.parent, app.parent_live, prune=prune,
-                          rules=src.ignore)
+                          rules=src.ignore, cascade=prune_cascade)
     force = src.force_conflicts if force_conflicts is None else force_conflicts
     owners = sync.foreign_owners(the_plan, app.parent.id, adopt=adopt)
     problems = the_plan.problems(force_conflicts=force) + owners
@@ -89,6 +91,12 @@ def command(path_arg: str | None, path: str | None, repo: str | None, ref: str |
             if r.item.drift:
                 click.echo(f"# {r.item.id}: drifted: {', '.join(r.item.drift)}")
             click.echo(diff.colorize(r.text) if color else r.text, nl=False)
+    conflict = app_mod.source_conflict(app)
+    if conflict:
+        click.echo(f"warning: {conflict}; sync refuses it without --take-over", err=True)
+    for item in the_plan.items:  # members prune keeps, and why (see kubectl_gitops.prune)
+        if item.kept:
+            click.echo(f"kept {item.id}: {item.kept}", err=True)
     _summary(the_plan, prune, app.parent_live is not None)
     return status
 

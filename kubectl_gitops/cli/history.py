@@ -30,7 +30,7 @@ def command(repo: str | None, name: str | None, cluster: Overrides, namespace: s
     src = source.resolve(repo=repo, name=name, namespace=namespace)
     kube = app_mod.connect(cluster)
     ns = desired.default_namespace(src, namespace, kube)
-    app = app_mod.app_name(src, name)
+    app = app_mod.name_in_cluster(src, kube, name, ns)
     records = history.records(kube, app, ns)
     if output == "json":
         click.echo(json.dumps(records, indent=2))

@@ -41,6 +41,12 @@ def parse_duration(value: str) -> float:
               "healthy.")
 @click.option("--timeout", default="5m", show_default=True, help="Give up when the whole "
               "sync, --wait included, takes longer (0: no limit).")
+@click.option("--prune-cascade", is_flag=True, help="Prune Namespaces and CRDs even when "
+              "that deletes objects that are not members (named in the plan).")
+@click.option("--take-over", is_flag=True, help="Prune although the ApplySet records another "
+              "source (repo, path), and record this one.")
+@click.option("--lock-timeout", default="60s", show_default=True, help="How long to wait for "
+              "another sync of this app to finish.")
 @click.option("--concurrency", type=click.IntRange(1, 256), default=16, show_default=True,
               help="Requests to the API server at once.")
 @click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text",
@@ -49,8 +55,8 @@ def parse_duration(value: str) -> float:
 def command(path_arg: str | None, path: str | None, repo: str | None, ref: str | None,
             working_tree: bool, name: str | None, cluster: Overrides, namespace: str | None,
             prune: bool, dry_run: bool, force_conflicts: bool | None,
-            allow_empty: bool, adopt: bool, wait: bool, timeout: str, concurrency: int,
-            output: str) -> int:
+            allow_empty: bool, adopt: bool, wait: bool, timeout: str, prune_cascade: bool,
+            take_over: bool, lock_timeout: str, concurrency: int, output: str) -> int:
     """Converge the cluster to a git revision.
 
     Exit status: 0 converged, 2 error. Nothing is written when any manifest
@@ -64,13 +70,16 @@ def command(path_arg: str | None, path: str | None, repo: str | None, ref: str |
                          working_tree=working_tree, name=name, namespace=namespace)
     opts = sync.Options(prune=prune, dry_run=dry_run, allow_empty=allow_empty, adopt=adopt,
                         force_conflicts=src.force_conflicts if force_conflicts is None
-                        else force_conflicts, wait=wait, timeout=seconds or float("inf"))
+                        else force_conflicts, wait=wait, timeout=seconds or float("inf"),
+                        take_over=take_over, prune_cascade=prune_cascade,
+                        lock_timeout=parse_duration(lock_timeout))
     kube = app_mod.connect(cluster, concurrency=concurrency, deadline=seconds or None)
     app = app_mod.load(src, kube, name=name, namespace=namespace)
     the_plan = plan.build(kube, app.manifests, app.parent, app.parent_live, prune=prune,
-                          rules=src.ignore)
+                          rules=src.ignore, cascade=prune_cascade)
     quiet = output == "json"
     report = (lambda _line: None) if quiet else click.echo
+    _print_kept(the_plan, quiet)
     if dry_run:
         sync.check(app, the_plan, opts)
         _print_plan(the_plan, quiet)
@@ -80,6 +89,15 @@ def command(path_arg: str | None, path: str | None, repo: str | None, ref: str |
     else:
         _summary(src, result, dry_run, the_plan)
     return exitcodes.OK if result.ok else exitcodes.ERROR
+
+
+def _print_kept(the_plan: Plan, quiet: bool) -> None:
+    """Members the revision dropped that prune keeps, and why; and what a
+    --prune-cascade deletes along with a Namespace or CRD."""
+    for item in the_plan.items:
+        if not quiet and (item.kept or item.note.startswith("--prune-cascade")):
+            click.echo(f"{'kept' if item.kept else 'cascade':<10} {item.id}: {item.note}",
+                       err=True)
 
 
 def _print_plan(the_plan: Plan, quiet: bool) -> None:
