@@ -22,11 +22,11 @@ from kubectl_gitops import desired, source
 from kubectl_gitops.cli.common import MODULES_ENV
 from kubectl_gitops.kube import Kube
 
-# A little above what a run imports now (sys.modules at exit; sync 213, diff
-# 214, hook 167 when these were set): a new heavy import fails here.
-SYNC_BUDGET = 225
-DIFF_BUDGET = 225
-HOOK_BUDGET = 180
+# A little above what a run imports now (sys.modules at exit; sync 220, diff
+# 220, hook 167 when these were set): a new heavy import fails here.
+SYNC_BUDGET = 228
+DIFF_BUDGET = 228
+HOOK_BUDGET = 175
 # Machinery none of these paths uses.
 NEVER = ("kubernetes", "tabulate", "prometheus_client", "kubectl_gitops.agent",
          "kubectl_gitops.completion", "kubectl_gitops.cli.manpage", "kubectl_gitops.cli.complete")
