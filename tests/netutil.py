@@ -44,6 +44,18 @@ class _Server(socketserver.ThreadingTCPServer):
     allow_reuse_address = True
 
 
+@contextmanager
+def _serving(server: socketserver.BaseServer) -> Iterator[None]:
+    """Serve in a thread for the ``with`` block, then shut down and close."""
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 class ConnectProxy:
     """An HTTP CONNECT proxy. ``hosts`` maps names to addresses (its own DNS),
     ``tunnels`` lists every target it connected, in order."""
@@ -92,13 +104,8 @@ class ConnectProxy:
 
     @contextmanager
     def running(self) -> Iterator[ConnectProxy]:
-        thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-        thread.start()
-        try:
+        with _serving(self._server):
             yield self
-        finally:
-            self._server.shutdown()
-            self._server.server_close()
 
 
 class FreezingRelay:
@@ -121,14 +128,11 @@ class FreezingRelay:
 
     @contextmanager
     def running(self) -> Iterator[FreezingRelay]:
-        thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-        thread.start()
-        try:
-            yield self
-        finally:
-            self.frozen.clear()
-            self._server.shutdown()
-            self._server.server_close()
+        with _serving(self._server):
+            try:
+                yield self
+            finally:
+                self.frozen.clear()  # release held connections before shutting down
 
 
 class ThrottlingReverseProxy:
@@ -185,13 +189,8 @@ class ThrottlingReverseProxy:
 
     @contextmanager
     def running(self) -> Iterator[ThrottlingReverseProxy]:
-        thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-        thread.start()
-        try:
+        with _serving(self._server):
             yield self
-        finally:
-            self._server.shutdown()
-            self._server.server_close()
 
 
 @contextmanager
