@@ -96,8 +96,7 @@ class Kube:
         self._core_checked = False  # /api asked this run (else reused from the disk cache)
         self._reuse_core = True
         self._lock = threading.Lock()
-        self._pool: ThreadPoolExecutor | None = None
-        self._pool_size = 0
+        self._pools: dict[int, ThreadPoolExecutor] = {}  # by width: writes, dry-runs
         self._pool_lock = threading.Lock()  # not _lock: discovery maps while holding it
 
     # --- plumbing -----------------------------------------------------------
@@ -192,43 +191,82 @@ class Kube:
         """Stop the worker threads and close the idle connections (the process
         exiting does both too)."""
         with self._pool_lock:
-            pool, self._pool = self._pool, None
-        if pool is not None:
+            pools, self._pools = list(self._pools.values()), {}
+        for pool in pools:
             pool.shutdown(wait=True)
         self._http.close()
 
-    def map(self, fn: Callable[[T], R], items: Iterable[T]) -> Iterator[R]:
+    def map(self, fn: Callable[[T], R], items: Iterable[T], *,
+            width: int | None = None) -> Iterator[R]:
         """``fn`` over ``items`` with bounded concurrency, results in order.
 
         The worker threads live as long as this object: starting 16 threads
         for each of a run's dozen maps costs more than the requests of a
         no-change sync. A map inside ``fn`` runs in the calling worker.
+        ``width``: requests at once, when not ``concurrency`` (dry-runs).
         """
         items = list(items)
-        if len(items) <= _INLINE or self.concurrency <= 1 or getattr(_worker, "active", False):
+        if self._inline(len(items)):
             return iter([fn(i) for i in items])
-        from concurrent.futures import wait  # noqa: PLC0415 - small runs never need it
+        pool = self._executor(width or self.concurrency)
+        return iter(self._gather([pool.submit(_in_worker, fn, i) for i in items]))
 
-        futures = [self._executor().submit(_in_worker, fn, i) for i in items]
+    def map_then(self, fn: Callable[[T], R], items: Iterable[T],
+                 then: Callable[[T, R], list[Callable[[], None]]], *,
+                 then_width: int | None = None) -> list[R]:
+        """``fn`` over ``items`` as :meth:`map`; as each result comes in,
+        ``then(item, result)`` (in the caller's thread) names follow-up
+        calls, which start at once on ``then_width`` workers instead of
+        waiting for the slowest of ``items`` (a plan's dry-runs start as
+        soon as the LIST of their type and namespace is in)."""
+        items = list(items)
+        if self._inline(len(items)):
+            results = [fn(i) for i in items]
+            follow = [call for i, r in zip(items, results) for call in then(i, r)]
+            list(self.map(_call, follow, width=then_width))
+            return results
+        from concurrent.futures import FIRST_COMPLETED, wait  # noqa: PLC0415
+
+        first = [self._executor(self.concurrency).submit(_in_worker, fn, i) for i in items]
+        of = {f: i for f, i in zip(first, items)}
+        later: list[Any] = []
+        pending = set(first)
         try:
-            return iter([f.result() for f in futures])
+            while pending:
+                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for f in done:
+                    result = f.result()  # a failure stops everything, as in map
+                    if f in of:
+                        pool = self._executor(then_width or self.concurrency)
+                        new = [pool.submit(_in_worker, _call, c) for c in then(of[f], result)]
+                        later += new
+                        pending.update(new)
         except BaseException:
-            for f in futures:  # an error or Ctrl-C: start nothing more, and
-                f.cancel()     # return only when nothing runs any more
-            wait(futures)
+            _stop(first + later)
+            raise
+        return [f.result() for f in first]
+
+    def _inline(self, n: int) -> bool:
+        return n <= _INLINE or self.concurrency <= 1 or getattr(_worker, "active", False)
+
+    @staticmethod
+    def _gather(futures: list[Any]) -> list[Any]:
+        """The results in order (see :func:`_stop` for an error or Ctrl-C)."""
+        try:
+            return [f.result() for f in futures]
+        except BaseException:
+            _stop(futures)
             raise
 
-    def _executor(self) -> ThreadPoolExecutor:
+    def _executor(self, width: int) -> ThreadPoolExecutor:
         from concurrent.futures import ThreadPoolExecutor  # noqa: PLC0415
 
         with self._pool_lock:
-            if self._pool is None or self._pool_size != self.concurrency:
-                if self._pool is not None:
-                    self._pool.shutdown(wait=False)
-                self._pool = ThreadPoolExecutor(max_workers=self.concurrency,
-                                                thread_name_prefix="kube")
-                self._pool_size = self.concurrency
-            return self._pool
+            pool = self._pools.get(width)
+            if pool is None:
+                pool = self._pools[width] = ThreadPoolExecutor(
+                    max_workers=width, thread_name_prefix="kube")
+            return pool
 
     # --- discovery ----------------------------------------------------------
 
@@ -421,6 +459,20 @@ def _in_worker(fn: Callable[[T], R], item: T) -> R:
         return fn(item)
     finally:
         _worker.active = False
+
+
+def _stop(futures: list[Any]) -> None:
+    """After an error or Ctrl-C: start nothing more, and return only when
+    nothing runs any more."""
+    from concurrent.futures import wait  # noqa: PLC0415 - small runs never need it
+
+    for f in futures:
+        f.cancel()
+    wait(futures)
+
+
+def _call(fn: Callable[[], None]) -> None:
+    fn()
 
 
 def _label(obj: dict[str, Any]) -> str:
