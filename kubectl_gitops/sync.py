@@ -123,6 +123,9 @@ def run(app: App, plan: Plan, opts: Options, report: Report, *,
         return result
     if lease is not None:
         return _run_held(app, plan, opts, report, lease, result)
+    if not opts.wait and settled(app, plan):
+        result.unchanged = _unchanged(plan)
+        return result
     _ensure_namespace(app)  # the Lease lives there, and the revision may create it
     own = Lease(app.kube, app.parent.namespace, lease_name(app.parent.name),
                 holder=f"{lease_identity('sync')} run={uuid.uuid4().hex[:8]}")
@@ -139,6 +142,25 @@ def check_source(app: App, opts: Options) -> None:
         raise SyncRefused([f"{conflict}: refusing to sync into another source's app (pass "
                            "--take-over to make this source the app's, or choose another "
                            "--name)"])
+
+
+def settled(app: App, plan: Plan) -> bool:
+    """Whether a sync would write nothing but a repeat of the newest record:
+    no object to apply or prune, the parent already lists these members, and
+    its newest record is this revision of this path, succeeded. Then sync
+    takes no Lease and adds no record (a re-run of a converged sync is a
+    read, as the agent's no-change tick is). The plan read everything it
+    compares, so a sync still under way elsewhere shows as work to do."""
+    if plan.of("prune") or any(i.needs_apply for i in plan.items) or not app.src.sha:
+        return False
+    ids = [i.id for i in plan.items]
+    parent = _parent(app, app.parent.group_kinds | applyset.group_kinds(ids),
+                     app.parent.namespaces | namespaces_of(ids))
+    if not applyset.stored(parent, app.parent_live):
+        return False
+    last = app.parent.history[0] if app.parent.history else {}
+    return (last.get("revision") == app.src.sha and last.get("path") == (app.src.path or ".")
+            and last.get("result") == "succeeded")
 
 
 def _unchanged(plan: Plan) -> int:
