@@ -29,15 +29,17 @@ import re
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from kubectl_gitops import applyset, fields, ignore, secrets
-from kubectl_gitops import prune as prune_guard
+from kubectl_gitops import applyset, secrets
 from kubectl_gitops.errors import ClusterError, ConflictError, GitOpsError, NotFoundError
 from kubectl_gitops.kube import FIELD_MANAGER, Kube
 from kubectl_gitops.manifests import Manifest
 from kubectl_gitops.resources import ObjectId, ResourceType, crd_types, object_id
 from kubectl_gitops.versions import KUBERNETES_VERSION
+
+if TYPE_CHECKING:  # the modules load where used: a converged app needs none of them
+    from kubectl_gitops import ignore
 
 Action = Literal["create", "update", "unchanged", "prune"]
 HASH_ANNOTATION = "kubectl-gitops.io/applied-hash"
@@ -152,6 +154,8 @@ def normalize(obj: dict[str, Any] | None, *, ours: bool = True,
     if obj is None:
         return None
     if ignored:
+        from kubectl_gitops import fields  # noqa: PLC0415 - only with ignore: rules
+
         obj = copy.deepcopy(obj)
         for p in ignored:
             fields.remove(obj, p)
@@ -235,7 +239,10 @@ def build(kube: Kube, manifests: list[Manifest], parent: applyset.Parent,
         # last prune) is on its way out: not something to delete again.
         items += [i for i in _prune_candidates(parent, {i.id for i in items}, queries, listed)
                   if not (i.live or {}).get("metadata", {}).get("deletionTimestamp")]
-        prune_guard.guard(kube, items, parent, served, cascade=cascade)
+        if any(i.action == "prune" for i in items):
+            from kubectl_gitops import prune as prune_guard  # noqa: PLC0415
+
+            prune_guard.guard(kube, items, parent, served, cascade=cascade)
     items.sort(key=lambda i: (i.phase, i.id.namespace, i.id.group, i.id.kind, i.id.name)
                if i.action != "prune" else (9 - i.phase, i.id))
     return Plan(items, parent, parent_live, prune)
@@ -246,6 +253,8 @@ Listed = dict[tuple[str, str, str], list[dict[str, Any]]]  # (group, kind, names
 
 def _ignore(item: Item, rules: tuple[ignore.Rule, ...], salt: str = "") -> None:
     """Drop the fields ``ignore:`` rules give to others from what sync applies."""
+    from kubectl_gitops import ignore  # noqa: PLC0415 - only with ignore: rules
+
     i = item.id
     ptrs, managers = ignore.pointers_for(rules, i.group, i.kind, i.namespace, i.name)
     if not ptrs and not managers or item.desired is None:
@@ -410,6 +419,8 @@ def drift(live: dict[str, Any], before: Any, after: Any, *, limit: int = 5) -> l
     the manager and how long ago (``.spec.replicas (kubectl via scale)``,
     ``.metadata.labels.tier (kubectl-label, 2m ago)``)."""
     out = []
+    from kubectl_gitops import fields  # noqa: PLC0415 - only for objects that changed
+
     for path in fields.changed_paths(before, after):
         theirs = [o for o in fields.owners(live, path) if o.manager != FIELD_MANAGER]
         if not theirs or len(theirs) < len(fields.owners(live, path)):
