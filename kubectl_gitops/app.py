@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import posixpath
 import re
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from kubectl_gitops import applyset, desired, git
@@ -21,6 +23,8 @@ from kubectl_gitops.kube import Kube
 from kubectl_gitops.kubeconfig import Overrides
 from kubectl_gitops.manifests import Manifest
 from kubectl_gitops.source import Source
+
+T = TypeVar("T")
 
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 _MAX_DEFAULT = 200  # room for the Lease's prefix within 253 characters
@@ -135,16 +139,51 @@ def connect(cluster: Overrides | str | None, context: str | None = None,
 
 def load(src: Source, kube: Kube, *, name: str | None = None,
          namespace: str | None = None) -> App:
-    """Read the desired state and this application's ApplySet parent."""
-    manifests = desired.load(src, kube=kube, namespace=namespace)
+    """Read the desired state and this application's ApplySet parent.
+
+    The cluster is asked (discovery, then the parent) in a thread while git
+    is read and parsed here: the same requests, no longer one after the
+    other with the parsing of hundreds of manifests."""
     ns = desired.default_namespace(src, namespace, kube)
-    sid = source_id(src)
-    app, parent_live = _find(src, kube, name, ns, sid)
+
+    def ask() -> tuple[SourceId, tuple[str, dict[str, Any] | None]]:
+        kube.resource_types()
+        sid = source_id(src)
+        return sid, _find(src, kube, name, ns, sid)
+
+    asked = _started(ask)
+    manifests = desired.load(src, kube=kube, namespace=namespace)
+    sid, (app, parent_live) = asked()
     parent = applyset.parent_from_live(app, ns, parent_live)
     problem = applyset.check_parent(parent, parent_live)
     if problem:
         raise ClusterError(problem)
     return App(src, kube, manifests, parent, parent_live, sid)
+
+
+def _started(fn: Callable[[], T]) -> Callable[[], T]:
+    """``fn`` running in a thread from now on; the returned call waits for
+    its value (or raises its error). A daemon: an error in the caller
+    meanwhile (invalid manifests) ends the run without waiting for it."""
+    out: list[tuple[bool, Any]] = []
+
+    def run() -> None:
+        try:
+            out.append((True, fn()))
+        except BaseException as e:  # noqa: BLE001 - handed to the caller
+            out.append((False, e))
+
+    thread = threading.Thread(target=run, name="ask", daemon=True)
+    thread.start()
+
+    def result() -> T:
+        thread.join()
+        ok, value = out[0]
+        if not ok:
+            raise value
+        return value  # type: ignore[no-any-return]
+
+    return result
 
 
 def name_in_cluster(src: Source, kube: Kube, explicit: str | None, namespace: str) -> str:
