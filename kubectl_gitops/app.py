@@ -151,7 +151,7 @@ def load(src: Source, kube: Kube, *, name: str | None = None,
         sid = source_id(src)
         return sid, _find(src, kube, name, ns, sid)
 
-    asked = _started(ask)
+    asked = started(ask)
     manifests = desired.load(src, kube=kube, namespace=namespace)
     sid, (app, parent_live) = asked()
     parent = applyset.parent_from_live(app, ns, parent_live)
@@ -161,7 +161,7 @@ def load(src: Source, kube: Kube, *, name: str | None = None,
     return App(src, kube, manifests, parent, parent_live, sid)
 
 
-def _started(fn: Callable[[], T]) -> Callable[[], T]:
+def started(fn: Callable[[], T]) -> Callable[[], T]:
     """``fn`` running in a thread from now on; the returned call waits for
     its value (or raises its error). A daemon: an error in the caller
     meanwhile (invalid manifests) ends the run without waiting for it."""

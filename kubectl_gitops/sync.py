@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from kubectl_gitops import applyset, secrets
 from kubectl_gitops import plan as plan_mod
-from kubectl_gitops.app import App, source_conflict
+from kubectl_gitops.app import App, source_conflict, started
 from kubectl_gitops.errors import ClusterError, ConflictError, GitOpsError
 from kubectl_gitops.plan import Item, Plan, namespaces_of, summarize_conflict
 
@@ -221,6 +221,10 @@ def _converge(app: App, plan: Plan, opts: Options, report: Report, lease: Lease,
     if not applyset.stored(widened, app.parent_live):
         lease.check()
         writer.write(widened, lambda h: h)  # nothing to widen otherwise
+    from kubectl_gitops import history  # noqa: PLC0415
+
+    # Who ran it, asked while the objects are applied rather than after.
+    users = started(lambda: (history.git_user(str(app.src.root)), kube.whoami()))
     for phase in (0, 1, 2):
         batch = [i for i in plan.items if i.needs_apply and i.phase == phase
                  and i.action != "prune"]
@@ -237,11 +241,9 @@ def _converge(app: App, plan: Plan, opts: Options, report: Report, lease: Lease,
             widened = _parent(app, applyset.group_kinds(ids), namespaces_of(ids))
     if opts.wait and result.ok:
         _wait_healthy(app, plan, opts.timeout, result, report)
-    from kubectl_gitops import history  # noqa: PLC0415
-
+    git_user, cluster_user = users()
     rec = history.record(revision=app.src.sha, ref=app.src.ref, path=app.src.path,
-                         git_user=history.git_user(str(app.src.root)),
-                         cluster_user=kube.whoami(),
+                         git_user=git_user, cluster_user=cluster_user,
                          result="succeeded" if result.ok else "failed",
                          counts=result.counts(), failures=result.failures)
     lease.check()
