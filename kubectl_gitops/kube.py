@@ -96,7 +96,8 @@ class Kube:
         self._core_checked = False  # /api asked this run (else reused from the disk cache)
         self._reuse_core = True
         self._lock = threading.Lock()
-        self._pools: dict[int, ThreadPoolExecutor] = {}  # by width: writes, dry-runs
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_size = 0
         self._pool_lock = threading.Lock()  # not _lock: discovery maps while holding it
 
     # --- plumbing -----------------------------------------------------------
@@ -191,56 +192,50 @@ class Kube:
         """Stop the worker threads and close the idle connections (the process
         exiting does both too)."""
         with self._pool_lock:
-            pools, self._pools = list(self._pools.values()), {}
-        for pool in pools:
+            pool, self._pool = self._pool, None
+        if pool is not None:
             pool.shutdown(wait=True)
         self._http.close()
 
-    def map(self, fn: Callable[[T], R], items: Iterable[T], *,
-            width: int | None = None) -> Iterator[R]:
+    def map(self, fn: Callable[[T], R], items: Iterable[T]) -> Iterator[R]:
         """``fn`` over ``items`` with bounded concurrency, results in order.
 
         The worker threads live as long as this object: starting 16 threads
         for each of a run's dozen maps costs more than the requests of a
         no-change sync. A map inside ``fn`` runs in the calling worker.
-        ``width``: requests at once, when not ``concurrency`` (dry-runs).
         """
         items = list(items)
         if self._inline(len(items)):
             return iter([fn(i) for i in items])
-        pool = self._executor(width or self.concurrency)
-        return iter(self._gather([pool.submit(_in_worker, fn, i) for i in items]))
+        return iter(self._gather([self._executor().submit(_in_worker, fn, i) for i in items]))
 
     def map_then(self, fn: Callable[[T], R], items: Iterable[T],
-                 then: Callable[[T, R], list[Callable[[], None]]], *,
-                 then_width: int | None = None) -> list[R]:
+                 then: Callable[[T, R], list[Callable[[], None]]]) -> list[R]:
         """``fn`` over ``items`` as :meth:`map`; as each result comes in,
         ``then(item, result)`` (in the caller's thread) names follow-up
-        calls, which start at once on ``then_width`` workers instead of
-        waiting for the slowest of ``items`` (a plan's dry-runs start as
-        soon as the LIST of their type and namespace is in)."""
+        calls, which start at once on the same workers instead of waiting
+        for the slowest of ``items`` (a plan's dry-runs start as soon as the
+        LIST of their type and namespace is in)."""
         items = list(items)
         if self._inline(len(items)):
             results = [fn(i) for i in items]
             follow = [call for i, r in zip(items, results) for call in then(i, r)]
-            list(self.map(_call, follow, width=then_width))
+            list(self.map(_call, follow))
             return results
         from concurrent.futures import FIRST_COMPLETED, wait  # noqa: PLC0415
 
-        first = [self._executor(self.concurrency).submit(_in_worker, fn, i) for i in items]
+        pool = self._executor()
+        first = [pool.submit(_in_worker, fn, i) for i in items]
         of = {f: i for f, i in zip(first, items)}
         later: list[Any] = []
-        pending = set(first)
+        pending = set(first)  # only these are waited on one by one: a few
         try:
             while pending:
                 done, pending = wait(pending, return_when=FIRST_COMPLETED)
                 for f in done:
-                    result = f.result()  # a failure stops everything, as in map
-                    if f in of:
-                        pool = self._executor(then_width or self.concurrency)
-                        new = [pool.submit(_in_worker, _call, c) for c in then(of[f], result)]
-                        later += new
-                        pending.update(new)
+                    later += [pool.submit(_in_worker, _call, c) for c in then(of[f], f.result())]
+            for f in later:
+                f.result()
         except BaseException:
             _stop(first + later)
             raise
@@ -258,15 +253,17 @@ class Kube:
             _stop(futures)
             raise
 
-    def _executor(self, width: int) -> ThreadPoolExecutor:
+    def _executor(self) -> ThreadPoolExecutor:
         from concurrent.futures import ThreadPoolExecutor  # noqa: PLC0415
 
         with self._pool_lock:
-            pool = self._pools.get(width)
-            if pool is None:
-                pool = self._pools[width] = ThreadPoolExecutor(
-                    max_workers=width, thread_name_prefix="kube")
-            return pool
+            if self._pool is None or self._pool_size != self.concurrency:
+                if self._pool is not None:
+                    self._pool.shutdown(wait=False)
+                self._pool = ThreadPoolExecutor(max_workers=self.concurrency,
+                                                thread_name_prefix="kube")
+                self._pool_size = self.concurrency
+            return self._pool
 
     # --- discovery ----------------------------------------------------------
 
