@@ -216,12 +216,13 @@ class _Graph:
         inherited = templated_marks(root.live or {})
         held: list[str] = []
         seen: set[str] = set()
-        frontier: list[tuple[str, str]] = [(_uid(root.live), "")]
+        frontier: list[tuple[str, str, str]] = [(_uid(root.live), root.id.namespace, "")]
         while frontier:
-            owner, via = frontier.pop()
+            owner, owner_ns, via = frontier.pop()
             for uid, ref in self.children.get(owner, []):
                 oid, meta = self.objects[uid]
-                if uid in seen or oid in pruned or self._kept_alive(meta, deleting):
+                if uid in seen or oid in pruned or not self._at_risk(oid, meta, owner_ns,
+                                                                     deleting):
                     continue  # pruned members are looked at as candidates of their own
                 seen.add(uid)
                 why = foreign(meta, ref, inherited, oid in wanted)
@@ -229,14 +230,25 @@ class _Graph:
                     held.append(f"{oid} ({via}{why})")
                 else:
                     deleting.add(uid)
-                    frontier.append((uid, f"owned by {oid}; "))
+                    frontier.append((uid, oid.namespace, f"owned by {oid}; "))
         return sorted(held)
 
-    def _kept_alive(self, meta: dict[str, Any], deleting: set[str]) -> bool:
-        """The garbage collector deletes a dependent only when all its owners
-        are gone: another owner that stays (and is seen) keeps it."""
-        return any(r.get("uid") not in deleting and r.get("uid") in self.objects
-                   for r in meta.get("ownerReferences") or [])
+    def _at_risk(self, oid: ObjectId, meta: dict[str, Any], owner_ns: str,
+                 deleting: set[str]) -> bool:
+        """Whether the garbage collector deletes this dependent when its
+        owners in ``deleting`` go. Not when it is already being deleted; not
+        through a reference to a namespaced owner in another namespace (the
+        collector does not resolve those to the owner); not while another
+        owner stays (and is seen): it deletes a dependent only once all its
+        owners are gone."""
+        if meta.get("deletionTimestamp") or (owner_ns and oid.namespace != owner_ns):
+            return False
+        return not any(r.get("uid") not in deleting and self._alive(r.get("uid", ""))
+                       for r in meta.get("ownerReferences") or [])
+
+    def _alive(self, uid: str) -> bool:
+        found = self.objects.get(uid)
+        return found is not None and not found[1].get("deletionTimestamp")
 
 
 def foreign(meta: dict[str, Any], ref: dict[str, Any], inherited: set[str],

@@ -276,15 +276,18 @@ def test_foreign_rule(meta: dict[str, Any], ref: dict[str, Any], why: str) -> No
     assert prune.foreign(meta, ref, prune.templated_marks(owner), False) == why
 
 
-def test_a_dependent_with_another_live_owner_is_not_at_risk() -> None:
+def test_only_dependents_the_collector_would_delete_count() -> None:
     from kubectl_gitops.plan import Item
     from kubectl_gitops.resources import ObjectId, ResourceType
 
     cm = ResourceType("", "ConfigMap", True, "configmaps", "v1", ("list",))
     shared = {"name": "shared", "namespace": "n", "uid": "d", "managedFields": [],
-              "ownerReferences": [{"uid": "ours"}, {"uid": "stays"}]}
+              "ownerReferences": [{"uid": "ours"}, {"uid": "stays"}]}  # another owner stays
     lone = {**shared, "name": "lone", "uid": "e", "ownerReferences": [{"uid": "ours"}]}
-    results: dict[Any, Any] = {(cm, "n"): [shared, lone, {"name": "keeper", "uid": "stays"}]}
+    going = {**lone, "name": "going", "uid": "f", "deletionTimestamp": "2026-01-01T00:00:00Z"}
+    elsewhere = {**lone, "name": "elsewhere", "namespace": "m", "uid": "g"}  # cross-namespace
+    results: dict[Any, Any] = {(cm, ""): [shared, lone, going, elsewhere,
+                                          {"name": "keeper", "namespace": "n", "uid": "stays"}]}
     root = Item(ObjectId("", "ConfigMap", "n", "ours"), "prune", cm,
                 live={"metadata": {"uid": "ours"}})
     found = prune._Graph(results).foreign_dependents(root, {root.id}, set(), {"ours"})
