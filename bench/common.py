@@ -130,6 +130,8 @@ def arguments(doc: str, rounds: int) -> argparse.Namespace:
     ap.add_argument("--reuse", metavar="STATE_DIR",
                     help="use (and leave running) the control plane of this state dir "
                          "instead of a fresh one")
+    ap.add_argument("--no-peers", action="store_true",
+                    help="leave out kapp and the Flux harness (bench/peers.py)")
     return ap.parse_args()
 
 

@@ -7,9 +7,10 @@ tool into a namespace of its own: ours, kubectl, and the peers of
 bench/peers.py (kapp, the Flux ssa harness) where they build. Then, tools
 interleaved in a rotating order, every round times:
 
-  no-change    ours: sync --prune   kubectl apply --server-side -f apps   kapp deploy   flux ssa sync
-  diff         ours: diff           kubectl diff --server-side -f apps    kapp --diff-run   flux ssa diff
-               (nothing pending)
+  no-change    ours: sync --prune; kubectl apply --server-side -f apps;
+               kapp deploy; flux ssa sync
+  diff         ours: diff; kubectl diff --server-side -f apps;
+               kapp deploy --diff-run; flux ssa diff (nothing pending)
   diff-change  the same diffs after a commit that changes a third of the objects
   change       the same syncs of that commit (a third changed)
 
