@@ -70,7 +70,7 @@ def available(wanted: bool = True) -> dict[str, Path]:
     found = {name: Path(path) for name, _, path in
              (line.partition(" ") for line in proc.stdout.splitlines()) if path}
     for name in ("kapp", "fluxssa"):
-        if name not in found:
+        if name not in found and f" {name}" not in proc.stderr:  # else the script said why
             common.say(f"peers: {name} is not available; this run goes on without it")
     return found
 

@@ -42,7 +42,9 @@ build() {
     else
         mv "$tmp/build.log" "$dir/build-failed.log"
         rm -rf "$tmp"
-        echo "build-peers: $name could not be built (see $dir/build-failed.log); benches skip $name" >&2
+        local why
+        why="$(grep -m1 -iE 'error|cannot|not found|no such|disabled|:[0-9]+:[0-9]+: ' "$dir/build-failed.log" | sed 's/^[[:space:]]*//')"
+        echo "build-peers: $name could not be built (${why:-see the log}; $dir/build-failed.log); benches skip $name" >&2
     fi
 }
 
@@ -50,9 +52,10 @@ build() {
 # module zip carries only vendor/modules.txt, so: build from a writable copy
 # of the downloaded module, resolving dependencies from its own go.mod/go.sum.
 build_kapp() {
-    local out="$1" src
-    src="$(cd "$out" && go mod download -json "carvel.dev/kapp@$kapp_version" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')" || return 1
-    [[ -n "$src" ]] || return 1
+    local out="$1" json src
+    json="$(cd "$out" && go mod download -json "carvel.dev/kapp@$kapp_version")" || { echo "$json"; return 1; }
+    src="$(sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p' <<<"$json")"
+    [[ -n "$src" ]] || { echo "$json"; return 1; }
     cp -r "$src" "$out/src" && chmod -R u+w "$out/src" && rm -rf "$out/src/vendor" || return 1
     (cd "$out/src" && go build -mod=mod -trimpath \
         -ldflags "-s -w -X carvel.dev/kapp/pkg/kapp/version.Version=$kapp_version" \
