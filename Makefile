@@ -13,10 +13,15 @@ install: venv controlplane
 
 venv: $(VENV)/.installed
 
+# The editable install in compat mode is a plain path entry, not the import
+# hook of the default mode that costs every run of the tool ~15 ms at start
+# (a pipx or wheel install has neither); the default mode if a future
+# setuptools drops compat.
 $(VENV)/.installed: setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet -e '.[test]' --config-settings editable_mode=compat 2>/dev/null || \
+		$(PY) -m pip install --quiet -e '.[test]'
 	touch $@
 
 # Builds kube-apiserver, kube-controller-manager and etcd from Go modules

@@ -29,15 +29,17 @@ import re
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from kubectl_gitops import applyset, fields, ignore, secrets
-from kubectl_gitops import prune as prune_guard
+from kubectl_gitops import applyset, secrets
 from kubectl_gitops.errors import ClusterError, ConflictError, GitOpsError, NotFoundError
 from kubectl_gitops.kube import FIELD_MANAGER, Kube
 from kubectl_gitops.manifests import Manifest
 from kubectl_gitops.resources import ObjectId, ResourceType, crd_types, object_id
 from kubectl_gitops.versions import KUBERNETES_VERSION
+
+if TYPE_CHECKING:  # the modules load where used: a converged app needs none of them
+    from kubectl_gitops import ignore
 
 Action = Literal["create", "update", "unchanged", "prune"]
 HASH_ANNOTATION = "kubectl-gitops.io/applied-hash"
@@ -152,6 +154,8 @@ def normalize(obj: dict[str, Any] | None, *, ours: bool = True,
     if obj is None:
         return None
     if ignored:
+        from kubectl_gitops import fields  # noqa: PLC0415 - only with ignore: rules
+
         obj = copy.deepcopy(obj)
         for p in ignored:
             fields.remove(obj, p)
@@ -218,7 +222,10 @@ def build(kube: Kube, manifests: list[Manifest], parent: applyset.Parent,
         if key not in served:
             item.note = f"{m.kind} is defined by a CRD this revision creates"
         items.append(item)
-    live, listed = _fetch_live(kube, [i for i in items if (i.id.group, i.id.kind) in served])
+    pruning = prune and parent_live is not None
+    queries = _prune_queries(parent, {i.id for i in items}, served) if pruning else []
+    live, listed = _fetch_live(kube, [i for i in items if (i.id.group, i.id.kind) in served],
+                               queries, f"{applyset.PART_OF_LABEL}={parent.id}")
     for item in items:
         item.live = live.get(item.id)
         if rules:
@@ -227,13 +234,15 @@ def build(kube: Kube, manifests: list[Manifest], parent: applyset.Parent,
              new_namespaces, False)
     for item in items:
         _classify(item)
-    if prune and parent_live is not None:
+    if pruning:
         # An object already being deleted (a Namespace terminating after the
         # last prune) is on its way out: not something to delete again.
-        items += [i for i in _prune_candidates(kube, parent, {i.id for i in items}, served,
-                                               listed)
+        items += [i for i in _prune_candidates(parent, {i.id for i in items}, queries, listed)
                   if not (i.live or {}).get("metadata", {}).get("deletionTimestamp")]
-        prune_guard.guard(kube, items, parent, served, cascade=cascade)
+        if any(i.action == "prune" for i in items):
+            from kubectl_gitops import prune as prune_guard  # noqa: PLC0415
+
+            prune_guard.guard(kube, items, parent, served, cascade=cascade)
     items.sort(key=lambda i: (i.phase, i.id.namespace, i.id.group, i.id.kind, i.id.name)
                if i.action != "prune" else (9 - i.phase, i.id))
     return Plan(items, parent, parent_live, prune)
@@ -244,6 +253,8 @@ Listed = dict[tuple[str, str, str], list[dict[str, Any]]]  # (group, kind, names
 
 def _ignore(item: Item, rules: tuple[ignore.Rule, ...], salt: str = "") -> None:
     """Drop the fields ``ignore:`` rules give to others from what sync applies."""
+    from kubectl_gitops import ignore  # noqa: PLC0415 - only with ignore: rules
+
     i = item.id
     ptrs, managers = ignore.pointers_for(rules, i.group, i.kind, i.namespace, i.name)
     if not ptrs and not managers or item.desired is None:
@@ -254,36 +265,67 @@ def _ignore(item: Item, rules: tuple[ignore.Rule, ...], salt: str = "") -> None:
     item.ignored = ptrs
 
 
-def _fetch_live(kube: Kube, items: list[Item]) -> tuple[dict[ObjectId, dict[str, Any]], Listed]:
-    """One LIST per type, version and namespace; a GET where only one object
-    is wanted. Each is read in the manifest's own API version, so that live
-    and predicted compare field by field (conversion is the server's).
-    Also returns what the LISTs held, whole, for the prune candidates."""
+def _fetch_live(kube: Kube, items: list[Item], queries: list[tuple[ResourceType, str]],
+                selector: str) -> tuple[dict[ObjectId, dict[str, Any]], Listed]:
+    """The live objects, read in one batch of requests with the prune
+    candidates' ``queries`` (type, namespace): one LIST per type, version
+    and namespace; where only one object is wanted, a LIST by the part-of
+    ``selector`` if that type and namespace is queried for pruning anyway
+    (one request for both; a GET only if the object is not labelled yet),
+    else a GET. Each is read in the manifest's own API version, so live and
+    predicted compare field by field (conversion is the server's).
+
+    Also returns, per (group, kind, namespace), what was listed: every
+    object, or every labelled one; both hold all the set's members there."""
     groups: dict[tuple[ResourceType, str, str], list[Item]] = defaultdict(list)
     for i in items:
         assert i.rtype
         groups[(i.rtype, i.api_version.rpartition("/")[2], i.id.namespace)].append(i)
+    by_label = {(rt.group, rt.kind, ns) for rt, ns in queries}
 
     def fetch(key: tuple[ResourceType, str, str]) -> tuple[list[dict[str, Any]], bool]:
-        """The objects, and whether they are all there are (a LIST)."""
+        """The objects, and whether they hold every member (a LIST)."""
         rtype, version, ns = key
         wanted = groups[key]
-        if len(wanted) == 1:
-            obj = kube.get(rtype, ns, wanted[0].id.name, version=version)
-            if obj is not None:
-                obj.setdefault("kind", rtype.kind)
-            return ([obj] if obj else []), False
-        return kube.list(rtype, ns, version=version), True
+        if len(wanted) > 1:
+            return kube.list(rtype, ns, version=version), True
+        name = wanted[0].id.name
+        if (rtype.group, rtype.kind, ns) in by_label:
+            objs = kube.list(rtype, ns, version=version, label_selector=selector)
+            if any(o["metadata"]["name"] == name for o in objs):
+                return objs, True
+            obj = kube.get(rtype, ns, name, version=version)
+            return objs + ([_with_kind(obj, rtype)] if obj else []), True
+        obj = kube.get(rtype, ns, name, version=version)
+        return ([_with_kind(obj, rtype)] if obj else []), False
+
+    keys = list(groups)
+    covered = {(rt.group, rt.kind, ns) for rt, _, ns in keys}
+    rest = [q for q in queries if (q[0].group, q[0].kind, q[1]) not in covered]
+
+    def read(task: tuple[Any, ...]) -> tuple[list[dict[str, Any]], bool]:
+        if len(task) == 3:
+            return fetch(task)  # type: ignore[arg-type]
+        rtype, ns = task
+        return kube.list(rtype, ns, label_selector=selector), True
 
     found: dict[ObjectId, dict[str, Any]] = {}
     listed: Listed = {}
-    for (rtype, _, ns), (objs, whole) in zip(groups, kube.map(fetch, list(groups))):
+    for task, (objs, whole) in zip(keys + rest, kube.map(read, [*keys, *rest])):
+        rtype, ns = task[0], task[-1]
         if whole:
-            listed[(rtype.group, rtype.kind, ns)] = objs
+            listed.setdefault((rtype.group, rtype.kind, ns), []).extend(objs)
+        if len(task) == 2:
+            continue  # prune candidates only
         for obj in objs:
             meta = obj["metadata"]
             found[ObjectId(rtype.group, rtype.kind, meta.get("namespace", ""), meta["name"])] = obj
     return found, listed
+
+
+def _with_kind(obj: dict[str, Any], rtype: ResourceType) -> dict[str, Any]:
+    obj.setdefault("kind", rtype.kind)
+    return obj
 
 
 def _predict(kube: Kube, items: list[Item], new_namespaces: set[str], force: bool) -> None:
@@ -377,6 +419,8 @@ def drift(live: dict[str, Any], before: Any, after: Any, *, limit: int = 5) -> l
     the manager and how long ago (``.spec.replicas (kubectl via scale)``,
     ``.metadata.labels.tier (kubectl-label, 2m ago)``)."""
     out = []
+    from kubectl_gitops import fields  # noqa: PLC0415 - only for objects that changed
+
     for path in fields.changed_paths(before, after):
         theirs = [o for o in fields.owners(live, path) if o.manager != FIELD_MANAGER]
         if not theirs or len(theirs) < len(fields.owners(live, path)):
@@ -410,11 +454,10 @@ def summarize_conflict(message: str, *, limit: int = 3) -> str:
     return "fields set by another manager: " + "; ".join(parts)
 
 
-def _prune_candidates(kube: Kube, parent: applyset.Parent, desired: set[ObjectId],
-                      served: dict[tuple[str, str], ResourceType], listed: Listed) -> list[Item]:
-    """Members of the set the revision no longer holds: from the LISTs the
-    plan already made where it made one, else a LIST by the part-of label."""
-    selector = f"{applyset.PART_OF_LABEL}={parent.id}"
+def _prune_queries(parent: applyset.Parent, desired: set[ObjectId],
+                   served: dict[tuple[str, str], ResourceType]) -> list[tuple[ResourceType, str]]:
+    """Where members of the set can be: each (type, namespace) it records or
+    the revision holds."""
     queries: list[tuple[ResourceType, str]] = []
     for gk in sorted(parent.group_kinds | {i.group_kind for i in desired}):
         rtype = served.get(applyset.parse_group_kind(gk))
@@ -422,21 +465,23 @@ def _prune_candidates(kube: Kube, parent: applyset.Parent, desired: set[ObjectId
             continue  # the type is gone from the cluster, and its objects with it
         namespaces = sorted(parent.namespaces) if rtype.namespaced else [""]
         queries += [(rtype, ns) for ns in namespaces]
+    return queries
 
-    def members(q: tuple[ResourceType, str]) -> list[dict[str, Any]]:
-        rtype, ns = q
-        whole = listed.get((rtype.group, rtype.kind, ns))
-        return whole if whole is not None else kube.list(rtype, ns, label_selector=selector)
 
-    results = kube.map(members, queries)
+def _prune_candidates(parent: applyset.Parent, desired: set[ObjectId],
+                      queries: list[tuple[ResourceType, str]], listed: Listed) -> list[Item]:
+    """Members of the set the revision no longer holds, from what
+    :func:`_fetch_live` listed for ``queries``."""
     items: list[Item] = []
-    for (rtype, _), objs in zip(queries, results):
-        for obj in objs:
+    seen = set(desired)  # a type listed in two versions lists each member twice
+    for rtype, ns in queries:
+        for obj in listed.get((rtype.group, rtype.kind, ns), []):
             meta = obj["metadata"]
             oid = ObjectId(rtype.group, rtype.kind, meta.get("namespace", ""), meta["name"])
             labels = meta.get("labels") or {}
-            if oid in desired or labels.get(applyset.PART_OF_LABEL) != parent.id:
+            if oid in seen or labels.get(applyset.PART_OF_LABEL) != parent.id:
                 continue
+            seen.add(oid)
             item = Item(oid, "prune", rtype, live=obj)
             if applyset.keeps(obj):
                 item.action, item.note = "unchanged", f"kept: {applyset.PRUNE_ANNOTATION}=false"

@@ -194,10 +194,13 @@ def resolve(*, repo: str | Path | None = None, path: str | None = None, ref: str
         raise ConfigError("--working-tree and --staged exclude each other")
     if (working_tree or staged) and ref not in (None, "HEAD"):
         raise ConfigError("--ref cannot be combined with --working-tree or --staged")
-    root = git.toplevel(repo)
     mode: Mode = "worktree" if working_tree else "index" if staged else "commit"
     ref = ref or "HEAD"
-    sha = git.rev_parse(root, ref) if mode == "commit" else None
+    sha: str | None = None
+    if mode == "commit":
+        root, sha = git.toplevel_and_commit(repo, ref)
+    else:
+        root = git.toplevel(repo)
     cfg = _config_at(root, mode, sha, index_file)
     if path is not None and repo is None and not Path(path).is_absolute():
         # A relative --path given on the command line is relative to the cwd,

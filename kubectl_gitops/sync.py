@@ -12,19 +12,18 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from kubectl_gitops import applyset, health, history, secrets
+from kubectl_gitops import applyset, secrets
 from kubectl_gitops import plan as plan_mod
-from kubectl_gitops import prune as prune_guard
 from kubectl_gitops.app import App, source_conflict
 from kubectl_gitops.errors import ClusterError, ConflictError, GitOpsError
-from kubectl_gitops.lease import Lease, lease_name
-from kubectl_gitops.lease import identity as lease_identity
 from kubectl_gitops.plan import Item, Plan, namespaces_of, summarize_conflict
+
+if TYPE_CHECKING:  # loaded where used: a converged re-run takes no Lease
+    from kubectl_gitops.lease import Lease
 
 Report = Callable[[str], None]
 
@@ -123,9 +122,16 @@ def run(app: App, plan: Plan, opts: Options, report: Report, *,
         return result
     if lease is not None:
         return _run_held(app, plan, opts, report, lease, result)
+    if not opts.wait and settled(app, plan):
+        result.unchanged = _unchanged(plan)
+        return result
+    import uuid  # noqa: PLC0415
+
+    from kubectl_gitops.lease import Lease, identity, lease_name  # noqa: PLC0415
+
     _ensure_namespace(app)  # the Lease lives there, and the revision may create it
     own = Lease(app.kube, app.parent.namespace, lease_name(app.parent.name),
-                holder=f"{lease_identity('sync')} run={uuid.uuid4().hex[:8]}")
+                holder=f"{identity('sync')} run={uuid.uuid4().hex[:8]}")
     with own.hold(opts.lock_timeout):
         return _run_held(app, plan, opts, report, own, result)
 
@@ -139,6 +145,25 @@ def check_source(app: App, opts: Options) -> None:
         raise SyncRefused([f"{conflict}: refusing to sync into another source's app (pass "
                            "--take-over to make this source the app's, or choose another "
                            "--name)"])
+
+
+def settled(app: App, plan: Plan) -> bool:
+    """Whether a sync would write nothing but a repeat of the newest record:
+    no object to apply or prune, the parent already lists these members, and
+    its newest record is this revision of this path, succeeded. Then sync
+    takes no Lease and adds no record (a re-run of a converged sync is a
+    read, as the agent's no-change tick is). The plan read everything it
+    compares, so a sync still under way elsewhere shows as work to do."""
+    if plan.of("prune") or any(i.needs_apply for i in plan.items) or not app.src.sha:
+        return False
+    ids = [i.id for i in plan.items]
+    parent = _parent(app, app.parent.group_kinds | applyset.group_kinds(ids),
+                     app.parent.namespaces | namespaces_of(ids))
+    if not applyset.stored(parent, app.parent_live):
+        return False
+    last = app.parent.history[0] if app.parent.history else {}
+    return (last.get("revision") == app.src.sha and last.get("path") == (app.src.path or ".")
+            and last.get("result") == "succeeded")
 
 
 def _unchanged(plan: Plan) -> int:
@@ -160,6 +185,8 @@ def _run_held(app: App, plan: Plan, opts: Options, report: Report, lease: Lease,
         except _Stale:
             lease.check()
             _replan(app, plan, opts)
+    from kubectl_gitops.lease import lease_name  # noqa: PLC0415
+
     raise ClusterError(f"{app.parent.label} kept changing while this sync held the Lease "
                        f"{app.parent.namespace}/{lease_name(app.parent.name)}; another tool "
                        "writes it without the Lease")
@@ -210,6 +237,8 @@ def _converge(app: App, plan: Plan, opts: Options, report: Report, lease: Lease,
             widened = _parent(app, applyset.group_kinds(ids), namespaces_of(ids))
     if opts.wait and result.ok:
         _wait_healthy(app, plan, opts.timeout, result, report)
+    from kubectl_gitops import history  # noqa: PLC0415
+
     rec = history.record(revision=app.src.sha, ref=app.src.ref, path=app.src.path,
                          git_user=history.git_user(str(app.src.root)),
                          cluster_user=kube.whoami(),
@@ -314,6 +343,8 @@ def _wait_established(app: App, items: list[Item], result: Result, deadline: flo
     crds = [i for i in items if i.id.kind == "CustomResourceDefinition" and i.rtype]
     if not crds:
         return
+    from kubectl_gitops import health  # noqa: PLC0415
+
     for item in crds:
         while True:
             live = app.kube.get(item.rtype, "", item.id.name)  # type: ignore[arg-type]
@@ -355,6 +386,8 @@ def _guard_again(app: App, plan: Plan, opts: Options, report: Report) -> None:
     deleted: a non-member may have arrived since the plan (no cost when
     neither is pruned)."""
     before = {id(i) for i in plan.items if i.kept}
+    from kubectl_gitops import prune as prune_guard  # noqa: PLC0415
+
     prune_guard.guard(app.kube, plan.items, app.parent, app.kube.resource_types(),
                       cascade=opts.prune_cascade)
     for item in plan.items:
@@ -363,6 +396,8 @@ def _guard_again(app: App, plan: Plan, opts: Options, report: Report) -> None:
 
 
 def _wait_healthy(app: App, plan: Plan, timeout: float, result: Result, report: Report) -> None:
+    from kubectl_gitops import health  # noqa: PLC0415 - only with --wait
+
     # Never past the run's own deadline (sync --timeout bounds the whole sync).
     deadline = min(time.monotonic() + timeout, app.kube.deadline_at or float("inf"))
     pending = [i for i in plan.items if i.action != "prune" and i.rtype]

@@ -22,16 +22,19 @@ from kubectl_gitops import desired, source
 from kubectl_gitops.cli.common import MODULES_ENV
 from kubectl_gitops.kube import Kube
 
-# A little above what a run imports now (sys.modules at exit; sync 220, diff
-# 220, hook 167 when these were set): a new heavy import fails here.
-SYNC_BUDGET = 228
-DIFF_BUDGET = 228
+# A little above what a run imports now (sys.modules at exit; sync 208, diff
+# 209, hook 167 when these were set; the default editable install's import
+# hook adds 3): a new heavy import fails here.
+SYNC_BUDGET = 215
+DIFF_BUDGET = 215
 HOOK_BUDGET = 175
 # Machinery none of these paths uses.
 NEVER = ("kubernetes", "tabulate", "prometheus_client", "kubectl_gitops.agent",
          "kubectl_gitops.completion", "kubectl_gitops.cli.manpage", "kubectl_gitops.cli.complete")
 NOT_ON_NO_CHANGE = ("difflib", "kubectl_gitops.schema", "kubectl_gitops.kustomize",
-                    "concurrent.futures", "tempfile", "traceback", "unidiff")
+                    "concurrent.futures", "tempfile", "traceback", "unidiff",
+                    "kubectl_gitops.lease", "kubectl_gitops.health", "kubectl_gitops.fields",
+                    "kubectl_gitops.ignore", "kubectl_gitops.prune")
 NOT_IN_HOOK = ("ssl", "http.client", "kubectl_gitops.kube", "kubectl_gitops.credentials",
                "concurrent.futures", "difflib", "kubectl_gitops.plan")
 

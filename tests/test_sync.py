@@ -368,6 +368,57 @@ def test_history_after_three_syncs(tmp_path: Path, git_env: dict, kube_env: dict
     assert shas[-1][:7] in table.stdout.splitlines()[1]
 
 
+def _requests(stderr: str) -> list[str]:
+    """``METHOD path`` of each request a ``-v 6`` run logged."""
+    return [" ".join(line.split()[:2]).split("?")[0] for line in stderr.splitlines()
+            if line.split()[:1] and line.split()[0] in ("GET", "PUT", "POST", "PATCH", "DELETE")]
+
+
+def test_converged_rerun_only_reads(tmp_path: Path, git_env: dict, kube_env: dict,
+                                    namespace: str) -> None:
+    # A re-run at the revision the newest record holds, with nothing to
+    # apply or prune, is a read: no Lease, no record, no write at all.
+    repo = _repo(tmp_path, docs(configmap("a"), configmap("b"), deployment("web", 1)))
+    assert _sync(repo, namespace, kube_env, "--prune").returncode == 0
+    r = _sync(repo, namespace, kube_env, "--prune", "-v", "6")
+    assert r.returncode == 0, r.stderr
+    assert "3 unchanged" in r.stderr
+    sent = _requests(r.stderr)
+    assert sent and all(req.startswith("GET ") for req in sent), sent
+    assert not any("/leases/" in req for req in sent)
+    # The one Deployment and the prune search for Deployments are one LIST
+    # by the part-of label (no GET of it besides).
+    assert not any(req.endswith("/deployments/web") for req in sent), sent
+    records = lambda: json.loads(gitops("history", "-n", namespace, "--name", "app", "-o",  # noqa: E731
+                                        "json", cwd=repo, env=kube_env).stdout)
+    assert len(records()) == 1
+    # Drift is work: the re-run takes it back under the Lease and records it.
+    kubectl("scale", "deployment", "web", "-n", namespace, "--replicas", "3", env=kube_env)
+    r = _sync(repo, namespace, kube_env, "--prune", "-v", "6")
+    assert r.returncode == 0, r.stderr
+    assert any("/leases/" in req and req.startswith("PUT") for req in _requests(r.stderr))
+    assert get("deployment", "web", kube_env, namespace)["spec"]["replicas"] == 1
+    assert len(records()) == 2
+    # A new revision that changes no object is still recorded.
+    write(repo, "README.md", "docs only\n")
+    sha = commit(repo, "docs")
+    assert _sync(repo, namespace, kube_env, "--prune").returncode == 0
+    assert [r_["revision"] for r_ in records()][:1] == [sha]
+    # An object not yet labelled as ours (created by hand) is still found
+    # when its type is searched by label: adopted, not created again.
+    kubectl("create", "service", "clusterip", "db", "--tcp", "5432", "-n", namespace,
+            env=kube_env)
+    _set(repo, docs(configmap("a"), configmap("b"), deployment("web", 1),
+                    {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "db"},
+                     "spec": {"ports": [{"name": "5432-5432", "port": 5432,
+                                         "protocol": "TCP", "targetPort": 5432}]}}))
+    r = _sync(repo, namespace, kube_env, "--prune", "--adopt", "-o", "json")
+    assert r.returncode == 0, r.stderr
+    counts = json.loads(r.stdout)["counts"]
+    assert counts["created"] == 0 and counts["updated"] == 1, counts
+    assert get("service", "db", kube_env, namespace)["metadata"]["labels"][PART_OF_LABEL]
+
+
 def test_killed_sync_converges_on_rerun(tmp_path: Path, git_env: dict, kube_env: dict,
                                         namespace: str) -> None:
     many = [configmap(f"cm-{i:03d}", {"i": str(i)}) for i in range(150)]
