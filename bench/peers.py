@@ -7,7 +7,7 @@ them must report.
             without it a diff counts a Deployment still rolling out as a
             change; the rest is kapp's defaults: it diffs against its
             last-applied copy, applies 5 at a time, records an app change
-            per deploy) and, for diff, the same with ``--diff-run
+            per deploy that writes) and, for diff, the same with ``--diff-run
             --diff-changes --diff-exit-status`` instead of the last flag.
   flux ssa  bench/fluxssa, Flux's apply engine (fluxcd/pkg/ssa v0.78.0)
             applying the directory as kustomize-controller does (field
