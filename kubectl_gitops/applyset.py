@@ -43,6 +43,7 @@ FOREIGN_OWNERS = {
     "meta.helm.sh/release-name": None,
     "kapp.k14s.io/app": None,
     "argocd.argoproj.io/instance": None,
+    "argocd.argoproj.io/tracking-id": None,  # Argo CD's default tracking since 3.0
     "kustomize.toolkit.fluxcd.io/name": None,
     "helm.toolkit.fluxcd.io/name": None,
 }

@@ -80,10 +80,15 @@ def cat_blobs(root: str | Path, shas: Sequence[str], *,
     return blobs  # type: ignore[return-value]
 
 
+_OBJECTS: dict[str, Path] = {}  # root -> object store, learnt by toplevel_and_commit
+
+
 @lru_cache(maxsize=8)
 def _objects_dir(root: str) -> Path:
     # --git-path follows linked worktrees to the common object store.
-    return Path(root) / out(["rev-parse", "--git-path", "objects"], cwd=root)
+    known = _OBJECTS.get(root)
+    return known if known else Path(root) / out(["rev-parse", "--git-path", "objects"],
+                                                cwd=root)
 
 
 def _fanout_dirs(objects: Path) -> frozenset[str]:
@@ -154,15 +159,18 @@ def repo(root: str) -> gitpython.Repo:
 
 def toplevel_and_commit(start: str | Path | None, rev: str) -> tuple[Path, str]:
     """:func:`toplevel` and :func:`rev_parse` of ``rev`` in one git call
-    (each git start costs a small run a few milliseconds)."""
+    (each git start costs a small run a few milliseconds), which also
+    learns where the objects :func:`cat_blobs` reads are."""
     where = Path(start or os.getcwd())
-    proc = run(["rev-parse", "--show-toplevel", "--verify", "--quiet", "--end-of-options",
-                f"{rev}^{{commit}}"], cwd=where, check=False) if where.is_dir() else None
+    proc = run(["rev-parse", "--show-toplevel", "--git-path", "objects", "--verify", "--quiet",
+                "--end-of-options", f"{rev}^{{commit}}"],
+               cwd=where, check=False) if where.is_dir() else None
     lines = proc.stdout.decode("utf-8", "surrogateescape").splitlines() if proc else []
-    if proc is None or proc.returncode != 0 or len(lines) != 2:
+    if proc is None or proc.returncode != 0 or len(lines) != 3:
         root = toplevel(start)  # the one-line errors: no directory, no repository
         return root, rev_parse(root, rev)  # or no such revision
-    return Path(lines[0]), lines[1].strip()
+    _OBJECTS.setdefault(lines[0], where / lines[1])
+    return Path(lines[0]), lines[2].strip()
 
 
 def rev_parse(root: str | Path, rev: str) -> str:

@@ -130,7 +130,7 @@ def load_config(root: Path, data: bytes | None = None) -> RepoConfig:
             return RepoConfig()
         data = cfg.read_bytes()
     try:
-        doc = yaml.safe_load(data) or {}
+        doc = yaml.load(data, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)) or {}
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         line = f":{mark.line + 1}" if mark else ""

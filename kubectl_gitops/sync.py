@@ -389,7 +389,7 @@ def _guard_again(app: App, plan: Plan, opts: Options, report: Report) -> None:
     from kubectl_gitops import prune as prune_guard  # noqa: PLC0415
 
     prune_guard.guard(app.kube, plan.items, app.parent, app.kube.resource_types(),
-                      cascade=opts.prune_cascade)
+                      cascade=opts.prune_cascade, dependents=False)
     for item in plan.items:
         if item.kept and id(item) not in before:
             report(f"kept       {item.id}: {item.kept}")

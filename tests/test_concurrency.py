@@ -92,6 +92,8 @@ def test_two_concurrent_syncs_of_one_app(tmp_path: Path, git_env: dict, kube_env
             git(repo, "tag", f"{side}-{r}", refs[side])
     kubes = {side: Kube(kube_env["KUBECONFIG"]) for side in "ab"}
     failures: list[str] = []
+    kept: list[str] = []  # the refs the history held after the last round
+    parent_history: list[dict] = []
     for r in range(rounds):
         start = threading.Barrier(2)
 
@@ -111,10 +113,18 @@ def test_two_concurrent_syncs_of_one_app(tmp_path: Path, git_env: dict, kube_env
         assert failures == [], f"round {r}"
         parent = _parent(kubes["a"], namespace, "app")
         got = [h["ref"] for h in parent.history]
-        assert len(got) == min(2 * (r + 1), 10), f"round {r}: {got}"
-        for back in range(min(r + 1, 5)):  # every record of every round kept, in order
-            assert set(got[2 * back:2 * back + 2]) == {f"a-{r - back}", f"b-{r - back}"}, \
-                f"round {r}: {got}"
+        # Each sync that wrote recorded; a sync that found the cluster already
+        # at its revision (the other side not yet started) wrote nothing and
+        # recorded nothing: it ran, as a read, before the other.
+        new = [ref for ref in got if ref.endswith(f"-{r}")]
+        assert new and set(new) <= {f"a-{r}", f"b-{r}"} and len(set(new)) == len(new), \
+            f"round {r}: {got}"
+        assert got[:len(new)] == new, f"round {r}: {got}"
+        assert got[len(new):] == kept[:10 - len(new)], f"round {r}: every older record kept"
+        if len(new) == 1 and kept:  # the other side was a read: the cluster was at its revision
+            skipped = "b" if new[0].startswith("a") else "a"
+            assert parent_history[0]["revision"] == refs[skipped], f"round {r}: {got}"
+        kept, parent_history = got, parent.history
         assert _uncovered(kubes["a"], parent) == [], f"round {r}"
     for kube in kubes.values():
         kube.close()

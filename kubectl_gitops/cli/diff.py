@@ -26,8 +26,8 @@ def use_color(no_color: bool) -> bool:
 @source_options()
 @cluster_options
 @click.option("--prune", is_flag=True, help="Also list the objects sync --prune would delete.")
-@click.option("--prune-cascade", is_flag=True, help="As sync --prune-cascade: show Namespaces "
-              "and CRDs pruned with the non-members they hold.")
+@click.option("--prune-cascade", is_flag=True, help="As sync --prune-cascade: show Namespaces, "
+              "CRDs and owners pruned with the non-members they hold.")
 @click.option("-o", "--output", type=click.Choice(["diff", "table", "json"]), default="diff",
               show_default=True, help="Output format.")
 @click.option("--show-secrets", is_flag=True, help="Show Secret values instead of masking them.")

@@ -41,8 +41,8 @@ def parse_duration(value: str) -> float:
               "healthy.")
 @click.option("--timeout", default="5m", show_default=True, help="Give up when the whole "
               "sync, --wait included, takes longer (0: no limit).")
-@click.option("--prune-cascade", is_flag=True, help="Prune Namespaces and CRDs even when "
-              "that deletes objects that are not members (named in the plan).")
+@click.option("--prune-cascade", is_flag=True, help="Prune Namespaces, CRDs and owners even "
+              "when that deletes objects that are not members (named in the plan).")
 @click.option("--take-over", is_flag=True, help="Prune although the ApplySet records another "
               "source (repo, path), and record this one.")
 @click.option("--lock-timeout", default="60s", show_default=True, help="How long to wait for "
@@ -93,7 +93,7 @@ def command(path_arg: str | None, path: str | None, repo: str | None, ref: str |
 
 def _print_kept(the_plan: Plan, quiet: bool) -> None:
     """Members the revision dropped that prune keeps, and why; and what a
-    --prune-cascade deletes along with a Namespace or CRD."""
+    --prune-cascade deletes along with a Namespace, CRD or owner."""
     for item in the_plan.items:
         if not quiet and (item.kept or item.note.startswith("--prune-cascade")):
             click.echo(f"{'kept' if item.kept else 'cascade':<10} {item.id}: {item.note}",
