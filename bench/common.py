@@ -130,6 +130,8 @@ def arguments(doc: str, rounds: int) -> argparse.Namespace:
     ap.add_argument("--reuse", metavar="STATE_DIR",
                     help="use (and leave running) the control plane of this state dir "
                          "instead of a fresh one")
+    ap.add_argument("--no-peers", action="store_true",
+                    help="leave out kapp and the Flux harness (bench/peers.py)")
     return ap.parse_args()
 
 
@@ -198,12 +200,20 @@ def run(argv: Sequence[str], env: dict[str, str], *, cwd: Path | None = None,
         expect: Sequence[int] = (0,)) -> str:
     """Run a command with stdout to /dev/null; fail loudly (with its stderr)
     on an unexpected exit status. Returns its stderr."""
+    return _run(argv, env, cwd, expect, capture=False).stderr
+
+
+def _run(argv: Sequence[str], env: dict[str, str], cwd: Path | None,
+         expect: Sequence[int], *, capture: bool) -> subprocess.CompletedProcess[str]:
+    """``run``; with ``capture``, stdout is kept too (for tools that report there)."""
     proc = subprocess.run(list(argv), env=env, cwd=cwd, stdin=subprocess.DEVNULL,
-                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                          stdout=subprocess.PIPE if capture else subprocess.DEVNULL,
+                          stderr=subprocess.PIPE, text=True)
     if proc.returncode not in expect:
         die(f"`{' '.join(argv)}` exited {proc.returncode} (expected "
-            f"{' or '.join(map(str, expect))}):\n{proc.stderr.strip()[-3000:]}")
-    return proc.stderr
+            f"{' or '.join(map(str, expect))}):\n{proc.stderr.strip()[-3000:]}"
+            f"{(proc.stdout or '').strip()[-3000:]}")
+    return proc
 
 
 def kubectl(env: dict[str, str], *args: str) -> str:
@@ -308,18 +318,20 @@ class Timing:
     wall: float  # seconds
     cpu: float  # client CPU seconds (user + system)
     stderr: str
+    stdout: str = ""  # only with timed(..., capture=True)
 
 
 def timed(argv: Sequence[str], env: dict[str, str], *, cwd: Path | None = None,
-          expect: Sequence[int] = (0,)) -> Timing:
-    """Wall and client CPU seconds of one run of a command, and its stderr."""
+          expect: Sequence[int] = (0,), capture: bool = False) -> Timing:
+    """Wall and client CPU seconds of one run of a command, and its stderr
+    (and, with ``capture``, its stdout)."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
-    err = run(argv, env, cwd=cwd, expect=expect)
+    proc = _run(argv, env, cwd, expect, capture=capture)
     wall = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return Timing(wall, cpu, err)
+    return Timing(wall, cpu, proc.stderr, proc.stdout or "")
 
 
 def settle(kube: Kube, namespaces: Sequence[str], timeout: float = 120.0) -> None:
@@ -371,7 +383,8 @@ class Table:
     def render(self) -> str:
         ours = self.tools[0]
         width = max(len(t) for t in self.tools) + 2
-        lines = [f"{'scenario':<11}{'tool':<{width}}{'median s':>9}{'min s':>8}{'max s':>8}"
+        sw = max([13, *(len(s) + 2 for s in self.scenarios())])
+        lines = [f"{'scenario':<{sw}}{'tool':<{width}}{'median s':>9}{'min s':>8}{'max s':>8}"
                  f"{'cpu s':>7}{'rounds':>7}{'ratio':>8}"]
         for scenario in self.scenarios():
             base = self.median(scenario, ours)
@@ -382,7 +395,7 @@ class Table:
                 med = statistics.median(runs)
                 cpu = statistics.median(self.cpu[(scenario, tool)])
                 ratio = "-" if tool == ours else f"{med / base:.2f}x"
-                lines.append(f"{scenario:<11}{tool:<{width}}{med:>9.3f}{min(runs):>8.3f}"
+                lines.append(f"{scenario:<{sw}}{tool:<{width}}{med:>9.3f}{min(runs):>8.3f}"
                              f"{max(runs):>8.3f}{cpu:>7.2f}{len(runs):>7}{ratio:>8}")
         return "\n".join(lines)
 

@@ -9,13 +9,20 @@ committed and diffed, in interleaved rounds, by:
   kubectl gitops diff                         (through kubectl's plugin discovery)
   kubectl diff --server-side --force-conflicts -f apps                  (default concurrency, 1)
   kubectl diff --server-side --force-conflicts --concurrency 16 -f apps
+  kapp deploy --diff-run, the Flux ssa harness's diff  (bench/peers.py, where built)
+
+The peers diff their own copy of the app (own namespaces, synced by the
+peer itself, the same commit made on top): they report differences only
+against objects they applied. The Deployments are paused (see
+common.render), so that up to three copies settle quickly.
 
 ``--force-conflicts``: the live fields belong to the field manager
 ``kubectl-gitops``, so kubectl's own manager needs it for its dry-runs to
-predict the same objects; all three then report the same changed objects
-(checked before timing). Output goes to /dev/null; each run must exit 1
-(differences), else the bench fails. The table gives medians and each
-kubectl variant's median divided by ours (3.00x = we are 3 times faster).
+predict the same objects; ours and the kubectl variants then report the
+same changed objects (checked before timing). Output goes to /dev/null (kapp's is read for its
+count); each run must exit 1 (kapp: 3), differences, and the peers must
+count the changed objects, else the bench fails. The table gives medians
+and each tool's median divided by ours (3.00x = we are 3 times faster).
 
     .venv/bin/python bench/diff.py                     # N = 500, 5 rounds
     .venv/bin/python bench/diff.py -n 200 --rounds 3
@@ -31,6 +38,7 @@ import tempfile
 from pathlib import Path
 
 import common  # bench/, the script's directory, is first on sys.path
+import peers
 
 OURS = "kubectl gitops diff"
 KUBECTL = "kubectl diff"
@@ -56,39 +64,62 @@ def changed_objects(argv: list[str], env: dict[str, str], cwd: Path, ours: bool)
     return sum(line.startswith("diff -u") for line in proc.stdout.splitlines())
 
 
+def synced(env: dict[str, str], tmp: Path, prefix: str, n: int, tool: str,
+           found: dict[str, Path]) -> common.Repo:
+    """A copy of the unchanged revision in its own namespaces, synced by ours
+    (tool "ours") or by the peer whose diff is ``tool`` (untimed)."""
+    namespaces = common.namespace_set(prefix)
+    common.create_namespaces(env, namespaces)
+    repo = common.make_repo(env, tmp / prefix, n, namespaces, paused=True)
+    common.say(f"{tool}: syncing the unchanged revision: {n} objects in "
+               f"{len(namespaces)} namespaces")
+    if tool == "ours":
+        common.run(["kubectl", "gitops", "sync"], env, cwd=repo.root)
+    else:
+        sync = {peers.KAPP_DIFF: peers.KAPP, peers.FLUX_DIFF: peers.FLUX}[tool]
+        peers.run(sync, found, repo, env, peers.Expect(n, created=n))
+    return repo
+
+
 def main() -> int:
     args = common.arguments(__doc__, rounds=5)
     common.say(common.machine())
+    found = peers.available(not args.no_peers)
     with common.cluster(args.reuse) as cl, tempfile.TemporaryDirectory(prefix="bench-diff-") as t:
         tmp = Path(t)
         env = common.environment(cl.kubeconfig, tmp)
-        namespaces = common.namespace_set(f"diff-{tmp.name[-6:].lower().replace('_', '-')}")
-        common.create_namespaces(env, namespaces)
-        repo = common.make_repo(env, tmp / "repo", args.objects, namespaces)
-        common.say(f"syncing the unchanged revision: {args.objects} objects in "
-                   f"{len(namespaces)} namespaces")
-        common.run(["kubectl", "gitops", "sync"], env, cwd=repo.root)
-        common.settle(cl.kube(), namespaces)
+        tag = tmp.name[-6:].lower().replace('_', '-')
         changed = common.changed_indices(args.objects)
-        common.commit_change(env, repo, changed)
+        repo = synced(env, tmp, f"diff-{tag}", args.objects, "ours", found)
+        peer_repos = {tool: synced(env, tmp, f"diff-{tag}-{tool.split()[0]}", args.objects,
+                                   tool, found)
+                      for tool in peers.tools(found, diff=True)}
+        namespaces = repo.namespaces
+        common.settle(cl.kube(), [ns for r in (repo, *peer_repos.values())
+                                  for ns in r.namespaces])
+        for r in (repo, *peer_repos.values()):
+            common.commit_change(env, r, changed)
         argvs = commands(repo)
         for tool, argv in argvs.items():
             count = changed_objects(argv, env, repo.root, tool == OURS)
             if count != len(changed):
                 common.die(f"{tool} reports {count} changed objects, expected {len(changed)}")
-        common.say(f"all three report the {len(changed)} changed objects; timing "
+        pending = peers.Expect(args.objects, changed=len(changed))
+        common.say(f"ours and kubectl report the {len(changed)} changed objects; timing "
                    f"{args.rounds} rounds")
-        table = common.Table([OURS, KUBECTL, KUBECTL_16])
+        tools = [*argvs, *peer_repos]
+        table = common.Table(tools)
         for r in range(args.rounds):
-            for tool in common.rotate(list(argvs), r):
-                table.add("diff", tool, common.timed(argvs[tool], env, cwd=repo.root,
-                                                     expect=(1,)))
+            for tool in common.rotate(tools, r):
+                table.add("diff", tool, peers.run(tool, found, peer_repos[tool], env, pending)
+                          if tool in peer_repos else
+                          common.timed(argvs[tool], env, cwd=repo.root, expect=(1,)))
             common.say(f"round {r + 1}/{args.rounds}: " + ", ".join(
-                f"{tool} {table.last('diff', tool):.2f}s" for tool in argvs))
+                f"{tool} {table.last('diff', tool):.2f}s" for tool in tools))
     print(f"\n{common.machine('end')}")
     print(f"N = {args.objects} objects ({len(changed)} changed, committed), "
           f"{len(namespaces)} namespaces, {args.rounds} rounds, interleaved; "
-          f"ratio = kubectl median / ours")
+          f"ratio = tool's median / ours")
     print(table.render(), flush=True)
     ours = table.median("diff", OURS)
     print(f"target >= 3x faster than kubectl diff (default concurrency): "

@@ -16,6 +16,7 @@ for
   kubectl apply --server-side -f apps
   KUBECTL_APPLYSET=true kubectl apply --server-side --prune
       --applyset=applysets.bench.kubectl-gitops.io/NAME -f apps
+  kapp deploy, the Flux ssa harness   (bench/peers.py, where they build)
 
 on the same files (only the namespace names differ between tools).
 
@@ -38,8 +39,8 @@ The Deployments are paused (see common.render): same API work for the
 tools, little for the controller-manager. Between timed runs the bench
 still waits (untimed) until the controllers have observed every Deployment,
 so one tool's after-effects do not land in the next one's time. Every run
-must exit 0, and ours must report what the phase did. The table gives
-medians and each kubectl variant's median divided by ours (2.00x = we are
+must exit 0, and ours and the peers must report what the phase did. The
+table gives medians and each tool's median divided by ours (2.00x = we are
 twice as fast).
 
     .venv/bin/python bench/sync.py                     # N = 500, 3 rounds
@@ -58,6 +59,7 @@ import time
 from pathlib import Path
 
 import common  # bench/, the script's directory, is first on sys.path
+import peers
 import yaml
 
 from kubectl_gitops.kube import Kube
@@ -67,7 +69,8 @@ APPLY = "kubectl apply"
 APPLYSET = "kubectl apply --applyset"
 TOOLS = (OURS, APPLY, APPLYSET)
 FLOOR = "floor: the applies alone"
-SHORT = {OURS: "gitops", APPLY: "apply", APPLYSET: "applyset", FLOOR: "floor"}
+SHORT = {OURS: "gitops", APPLY: "apply", APPLYSET: "applyset", FLOOR: "floor",
+         peers.KAPP: "kapp", peers.FLUX: "flux"}
 PHASES = ("first", "no-change", "change")
 
 PARENT_GROUP = "bench.kubectl-gitops.io"
@@ -139,34 +142,42 @@ def floor(repo: common.Repo, kubeconfig: Path) -> common.Timing:
     return common.Timing(wall, 0.0, "")
 
 
-def expect_summary(stderr: str, phase: str, n: int, changed: int) -> None:
-    """Our summary line must say what the phase did (untimed sanity check)."""
-    want = {"first": f"{n} created, 0 updated",
-            "no-change": f"0 created, 0 updated, 0 pruned, {n} unchanged",
-            "change": f"0 created, {changed} updated"}[phase]
-    if want not in stderr:
-        common.die(f"{OURS} ({phase}): expected '{want}' in its summary, got:\n{stderr[-2000:]}")
+def measure(tool: str, repo: common.Repo, env: dict[str, str], found: dict[str, Path],
+            parent: str, phase: str, expect: peers.Expect) -> common.Timing:
+    """One timed run; ours and the peers must report what the phase did."""
+    if tool in (peers.KAPP, peers.FLUX):
+        return peers.run(tool, found, repo, env, expect)
+    t = common.timed(commands(tool, repo, parent),
+                     {**env, "KUBECTL_APPLYSET": "true"} if tool == APPLYSET else env,
+                     cwd=repo.root)
+    if tool == OURS:
+        peers.ours_reported(f"{OURS} ({phase})", t.stderr, expect)
+    return t
 
 
 def main() -> int:
     args = common.arguments(__doc__, rounds=3)
     common.say(common.machine())
+    found = peers.available(not args.no_peers)
+    tools = [*TOOLS, *peers.tools(found, diff=False)]
     changed = common.changed_indices(args.objects)
-    table = common.Table([*TOOLS, FLOOR])
+    expects = {"first": peers.Expect(args.objects, created=args.objects),
+               "no-change": peers.Expect(args.objects),
+               "change": peers.Expect(args.objects, changed=len(changed))}
+    table = common.Table([*tools, FLOOR])
     with common.cluster(args.reuse) as cl, tempfile.TemporaryDirectory(prefix="bench-sync-") as t:
         tmp = Path(t)
         tag = tmp.name[-6:].lower().replace("_", "-")
         env = common.environment(cl.kubeconfig, tmp)
-        kubectl_env = {**env, "KUBECTL_APPLYSET": "true"}
         kube = cl.kube()
         kubectl_apply(env, PARENT_CRD)
         common.kubectl(env, "wait", "--for=condition=Established", "--timeout=60s",
                        f"crd/{PARENT_RESOURCE}")
         for r in range(args.rounds):
-            order = common.rotate(list(TOOLS), r)
+            order = common.rotate(tools, r)
             repos: dict[str, common.Repo] = {}
             parent = f"bench-{tag}-r{r}"
-            for tool in (*TOOLS, FLOOR):
+            for tool in (*tools, FLOOR):
                 namespaces = common.namespace_set(f"s{tag}-r{r}-{SHORT[tool]}")
                 common.create_namespaces(env, namespaces)
                 repos[tool] = common.make_repo(env, tmp / f"r{r}-{SHORT[tool]}", args.objects,
@@ -177,21 +188,18 @@ def main() -> int:
                     repo = repos[tool]
                     if phase == "change" and not repo.changed:
                         common.commit_change(env, repo, changed)
-                    t = common.timed(commands(tool, repo, parent),
-                                     kubectl_env if tool == APPLYSET else env, cwd=repo.root)
-                    if tool == OURS:
-                        expect_summary(t.stderr, phase, args.objects, len(changed))
-                    table.add(phase, tool, t)
+                    table.add(phase, tool,
+                              measure(tool, repo, env, found, parent, phase, expects[phase]))
                     common.settle(kube, repo.namespaces)
                 if phase == "first":
                     table.add(phase, FLOOR, floor(repos[FLOOR], cl.kubeconfig))
                     common.settle(kube, repos[FLOOR].namespaces)
                 common.say(f"round {r + 1}/{args.rounds} {phase}: " + ", ".join(
-                    f"{tool} {table.last(phase, tool):.2f}s" for tool in TOOLS))
+                    f"{tool} {table.last(phase, tool):.2f}s" for tool in tools))
     print(f"\n{common.machine('end')}")
     print(f"N = {args.objects} objects ({len(changed)} changed in 'change'), 5 namespaces "
           f"per tool and round, {args.rounds} rounds, interleaved; "
-          f"ratio = kubectl median / ours", flush=True)
+          f"ratio = tool's median / ours", flush=True)
     print(table.render())
     apply = {p: table.median(p, APPLY) / table.median(p, OURS) for p in PHASES}
     print(f"target >= 2x faster than kubectl apply on the first sync: {apply['first']:.2f}x; "

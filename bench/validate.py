@@ -36,7 +36,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import shutil
 import statistics
 import subprocess
@@ -68,23 +67,16 @@ def make_staged_repo(env: dict[str, str], root: Path, n_objects: int) -> list[st
     return sorted(files)
 
 
-def cpu_of_children() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
-
-
-def time_hook(env: dict[str, str], root: Path) -> tuple[float, float]:
+def time_hook(env: dict[str, str], root: Path) -> common.Timing:
     """Wall and CPU seconds of one run of the hook, as git runs it."""
     hook_env = {**env, "GIT_INDEX_FILE": str(root / ".git" / "index")}
-    before = cpu_of_children()
-    wall, _ = common.timed(["gitops-pre-commit"], hook_env, cwd=root)
-    return wall, cpu_of_children() - before
+    return common.timed(["gitops-pre-commit"], hook_env, cwd=root)
 
 
-def time_commit(env: dict[str, str], root: Path, *flags: str) -> float:
-    wall, _ = common.timed(["git", "commit", "-q", "-m", "bench", *flags], env, cwd=root)
+def time_commit(env: dict[str, str], root: Path, *flags: str) -> common.Timing:
+    t = common.timed(["git", "commit", "-q", "-m", "bench", *flags], env, cwd=root)
     common.git(env, root, "update-ref", "-d", "HEAD")  # unborn again, index kept
-    return wall
+    return t
 
 
 # --- kubeconform -------------------------------------------------------------
@@ -141,10 +133,9 @@ def common_version() -> str:
 
 
 def time_kubeconform(env: dict[str, str], exe: Path, template: Path, version: str,
-                     apps: Path, files: list[str]) -> float:
-    wall, _ = common.timed([str(exe), "-strict", "-summary", "-kubernetes-version", version,
-                            "-schema-location", str(template), *files], env, cwd=apps)
-    return wall
+                     apps: Path, files: list[str]) -> common.Timing:
+    return common.timed([str(exe), "-strict", "-summary", "-kubernetes-version", version,
+                         "-schema-location", str(template), *files], env, cwd=apps)
 
 
 # --- main --------------------------------------------------------------------
@@ -180,17 +171,17 @@ def main() -> int:
             for k in range(args.rounds):
                 for tool in common.rotate(tools, k):
                     if tool == HOOK:
-                        wall, used = time_hook(env, root)
-                        cpu.setdefault(scenario, []).append(used)
+                        t = time_hook(env, root)
+                        cpu.setdefault(scenario, []).append(t.cpu)
                     elif tool == COMMIT:
-                        wall = time_commit(env, root)
+                        t = time_commit(env, root)
                     elif tool == NO_VERIFY:
-                        wall = time_commit(env, root, "--no-verify")
+                        t = time_commit(env, root, "--no-verify")
                     else:
                         assert exe is not None
-                        wall = time_kubeconform(env, exe, template, version,
-                                                root / common.APPS_DIR, files)
-                    table.add(scenario, tool, wall)
+                        t = time_kubeconform(env, exe, template, version,
+                                             root / common.APPS_DIR, files)
+                    table.add(scenario, tool, t)
     print(table.render())
     print()
     for n in sizes:
