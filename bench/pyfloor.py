@@ -62,7 +62,7 @@ def main() -> None:
                     wanted.add((doc["kind"], doc["metadata"]["namespace"]))
     conn = http.client.HTTPSConnection(cluster["server"].split("//", 1)[1], context=ctx)
     ns = sorted(wanted)[0][1]
-    paths = [f"/api/v1/namespaces/{ns}/configmaps/{os.environ.get('PYFLOOR_PARENT', 'x')}"]
+    paths = [f"/api/v1/namespaces/{ns}/configmaps/{sys.argv[2]}"]
     for kind, namespace in sorted(wanted):
         prefix, plural = PLURAL[kind]
         paths.append(f"/{prefix}/namespaces/{namespace}/{plural}?limit=500")
