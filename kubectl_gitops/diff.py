@@ -127,11 +127,12 @@ def render(item: Item, revision: str, *, show_secrets: bool = False) -> Rendered
 
 
 def _count(text: str) -> tuple[int, int]:
-    """Added and removed lines of one file's unified diff: after its two
-    header lines, each line's first character says which it is."""
-    lines = text.splitlines()[2:]
-    return (sum(1 for line in lines if line[:1] == "+"),
-            sum(1 for line in lines if line[:1] == "-"))
+    if not text:
+        return 0, 0
+    from unidiff import PatchSet  # noqa: PLC0415 - only when something differs
+
+    patch = PatchSet(text)
+    return sum(f.added for f in patch), sum(f.removed for f in patch)
 
 
 def changed(plan: Plan) -> list[Item]:
