@@ -30,7 +30,7 @@ def load(src: Source, *, kube: Kube | None = None, namespace: str | None = None,
     With ``kube``, scope comes from the cluster's discovery (plus CRDs in the
     tree); without, from built-in knowledge (the offline mode of the hook).
     """
-    manifests, errors = _manifests.read(src)
+    manifests, errors = _manifests.read(src, cache=True)
     mapper: Mapper = kube.mapper((m.group, m.kind) for m in manifests).with_crds(manifests) \
         if kube else offline_mapper(manifests)
     resolved, more = resolve(manifests, mapper, default_namespace(src, namespace, kube),

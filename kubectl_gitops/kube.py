@@ -19,18 +19,16 @@ import os
 import re
 import socket
 import ssl
-import stat
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import suppress as _suppressed
 from dataclasses import dataclass
 from email.message import Message
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import quote, urlencode, urlsplit
 
-from kubectl_gitops import credentials
+from kubectl_gitops import credentials, diskcache
 from kubectl_gitops import kubeconfig as kubeconfig_mod
 from kubectl_gitops.errors import ClusterError, ConflictError, NotFoundError
 from kubectl_gitops.resources import Mapper, ResourceType
@@ -497,38 +495,30 @@ def _parse_discovery(doc: dict[str, Any]) -> dict[tuple[str, str], ResourceType]
 
 class _DiscoveryCache:
     """Discovery documents of one server on disk, with the ETag each was
-    served with: ``$XDG_CACHE_HOME/kubectl-gitops/discovery/<host_port>/``,
-    files 0600 in 0700 directories, written whole (write, then rename).
-    Anything unreadable, foreign or corrupt counts as absent; failing to
-    write only costs the next run a full fetch."""
+    served with: ``$XDG_CACHE_HOME/kubectl-gitops/discovery/<host_port>/``
+    (kubectl_gitops.diskcache: private files, written whole, anything odd
+    counts as absent; failing to write only costs the next run a full fetch)."""
 
     def __init__(self, directory: str | None) -> None:
         self.directory = directory
 
     @classmethod
     def for_server(cls, server: str) -> _DiscoveryCache:
-        base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-        if not os.path.isabs(base):
-            return cls(None)
         url = urlsplit(server)
         key = re.sub(r"[^A-Za-z0-9.-]", "_", (url.netloc.rpartition("@")[2] + url.path)
                      .rstrip("/")) or "_"
-        return cls(os.path.join(base, "kubectl-gitops", "discovery", key))
+        return cls(diskcache.directory("discovery", key))
 
     def _file(self, path: str) -> str:
         return os.path.join(str(self.directory), "apis.json" if path == "/apis" else "api.json")
 
     def read(self, path: str) -> tuple[str, dict[str, Any]] | None:
-        if self.directory is None or not self._private(self.directory):
+        if self.directory is None or not diskcache.private(self.directory):
             return None
+        entry = diskcache.read_json(self._file(path))
         try:
-            fd = os.open(self._file(path), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-            with os.fdopen(fd, "rb") as f:
-                if os.fstat(fd).st_uid != os.getuid():
-                    return None
-                entry = json.loads(f.read())
             etag, doc = entry["etag"], entry["doc"]
-        except (OSError, ValueError, KeyError, TypeError):
+        except (KeyError, TypeError):
             return None
         if not isinstance(etag, str) or not etag or not isinstance(doc, dict):
             return None
@@ -543,36 +533,7 @@ class _DiscoveryCache:
     def write(self, path: str, etag: str | None, doc: Any) -> None:
         if self.directory is None or not etag or not isinstance(doc, dict):
             return
-        try:
-            os.makedirs(self.directory, mode=0o700, exist_ok=True)
-            if not self._private(self.directory):
-                return
-            tmp = f"{self._file(path)}.{os.getpid()}.{threading.get_ident()}.tmp"
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-                         0o600)
-            try:
-                with os.fdopen(fd, "w", encoding="utf-8") as f:
-                    json.dump({"etag": etag, "doc": doc}, f, separators=(",", ":"))
-                os.replace(tmp, self._file(path))
-            except BaseException:
-                with _suppressed(OSError):
-                    os.unlink(tmp)
-                raise
-        except OSError:
-            pass
-
-    @staticmethod
-    def _private(directory: str) -> bool:
-        """Ours, a real directory, 0700 (tightened when it is ours)."""
-        try:
-            st = os.lstat(directory)
-            if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid():
-                return False
-            if st.st_mode & 0o077:
-                os.chmod(directory, 0o700)
-            return True
-        except OSError:
-            return False
+        diskcache.write_json(self._file(path), {"etag": etag, "doc": doc})
 
 
 def _status_error(status: int, data: bytes, obj: str) -> ClusterError:

@@ -85,25 +85,121 @@ class Manifest:
         return f"{self.kind} {ns}/{self.name}" if ns else f"{self.kind} {self.name}"
 
 
-def read(src: Source, files: list[SourceFile] | None = None) \
+def read(src: Source, files: list[SourceFile] | None = None, *, cache: bool = False) \
         -> tuple[list[Manifest], list[ManifestError]]:
     """Every object under the source, in sorted path order, and every error.
 
     ``files``: the source's files when the caller already read them.
+    ``cache``: reuse and keep what files parse to (:class:`ParseCache`).
     """
     files = sorted(src.files() if files is None else files, key=lambda f: f.path)
     kfiles = top_kustomizations(f.path for f in files)
     kdirs = [posixpath.dirname(k) for k in kfiles]
     manifests: list[Manifest] = []
     errors: list[ManifestError] = []
+    store = ParseCache.default() if cache else None
     for f in files:
         if any(_inside(f.path, d) for d in kdirs):
             continue  # rendered with its kustomization, not on its own
-        ms, es = parse_file(f.path, f.data)
+        ms, es = store.parse(f.path, f.data) if store else parse_file(f.path, f.data)
         manifests += ms
         errors += es
     ms, es = _render_kustomizations(src, kfiles)
     return manifests + ms, errors + es
+
+
+class ParseCache:
+    """What a YAML file parses to, kept on disk by its content's hash, so an
+    unchanged file is not parsed again: a small diff or sync spends more
+    time turning YAML into objects (go-yaml's scalar rules, line numbers,
+    repeated keys) than reading them back as JSON.
+
+    ``$XDG_CACHE_HOME/kubectl-gitops/manifests/<xx>/<hash>.json``
+    (kubectl_gitops.diskcache: private, written whole, anything odd is a
+    miss). Kept only for a file that parsed cleanly: no error, no repeated
+    key, no scalar YAML 1.1 reads otherwise, no Secret (its values stay in
+    git alone), under 1 MB. The key covers the parser's version, so an
+    upgrade never reads an older parser's result. Entries untouched for
+    :attr:`MAX_AGE` are removed now and then when one is written.
+    """
+
+    MAX_AGE = 14 * 86400
+    MAX_BYTES = 1_000_000
+
+    def __init__(self, directory: str | None) -> None:
+        self.directory = directory
+        self.version = _parser_version()
+
+    @classmethod
+    def default(cls) -> ParseCache:
+        from kubectl_gitops import diskcache  # noqa: PLC0415
+
+        return cls(diskcache.directory("manifests"))
+
+    def _file(self, data: bytes) -> str:
+        import hashlib  # noqa: PLC0415
+
+        key = hashlib.sha256(self.version.encode() + b"\0" + data).hexdigest()
+        return os.path.join(str(self.directory), key[:2], key[2:] + ".json")
+
+    def parse(self, path: str, data: bytes) -> tuple[list[Manifest], list[ManifestError]]:
+        """:func:`parse_file`, from the cache when this content was seen."""
+        if self.directory is None or path.endswith(".json") or len(data) > self.MAX_BYTES:
+            return parse_file(path, data)
+        from kubectl_gitops import diskcache  # noqa: PLC0415
+
+        file = self._file(data)
+        hit = diskcache.read_json(file) if diskcache.private(self.directory) else None
+        if isinstance(hit, dict) and hit.get("v") == self.version and \
+                isinstance(hit.get("m"), list):
+            try:
+                found = [Manifest(obj, path, int(line)) for obj, line in hit["m"]]
+                if all(isinstance(m.obj, dict) for m in found):
+                    return found, []
+            except (TypeError, ValueError):
+                pass  # not what this version writes: parse it again
+        ms, es = parse_file(path, data)
+        if not es and all(not m.repeated_keys and not m.go_meanings and m.kind != "Secret"
+                          for m in ms):
+            diskcache.write_json(file, {"v": self.version, "m": [[m.obj, m.line] for m in ms]})
+            self._expire()
+        return ms, es
+
+    def _expire(self) -> None:
+        """Now and then (1 write in 50), remove entries older than MAX_AGE."""
+        import random  # noqa: PLC0415
+        import time  # noqa: PLC0415
+
+        if random.random() >= 0.02:
+            return
+        cutoff = time.time() - self.MAX_AGE
+        try:
+            for folder in os.scandir(str(self.directory)):
+                if not folder.is_dir(follow_symlinks=False):
+                    continue
+                for entry in os.scandir(folder.path):
+                    if entry.stat(follow_symlinks=False).st_mtime < cutoff:
+                        os.unlink(entry.path)
+        except OSError:
+            pass  # another run expiring at the same time, or no directory yet
+
+
+_VERSION: list[str] = []
+
+
+def _parser_version() -> str:
+    """This parser's identity: PyYAML's version and a hash of the code that
+    turns YAML into objects, so a cached result is only ever read back by
+    the same parser."""
+    if not _VERSION:
+        import hashlib  # noqa: PLC0415
+
+        digest = hashlib.sha256()
+        for module in (sys.modules[__name__], goyaml):
+            with open(str(module.__file__), "rb") as f:
+                digest.update(f.read())
+        _VERSION.append(f"pyyaml/{yaml.__version__} {digest.hexdigest()[:16]}")
+    return _VERSION[0]
 
 
 def parse_file(path: str, data: bytes) -> tuple[list[Manifest], list[ManifestError]]:
