@@ -80,15 +80,17 @@ def cat_blobs(root: str | Path, shas: Sequence[str], *,
     return blobs  # type: ignore[return-value]
 
 
-_OBJECTS: dict[str, Path] = {}  # root -> object store, learnt by toplevel_and_commit
+# root -> its object store, asked once per run (or learnt by toplevel_and_commit)
+_OBJECTS: dict[str, Path] = {}
 
 
-@lru_cache(maxsize=8)
 def _objects_dir(root: str) -> Path:
-    # --git-path follows linked worktrees to the common object store.
     known = _OBJECTS.get(root)
-    return known if known else Path(root) / out(["rev-parse", "--git-path", "objects"],
-                                                cwd=root)
+    if known is None:
+        # --git-path follows linked worktrees to the common object store.
+        known = _OBJECTS[root] = Path(root) / out(["rev-parse", "--git-path", "objects"],
+                                                  cwd=root)
+    return known
 
 
 def _fanout_dirs(objects: Path) -> frozenset[str]:

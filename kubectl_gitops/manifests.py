@@ -129,6 +129,7 @@ class ParseCache:
     def __init__(self, directory: str | None) -> None:
         self.directory = directory
         self.version = _parser_version()
+        self._private = False  # the directory was found private (then not asked again)
 
     @classmethod
     def default(cls) -> ParseCache:
@@ -149,7 +150,8 @@ class ParseCache:
         from kubectl_gitops import diskcache  # noqa: PLC0415
 
         file = self._file(data)
-        hit = diskcache.read_json(file) if diskcache.private(self.directory) else None
+        self._private = self._private or diskcache.private(self.directory)
+        hit = diskcache.read_json(file) if self._private else None
         if isinstance(hit, dict) and hit.get("v") == self.version and \
                 isinstance(hit.get("m"), list):
             try:

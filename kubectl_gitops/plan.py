@@ -346,12 +346,6 @@ def _with_kind(obj: dict[str, Any], rtype: ResourceType) -> dict[str, Any]:
     return obj
 
 
-def _predict(kube: Kube, items: list[Item], new_namespaces: set[str], force: bool) -> None:
-    """Dry-run ``items`` (their live objects read), all at once."""
-    predictor = _Predictor(kube, new_namespaces, force=force)
-    list(kube.map(lambda call: call(), predictor.calls(items)))
-
-
 class _Predictor:
     """The dry-run that predicts each item, and what it says about the item.
 

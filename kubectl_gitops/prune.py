@@ -97,14 +97,13 @@ def guard(kube: Kube, items: list[Item], parent: applyset.Parent, served: Served
     # Dependents of a pruned owner go with it, even after the owner is gone.
     owners = {(i.live.get("metadata") or {}).get("uid") for i in items
               if i.action == "prune" and i.live}
-    wanted_now = [i.id for i in items if i.action != "prune" and not i.kept]
     for item in candidates:
         if item.action != "prune" or not (is_namespace(item.id) or is_crd(item.id)):
             continue
         if is_namespace(item.id):
-            held = namespace_holders(lister, item.id.name, served, pruned, wanted_now, owners)
+            held = namespace_holders(lister, item.id.name, served, pruned, wanted, owners)
         else:
-            held = crd_holders(lister, item.live or {}, served, pruned, wanted_now)
+            held = crd_holders(lister, item.live or {}, served, pruned, wanted)
         _decide(item, owned.get(item.id, []) + held, parent, cascade)
 
 

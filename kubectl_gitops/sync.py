@@ -156,10 +156,7 @@ def settled(app: App, plan: Plan) -> bool:
     compares, so a sync still under way elsewhere shows as work to do."""
     if plan.of("prune") or any(i.needs_apply for i in plan.items) or not app.src.sha:
         return False
-    ids = [i.id for i in plan.items]
-    parent = _parent(app, app.parent.group_kinds | applyset.group_kinds(ids),
-                     app.parent.namespaces | namespaces_of(ids))
-    if not applyset.stored(parent, app.parent_live):
+    if not applyset.stored(_widened(app, plan), app.parent_live):
         return False
     last = app.parent.history[0] if app.parent.history else {}
     return (last.get("revision") == app.src.sha and last.get("path") == (app.src.path or ".")
@@ -215,9 +212,7 @@ def _converge(app: App, plan: Plan, opts: Options, report: Report, lease: Lease,
     writer = _ParentWriter(app, lease)
     result.unchanged = _unchanged(plan)
     result.failures = []  # a pass after a re-plan reports its own
-    ids = [i.id for i in plan.items if i.action != "prune"]
-    widened = _parent(app, app.parent.group_kinds | applyset.group_kinds(ids),
-                      app.parent.namespaces | namespaces_of(ids))
+    widened = _widened(app, plan)
     if not applyset.stored(widened, app.parent_live):
         lease.check()
         writer.write(widened, lambda h: h)  # nothing to widen otherwise
@@ -249,6 +244,14 @@ def _converge(app: App, plan: Plan, opts: Options, report: Report, lease: Lease,
     lease.check()
     writer.write(widened, lambda h: history.appended(h, rec))
     return result
+
+
+def _widened(app: App, plan: Plan) -> applyset.Parent:
+    """The parent as it must be before any apply: what it records, widened
+    by every object the revision holds."""
+    ids = [i.id for i in plan.items if i.action != "prune"]
+    return _parent(app, app.parent.group_kinds | applyset.group_kinds(ids),
+                   app.parent.namespaces | namespaces_of(ids))
 
 
 def _parent(app: App, gks: set[str], namespaces: set[str]) -> applyset.Parent:

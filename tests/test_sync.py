@@ -124,7 +124,8 @@ def test_create_prediction_falls_back_when_the_object_appeared(kube_env: dict,
     parent = applyset.Parent("app", namespace)
     item = plan.Item(object_id(m), "create", kube.resource_types()[("", "ConfigMap")],
                      manifest=m, desired=plan.to_apply(m, parent.id))
-    plan._predict(kube, [item], set(), force=False)
+    for dry_run in plan._Predictor(kube, set()).calls([item]):
+        dry_run()
     assert not item.error, item.error
     assert item.predicted["data"] == {"k": "new"}
     assert item.predicted["metadata"]["uid"] == get("configmap", "late", kube_env,
