@@ -212,7 +212,7 @@ class _Graph:
         """Walk down from ``root``: a dependent made by its owner's controller
         goes with it (and its own dependents are looked at); a foreign one
         is named, with the owner it hangs from when that is not ``root``."""
-        inherited = templated_marks(root.live or {})
+        inherited = inherited_marks(root.live or {})
         held: list[str] = []
         seen: set[str] = set()
         frontier: list[tuple[str, str, str]] = [(_uid(root.live), root.id.namespace, "")]
@@ -255,12 +255,14 @@ def foreign(meta: dict[str, Any], ref: dict[str, Any], inherited: set[str],
     """Why a dependent is not its owner's controller's to delete ("" when it is).
 
     Foreign: an object the revision still holds; an ApplySet's parent or
-    member (another app's, or ours marked ``prune: "false"``); one carrying
-    another tool's ownership mark (Argo CD, Flux, Helm, kapp) that its
-    owner's templates did not put there; one written by an applier's field
-    manager (:data:`APPLIERS`); and one whose owner reference is not the
-    controller reference, unless only Kubernetes' own controllers wrote it."""
-    why = membership(meta, wanted)
+    member (another app's, or ours marked ``prune: "false"``) unless its
+    owner put that label there; one carrying another tool's ownership mark
+    (Argo CD, Flux, Helm, kapp) that its owner did not put there; one
+    written by an applier's field manager (:data:`APPLIERS`); and one whose
+    owner reference is not the controller reference, unless only
+    Kubernetes' own controllers wrote it. ``inherited``: the marks its owner
+    hands down (:func:`inherited_marks`)."""
+    why = membership(meta, wanted, inherited)
     if why:
         return why
     labels, ann = meta.get("labels") or {}, meta.get("annotations") or {}
@@ -278,26 +280,33 @@ def foreign(meta: dict[str, Any], ref: dict[str, Any], inherited: set[str],
     return ""
 
 
-def membership(meta: dict[str, Any], wanted: bool) -> str:
-    """Whose an object is by this tool's and KEP-3659's marks ("" for nobody's)."""
+def membership(meta: dict[str, Any], wanted: bool,
+               inherited: set[str] | frozenset[str] = frozenset()) -> str:
+    """Whose an object is by this tool's and KEP-3659's marks ("" for nobody's).
+    A ``part-of`` label in ``inherited`` was copied from the owner (a
+    Service's labels onto its EndpointSlices): no claim of its own."""
     if wanted:
         return "in the revision"
     labels = meta.get("labels") or {}
     if applyset.ID_LABEL in labels:
         return "an ApplySet parent"
-    if applyset.PART_OF_LABEL in labels:
+    part_of = labels.get(applyset.PART_OF_LABEL)
+    if part_of is not None:
         if applyset.keeps({"metadata": meta}):
             return f"{applyset.PRUNE_ANNOTATION}=false"
-        return f"ApplySet {labels[applyset.PART_OF_LABEL]}"
+        if f"{applyset.PART_OF_LABEL}={part_of}" not in inherited:
+            return f"ApplySet {part_of}"
     return ""
 
 
-def templated_marks(obj: Any) -> set[str]:
-    """Every ``key=value`` label and annotation in the templates under an
-    object's spec (a Deployment's pod template, a CronJob's job template):
-    a controller copies them onto what it makes, so they are not another
-    tool's claim there."""
-    marks: set[str] = set()
+def inherited_marks(obj: Any) -> set[str]:
+    """The ``key=value`` marks an owner hands down to what its controllers
+    make, which are therefore no claim of another tool there: its own
+    labels (the EndpointSlice controller copies a Service's labels onto
+    its slices) and every label and annotation in the templates under its
+    spec (a Deployment's pod template, a CronJob's job template)."""
+    own = ((obj.get("metadata") if isinstance(obj, dict) else None) or {}).get("labels") or {}
+    marks = {f"{k}={v}" for k, v in own.items()}
     stack = [(obj.get("spec") if isinstance(obj, dict) else None)]
     while stack:
         node = stack.pop()

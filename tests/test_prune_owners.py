@@ -176,6 +176,42 @@ def test_a_deployment_takes_its_replicasets_and_pods(tmp_path: Path, git_env: di
     _eventually("Pods collected", lambda: _names("pods", namespace, kube_env, "app=nginx") == [])
 
 
+# The Service example of the Kubernetes documentation (concepts/services-networking).
+MY_SERVICE = """\
+apiVersion: v1
+kind: Service
+metadata:
+  name: my-service
+spec:
+  selector:
+    app.kubernetes.io/name: MyApp
+  ports:
+    - protocol: TCP
+      port: 80
+      targetPort: 9376
+"""
+
+
+def test_a_service_takes_its_endpointslices(tmp_path: Path, git_env: dict, kube_env: dict,
+                                            namespace: str) -> None:
+    # The EndpointSlice controller copies the Service's labels, our part-of
+    # label among them, onto the slices it makes: that is no claim of
+    # theirs, so the Service is pruned and its slices go with it.
+    repo = make_repo(tmp_path / "repo")
+    _set(repo, MY_SERVICE + "---\n" + docs(configmap("stays")))
+    assert _sync(repo, namespace, kube_env).returncode == 0
+    slices = lambda: _names("endpointslices", namespace, kube_env,  # noqa: E731
+                            "kubernetes.io/service-name=my-service")
+    _eventually("the Service's EndpointSlice", lambda: len(slices()) == 1)
+
+    _set(repo, docs(configmap("stays")))
+    r = _sync(repo, namespace, kube_env)
+    assert r.returncode == 0, r.stderr
+    assert f"pruned     Service {namespace}/my-service" in r.stdout
+    assert "kept" not in r.stderr and "cascade" not in r.stderr
+    _eventually("EndpointSlices collected", lambda: slices() == [])
+
+
 def test_a_cluster_scoped_owner_of_a_namespaced_object_elsewhere(
         tmp_path: Path, git_env: dict, kube_env: dict, namespace: str) -> None:
     role = f"{namespace}-secret-reader"  # cluster-scoped: unique to this test
@@ -269,11 +305,16 @@ CONTROLLER_REF = {"uid": "u", "controller": True}
     (_meta(**{"app.kubernetes.io/managed-by": "Helm"}), CONTROLLER_REF, ""),  # templated
     (_meta(**{"argocd.argoproj.io/instance": "shop"}), CONTROLLER_REF,
      "argocd.argoproj.io/instance=shop"),
+    # an EndpointSlice: the controller copied its Service's (our member's) labels
+    (_meta(**{"applyset.kubernetes.io/part-of": "applyset-ours-v1"}), CONTROLLER_REF, ""),
+    (_meta(**{"team": "web"}), CONTROLLER_REF, ""),
 ])
 def test_foreign_rule(meta: dict[str, Any], ref: dict[str, Any], why: str) -> None:
-    owner = {"spec": {"template": {"metadata": {"labels": {
-        "app.kubernetes.io/managed-by": "Helm"}}}}}
-    assert prune.foreign(meta, ref, prune.templated_marks(owner), False) == why
+    owner = {"metadata": {"labels": {"applyset.kubernetes.io/part-of": "applyset-ours-v1",
+                                     "team": "web"}},
+             "spec": {"template": {"metadata": {"labels": {
+                 "app.kubernetes.io/managed-by": "Helm"}}}}}
+    assert prune.foreign(meta, ref, prune.inherited_marks(owner), False) == why
 
 
 def test_only_dependents_the_collector_would_delete_count() -> None:
