@@ -36,10 +36,10 @@ unit: venv
 	$(PY) -m pytest -q -m "not cluster"
 
 cluster: venv controlplane
-	@$(PY) -m kubectl_gitops.controlplane up
+	@$(PY) -m testing.controlplane up
 
 cluster-down: venv
-	@$(PY) -m kubectl_gitops.controlplane down
+	@$(PY) -m testing.controlplane down
 
 demo: venv controlplane
 	$(PY) examples/demo.py

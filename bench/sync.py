@@ -62,7 +62,7 @@ import common  # bench/, the script's directory, is first on sys.path
 import peers
 import yaml
 
-from kubectl_gitops.kube import Kube
+from kubectl_gitops.kube.client import Kube
 
 OURS = "kubectl gitops sync --prune"
 APPLY = "kubectl apply"

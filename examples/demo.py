@@ -35,7 +35,7 @@ def sh(cmd: str, repo: Path, env: dict[str, str], ok: tuple[int, ...] = (0,)) ->
 
 
 def cluster_kubeconfig() -> str:
-    proc = subprocess.run([sys.executable, "-m", "kubectl_gitops.controlplane", "up"],
+    proc = subprocess.run([sys.executable, "-m", "testing.controlplane", "up"],
                           stdout=subprocess.PIPE, text=True)
     if proc.returncode != 0:
         sys.exit("demo: the local control plane did not start (see above)")

@@ -1,7 +1,7 @@
 """Shared fixtures: a real local control plane, one namespace per test.
 
 Integration tests run against etcd + kube-apiserver + kube-controller-manager
-started by ``kubectl_gitops.controlplane`` (or an already running cluster whose
+started by ``testing.controlplane`` (or an already running cluster whose
 kubeconfig is in ``$KUBECTL_GITOPS_KUBECONFIG``, e.g. from ``controlplane up``).
 They are never skipped: if the control plane cannot start, they fail.
 """
@@ -57,7 +57,7 @@ def control_plane() -> Iterator[Cluster]:
                                     "unset it to start a control plane for this session")
         yield Cluster(path)
         return
-    from kubectl_gitops.controlplane import ControlPlane
+    from testing.controlplane import ControlPlane
 
     # Any failure to start raises here, which fails (never skips) the tests.
     with ControlPlane() as cp:

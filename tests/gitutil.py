@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 # Variables a surrounding hook or shell may set that would point git
-# elsewhere (see kubectl_gitops.git._LEAKY).
+# elsewhere (see kubectl_gitops.source.git._LEAKY).
 _LEAKY = ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_OBJECT_DIRECTORY",
           "GIT_ALTERNATE_OBJECT_DIRECTORIES", "GIT_PREFIX", "GIT_COMMON_DIR")
 

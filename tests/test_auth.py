@@ -21,8 +21,8 @@ from gitutil import commit, git_env, make_repo, write  # noqa: F401
 from kubeutil import configmap, docs, get, gitops, kubectl
 from netutil import ConnectProxy, FreezingRelay, ThrottlingReverseProxy, silent_listener
 
-from kubectl_gitops.kube import Kube
-from kubectl_gitops.kubeconfig import Overrides
+from kubectl_gitops.kube.client import Kube
+from kubectl_gitops.kube.kubeconfig import Overrides
 
 
 # --- kubeconfigs and identities ------------------------------------------------------
@@ -358,7 +358,7 @@ def test_proxy_url_https_proxy_and_no_proxy(tmp_path: Path, kube_env: dict,
 def test_https_proxy_url(tmp_path: Path, kube_env: dict, admin: dict) -> None:
     import ssl
 
-    from kubectl_gitops import controlplane
+    from testing import controlplane
 
     ca = controlplane.make_ca(tmp_path / "pki", "proxy-ca")
     crt, key = controlplane.issue_serving_cert(*ca, tmp_path / "pki", "proxy", ["IP:127.0.0.1"])
@@ -380,7 +380,7 @@ def test_https_proxy_url(tmp_path: Path, kube_env: dict, admin: dict) -> None:
 
 
 # Our identity in a fresh process (proxy variables are read from its environment).
-WHOAMI = ("from kubectl_gitops.kube import Kube\n"
+WHOAMI = ("from kubectl_gitops.kube.client import Kube\n"
           "from kubectl_gitops.errors import ClusterError\n"
           "k = Kube()\n"
           "try:\n"

@@ -18,12 +18,13 @@ import pytest
 from gitutil import commit, git, git_env, make_repo, write  # noqa: F401
 from kubeutil import configmap, docs, kubectl
 
-from kubectl_gitops import app as app_mod
-from kubectl_gitops import applyset, plan, source, sync
+from kubectl_gitops.engine import app as app_mod
+from kubectl_gitops.engine import applyset, plan, sync
+from kubectl_gitops.engine.prune import AUTOMATIC
 from kubectl_gitops.errors import ClusterError, GitOpsError
-from kubectl_gitops.kube import Kube
-from kubectl_gitops.prune import AUTOMATIC
-from kubectl_gitops.resources import ObjectId, ResourceType
+from kubectl_gitops.kube.client import Kube
+from kubectl_gitops.kube.resources import ObjectId, ResourceType
+from kubectl_gitops.source import tree
 
 pytestmark = pytest.mark.cluster
 
@@ -36,7 +37,7 @@ NAMESPACE = ResourceType("", "Namespace", False, "namespaces", "v1")
 def _sync(kube: Kube, repo: Path, ns: str, name: str, *, ref: str | None = None,
           working_tree: bool = False) -> tuple[plan.Plan, sync.Result]:
     """One ``kubectl gitops sync --prune``, in-process."""
-    src = source.resolve(repo=repo, path=str(repo / "deploy"), ref=ref,
+    src = tree.resolve(repo=repo, path=str(repo / "deploy"), ref=ref,
                          working_tree=working_tree)
     app = app_mod.load(src, kube, name=name, namespace=ns)
     the_plan = plan.build(kube, app.manifests, app.parent, app.parent_live, prune=True)
@@ -288,7 +289,7 @@ def test_a_second_sync_waits_then_names_the_holder(tmp_path: Path, git_env: dict
                                                    kube_env: dict, namespace: str) -> None:
     from kubeutil import gitops
 
-    from kubectl_gitops.lease import Lease, lease_name
+    from kubectl_gitops.kube.lease import Lease, lease_name
 
     repo = make_repo(tmp_path / "repo")
     write(repo, "deploy/all.yaml", docs(configmap("web")))
@@ -306,7 +307,7 @@ def test_a_second_sync_waits_then_names_the_holder(tmp_path: Path, git_env: dict
     # Released: the same sync goes through, and lets go again.
     r = gitops("sync", "deploy", "-n", namespace, "--name", "app", cwd=repo, env=kube_env)
     assert r.returncode == 0, r.stderr
-    from kubectl_gitops.lease import LEASE_TYPE
+    from kubectl_gitops.kube.lease import LEASE_TYPE
     live = kube.get(LEASE_TYPE, namespace, lease_name("app"))
     assert live is not None and not live["spec"].get("holderIdentity")
     kube.close()
@@ -316,7 +317,7 @@ def test_a_caller_holding_the_lease_passes_it_in(tmp_path: Path, git_env: dict,
                                                  kube_env: dict, namespace: str) -> None:
     """The agent's contract: sync uses the Lease it is given, neither taking nor
     releasing it, and stops before writing once that Lease is lost."""
-    from kubectl_gitops.lease import LEASE_TYPE, Lease, LeaseLost, lease_name
+    from kubectl_gitops.kube.lease import LEASE_TYPE, Lease, LeaseLost, lease_name
 
     repo = make_repo(tmp_path / "repo")
     write(repo, "deploy/all.yaml", docs(configmap("web")))
@@ -324,7 +325,7 @@ def test_a_caller_holding_the_lease_passes_it_in(tmp_path: Path, git_env: dict,
     kube = Kube(kube_env["KUBECONFIG"])
     mine = Lease(kube, namespace, lease_name("app"), holder="agent replica-1", duration=60)
     mine.acquire(timeout=5)
-    src = source.resolve(repo=repo, path=str(repo / "deploy"))
+    src = tree.resolve(repo=repo, path=str(repo / "deploy"))
 
     def run() -> sync.Result:
         app = app_mod.load(src, kube, name="app", namespace=namespace)
@@ -340,7 +341,7 @@ def test_a_caller_holding_the_lease_passes_it_in(tmp_path: Path, git_env: dict,
     assert not mine.renew()
     write(repo, "deploy/all.yaml", docs(configmap("web"), configmap("more")))
     commit(repo)
-    src = source.resolve(repo=repo, path=str(repo / "deploy"))
+    src = tree.resolve(repo=repo, path=str(repo / "deploy"))
     with pytest.raises(LeaseLost):
         run()
     assert kube.get(KINDS[0], namespace, "more") is None

@@ -12,7 +12,7 @@ import yaml
 from gitutil import commit, git_env, make_repo, write  # noqa: F401
 from kubeutil import configmap, crd, deployment, docs, get, gitops, kubectl
 
-from kubectl_gitops.applyset import PART_OF_LABEL, applyset_id
+from kubectl_gitops.engine.applyset import PART_OF_LABEL, applyset_id
 
 # Every kind the issue names, as a user would write it: no server defaults.
 KINDS = {

@@ -17,10 +17,11 @@ import pytest
 from gitutil import commit, git_env, make_repo, write  # noqa: F401
 from test_resources import crd, obj
 
-from kubectl_gitops import desired, source
+from kubectl_gitops.engine import desired
 from kubectl_gitops.errors import ManifestErrors
-from kubectl_gitops.kube import Kube
-from kubectl_gitops.resources import ResourceType, object_id
+from kubectl_gitops.kube.client import Kube
+from kubectl_gitops.kube.resources import ResourceType, object_id
+from kubectl_gitops.source import tree
 
 pytestmark = pytest.mark.cluster
 
@@ -84,7 +85,7 @@ def test_crds_in_the_revision_resolve_before_they_exist_in_the_cluster(
     assert crd_type is not None
     assert kube.get(crd_type, "", f"widgets.{group}") is None  # not in the cluster
 
-    ms = desired.load(source.resolve(repo=repo), kube=kube, namespace=namespace)
+    ms = desired.load(tree.resolve(repo=repo), kube=kube, namespace=namespace)
 
     assert sorted(str(object_id(m)) for m in ms) == sorted([
         f"CustomResourceDefinition widgets.{group}", f"CustomResourceDefinition gadgets.{group}",
@@ -105,7 +106,7 @@ def test_scope_errors_with_discovery(kube: Kube, repo: Path, group: str) -> None
         obj(f"other-{group}/v1", "Gizmo", "x")]))
     commit(repo)
     with pytest.raises(ManifestErrors) as info:
-        desired.load(source.resolve(repo=repo), kube=kube)
+        desired.load(tree.resolve(repo=repo), kube=kube)
     assert info.value.lines() == [
         "bad.yaml:1: Gadget some-ns/g: Gadget is cluster-scoped but has metadata.namespace; "
         "remove it",
@@ -119,7 +120,7 @@ def test_the_context_namespace_is_the_default_with_a_cluster(
         kube: Kube, repo: Path) -> None:
     write(repo, "cm.yaml", obj("v1", "ConfigMap", "cm"))
     commit(repo)
-    [m] = desired.load(source.resolve(repo=repo), kube=kube)
+    [m] = desired.load(tree.resolve(repo=repo), kube=kube)
     assert m.namespace == kube.info.namespace == "default"
 
 
@@ -133,7 +134,7 @@ def test_discovery_happens_once_per_run(kube: Kube, repo: Path, group: str,
             obj(f"{group}/v1", "Widget", f"w{i}")]))
     commit(repo)
     seen = count_requests(kube, monkeypatch)
-    src = source.resolve(repo=repo)
+    src = tree.resolve(repo=repo)
     first = desired.load(src, kube=kube)
     second = desired.load(src, kube=kube, namespace="other")
     kube.mapper()

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from kubectl_gitops import fields, ignore
-from kubectl_gitops.plan import drift, summarize_conflict
+from kubectl_gitops import fields
+from kubectl_gitops.engine.plan import drift, summarize_conflict
+from kubectl_gitops.source import ignore
 
 LIVE = {
     "apiVersion": "apps/v1", "kind": "Deployment",

@@ -274,7 +274,7 @@ def test_the_installed_hook_says_what_to_do_when_the_tool_is_gone(repo: Path,
 
 
 def test_the_hook_template_in_git_hooks_is_the_installed_script() -> None:
-    template_path = PROJECT / "kubectl_gitops" / "git_hooks" / "pre-commit"
+    template_path = PROJECT / "kubectl_gitops" / "validate" / "git_hooks" / "pre-commit"
     template = template_path.read_text()
     assert template.startswith("#!/bin/sh\n# kubectl-gitops pre-commit hook")
     assert "\nexe=''\n" in template

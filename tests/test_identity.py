@@ -12,11 +12,11 @@ import pytest
 from gitutil import commit, git, git_env, make_repo, write  # noqa: F401
 from kubeutil import configmap, docs, get, gitops, kubectl
 
-from kubectl_gitops import app as app_mod
-from kubectl_gitops import source
-from kubectl_gitops.applyset import (SALT_ANNOTATION, SOURCE_PATH_ANNOTATION,
-                                     SOURCE_REPO_ANNOTATION, SOURCE_ROOT_ANNOTATION)
-from kubectl_gitops.plan import HASH_ANNOTATION
+from kubectl_gitops.engine import app as app_mod
+from kubectl_gitops.engine.applyset import (SALT_ANNOTATION, SOURCE_PATH_ANNOTATION,
+                                            SOURCE_REPO_ANNOTATION, SOURCE_ROOT_ANNOTATION)
+from kubectl_gitops.engine.plan import HASH_ANNOTATION
+from kubectl_gitops.source import tree
 
 
 def _checkout(tmp_path: Path, team: str, text: str, remote: str | None = None) -> Path:
@@ -44,12 +44,12 @@ def test_default_name_comes_from_the_remote_and_path(tmp_path: Path, git_env: di
     repo = _checkout(tmp_path, "a", docs(configmap("x")), "git@example.com:acme/Shop.git")
     write(repo, "deploy/prod/x.yaml", docs(configmap("y")))
     commit(repo)
-    assert app_mod.app_name(source.resolve(repo=repo), None) == "shop"
-    assert app_mod.app_name(source.resolve(repo=repo, path=str(repo / "deploy/prod")),
+    assert app_mod.app_name(tree.resolve(repo=repo), None) == "shop"
+    assert app_mod.app_name(tree.resolve(repo=repo, path=str(repo / "deploy/prod")),
                             None) == "shop-deploy-prod"
     local = _checkout(tmp_path, "b", docs(configmap("x")))
     root = git(local, "rev-list", "--max-parents=0", "HEAD")
-    assert app_mod.app_name(source.resolve(repo=local), None) == f"app-{root[:7]}"
+    assert app_mod.app_name(tree.resolve(repo=local), None) == f"app-{root[:7]}"
 
 
 @pytest.mark.cluster

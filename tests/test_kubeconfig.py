@@ -15,9 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from kubectl_gitops import controlplane, credentials, kube
 from kubectl_gitops.errors import ClusterError
-from kubectl_gitops.kubeconfig import Overrides, load, parse_duration
+from kubectl_gitops.kube import client, credentials
+from kubectl_gitops.kube.kubeconfig import Overrides, load, parse_duration
+from testing import controlplane
 
 
 def write(path: Path, text: str) -> Path:
@@ -230,7 +231,7 @@ def test_v1_exec_needs_interactive_mode(tmp_path: Path) -> None:
 def test_no_proxy_matching(monkeypatch: pytest.MonkeyPatch, no_proxy: str, host: str,
                            proxied: bool) -> None:
     monkeypatch.setenv("NO_PROXY", no_proxy)
-    assert kube._proxied(host, 6443) is proxied
+    assert client._proxied(host, 6443) is proxied
 
 
 def test_durations() -> None:

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from kubectl_gitops.kube import Kube
-from kubectl_gitops.lease import LEASE_TYPE, Lease, LeaseHeld, LeaseLost, identity
+from kubectl_gitops.kube.client import Kube
+from kubectl_gitops.kube.lease import LEASE_TYPE, Lease, LeaseHeld, LeaseLost, identity
 
 pytestmark = pytest.mark.cluster
 
@@ -59,8 +59,8 @@ def test_a_killed_holder_on_this_host_leaves_it(kube: Kube, namespace: str,
     script = tmp_path / "hold.py"
     script.write_text(
         "import sys, time\n"
-        "from kubectl_gitops.kube import Kube\n"
-        "from kubectl_gitops.lease import Lease\n"
+        "from kubectl_gitops.kube.client import Kube\n"
+        "from kubectl_gitops.kube.lease import Lease\n"
         "lease = Lease(Kube(sys.argv[1]), sys.argv[2], 'app', duration=3600)\n"
         "lease.acquire(timeout=5)\n"
         "print('held', flush=True)\n"

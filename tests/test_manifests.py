@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from gitutil import commit, git, git_env, make_repo, write  # noqa: F401
 
-from kubectl_gitops import manifests, source
 from kubectl_gitops.errors import ManifestError, ManifestErrors
-from kubectl_gitops.manifests import MAX_EXPANDED_NODES, MAX_FILE_BYTES, parse_file
+from kubectl_gitops.source import manifests, tree
+from kubectl_gitops.source.manifests import MAX_EXPANDED_NODES, MAX_FILE_BYTES, parse_file
 
 
 def cm(name: str, value: str = "v") -> str:
@@ -267,7 +267,7 @@ def test_every_error_of_a_read_is_reported_together(repo: Path) -> None:
     write(repo, "d/bin.yml", b"\0\1\2")
     write(repo, "e/x.json", "{")
     commit(repo)
-    src = source.resolve(repo=repo)
+    src = tree.resolve(repo=repo)
     ms, es = manifests.read(src)
     assert [m.name for m in ms] == ["ok1", "ok2"]
     assert [(e.path, e.line) for e in es] == [("a/bad.yaml", 8), ("b/broken.yaml", 3),
@@ -319,7 +319,7 @@ def test_kustomize_directory_with_a_base_outside_the_path_at_an_older_commit(
     commit(repo, "two")
     kustomize_repo(repo, tag="3.0-dirty")
     (repo / "base" / "cm.yaml").unlink()
-    src = source.resolve(repo=repo, ref="HEAD~1", path="overlays/prod")
+    src = tree.resolve(repo=repo, ref="HEAD~1", path="overlays/prod")
     ms, es = manifests.read(src)
     assert es == []
     by_name = {m.name: m for m in ms}
@@ -344,7 +344,7 @@ def test_kustomize_in_working_tree_and_index_modes(repo: Path, kw: dict[str, boo
     kustomize_repo(repo, tag="staged")
     git(repo, "add", "-A")
     kustomize_repo(repo, tag="worktree")
-    ms = manifests.load(source.resolve(repo=repo, path="overlays/prod", **kw))
+    ms = manifests.load(tree.resolve(repo=repo, path="overlays/prod", **kw))
     want = "worktree" if "working_tree" in kw else "staged"
     assert {m.name: m.obj.get("data") for m in ms}["prod-settings"] == {"key": f"tag-{want}"}
 
@@ -354,7 +354,7 @@ def test_nested_kustomizations_render_once_from_the_top(repo: Path) -> None:
     write(repo, "kustomization.yaml", "resources: [overlays/prod]\n")
     write(repo, "lone.yaml", cm("not-listed"))
     commit(repo)
-    ms = manifests.load(source.resolve(repo=repo))
+    ms = manifests.load(tree.resolve(repo=repo))
     assert sorted(m.name for m in ms if not m.name.startswith("prod-extra-")) == \
         ["prod-settings", "prod-web"]
     assert {m.path for m in ms} == {"kustomization.yaml"}
@@ -364,7 +364,7 @@ def test_a_broken_kustomization_is_one_error_at_its_file(repo: Path) -> None:
     write(repo, "app/kustomization.yml", "resources: [missing.yaml]\n")
     write(repo, "other.yaml", cm("other"))
     commit(repo)
-    ms, es = manifests.read(source.resolve(repo=repo))
+    ms, es = manifests.read(tree.resolve(repo=repo))
     assert [m.name for m in ms] == ["other"]
     assert len(es) == 1 and es[0].path == "app/kustomization.yml" and es[0].line is None
     assert es[0].render().startswith("app/kustomization.yml: kustomize: ")

@@ -22,10 +22,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from kubeutil import kubectl
 
-from kubectl_gitops import controlplane
-from kubectl_gitops.controlplane import ControlPlane, free_ports
 from kubectl_gitops.errors import ClusterError
-from kubectl_gitops.kube import Kube
+from kubectl_gitops.kube.client import Kube
+from testing import controlplane
+from testing.controlplane import ControlPlane, free_ports
 
 AUDIENCE = "kubectl-gitops-test"
 SNI_NAME = "sni.gitops.test"

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from kubectl_gitops import manifests
-from kubectl_gitops.manifests import ParseCache
+from kubectl_gitops.source import manifests
+from kubectl_gitops.source.manifests import ParseCache
 
 DEPLOY = b"""\
 # a comment first, so the object starts on line 2

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import yaml
 
-from kubectl_gitops import applyset, diff
-from kubectl_gitops.manifests import Manifest
-from kubectl_gitops.plan import HASH_ANNOTATION, Item, _classify, is_subset, normalize, to_apply
-from kubectl_gitops.resources import ObjectId
+from kubectl_gitops.engine import applyset, diff
+from kubectl_gitops.engine.plan import HASH_ANNOTATION, Item, _classify, is_subset, normalize, to_apply
+from kubectl_gitops.kube.resources import ObjectId
+from kubectl_gitops.source.manifests import Manifest
 
 
 def obj(text: str) -> dict:
@@ -145,7 +145,7 @@ def test_foreign_owner() -> None:
 
 
 def test_history_keeps_the_newest_ten() -> None:
-    from kubectl_gitops import history
+    from kubectl_gitops.engine import history
 
     records: list[dict] = []
     for i in range(12):

@@ -22,7 +22,7 @@ from gitutil import commit, git_env, make_repo, write  # noqa: F401
 from kubeutil import configmap, docs, get, gitops, kubectl
 from test_prune_safety import _gone, _set, _sync
 
-from kubectl_gitops import prune
+from kubectl_gitops.engine import prune
 
 # Upstream examples, as in the Kubernetes documentation
 # (https://k8s.io/examples/controllers/nginx-deployment.yaml, .../controllers/job.yaml,
@@ -318,8 +318,8 @@ def test_foreign_rule(meta: dict[str, Any], ref: dict[str, Any], why: str) -> No
 
 
 def test_only_dependents_the_collector_would_delete_count() -> None:
-    from kubectl_gitops.plan import Item
-    from kubectl_gitops.resources import ObjectId, ResourceType
+    from kubectl_gitops.engine.plan import Item
+    from kubectl_gitops.kube.resources import ObjectId, ResourceType
 
     cm = ResourceType("", "ConfigMap", True, "configmaps", "v1", ("list",))
     shared = {"name": "shared", "namespace": "n", "uid": "d", "managedFields": [],

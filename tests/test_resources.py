@@ -7,19 +7,20 @@ from pathlib import Path
 import pytest
 from gitutil import commit, git_env, make_repo, write  # noqa: F401
 
-from kubectl_gitops import desired, source
+from kubectl_gitops.engine import desired
 from kubectl_gitops.errors import ManifestErrors
-from kubectl_gitops.kube import Kube
-from kubectl_gitops.manifests import Manifest, parse_file
-from kubectl_gitops.resources import (
-    Mapper,
-    ObjectId,
-    ResourceType,
-    crd_types,
-    object_id,
-    offline_mapper,
-    resolve,
-)
+from kubectl_gitops.kube.client import Kube
+from kubectl_gitops.kube.resources import (
+                                           Mapper,
+                                           ObjectId,
+                                           ResourceType,
+                                           crd_types,
+                                           object_id,
+                                           offline_mapper,
+                                           resolve,
+                                           )
+from kubectl_gitops.source import tree
+from kubectl_gitops.source.manifests import Manifest, parse_file
 
 
 def obj(api_version: str, kind: str, name: str, namespace: str | None = None) -> str:
@@ -139,7 +140,7 @@ current-context: with-ns
 """)
     with_ns = Kube(str(kubeconfig))
     without_ns = Kube(str(kubeconfig), context="without-ns")
-    plain = source.resolve(repo=repo)
+    plain = tree.resolve(repo=repo)
     # 4. nothing given anywhere: "default"
     assert desired.default_namespace(plain, None, None) == "default"
     assert desired.default_namespace(plain, None, without_ns) == "default"
@@ -148,14 +149,14 @@ current-context: with-ns
     # 2. .gitops.yaml beats the context
     write(repo, ".gitops.yaml", "namespace: from-config\n")
     # ... read from the same place as the manifests: uncommitted, it is not at HEAD yet.
-    assert source.resolve(repo=repo).namespace is None
-    assert source.resolve(repo=repo, working_tree=True).namespace == "from-config"
+    assert tree.resolve(repo=repo).namespace is None
+    assert tree.resolve(repo=repo, working_tree=True).namespace == "from-config"
     commit(repo, "config")
-    configured = source.resolve(repo=repo)
+    configured = tree.resolve(repo=repo)
     assert desired.default_namespace(configured, None, with_ns) == "from-config"
     # 1. --namespace beats everything, whether given to resolve() or to load()
     assert desired.default_namespace(configured, "from-flag", with_ns) == "from-flag"
-    assert desired.default_namespace(source.resolve(repo=repo, namespace="from-flag"),
+    assert desired.default_namespace(tree.resolve(repo=repo, namespace="from-flag"),
                                      None, with_ns) == "from-flag"
     # And what load() fills in (offline: no context).
     assert [m.namespace for m in desired.load(plain)] == ["default"]
@@ -220,7 +221,7 @@ def test_load_reports_parse_and_identity_errors_together_in_path_order(repo: Pat
     write(repo, "e.yaml", obj("v1", "Namespace", "ns", "x"))
     commit(repo)
     with pytest.raises(ManifestErrors) as info:
-        desired.load(source.resolve(repo=repo))
+        desired.load(tree.resolve(repo=repo))
     lines = messages(info)
     assert [line.split(":")[0] for line in lines] == ["b.yaml", "c.yaml", "d.yaml", "e.yaml"]
     assert "duplicate object, also defined at a.yaml:1" in lines[1]
@@ -228,5 +229,5 @@ def test_load_reports_parse_and_identity_errors_together_in_path_order(repo: Pat
     assert "cluster-scoped" in lines[3]
     # unknown_kinds_ok lets the hook report unknown kinds its own way.
     with pytest.raises(ManifestErrors) as info:
-        desired.load(source.resolve(repo=repo), unknown_kinds_ok=True)
+        desired.load(tree.resolve(repo=repo), unknown_kinds_ok=True)
     assert len(messages(info)) == 3

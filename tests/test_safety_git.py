@@ -15,8 +15,9 @@ import pytest
 from cliutil import BIN, env, run  # noqa: F401
 from gitutil import commit, git, git_env, make_repo, write  # noqa: F401
 
-from kubectl_gitops import manifests, secrets, source
+from kubectl_gitops import secrets
 from kubectl_gitops.errors import ManifestErrors
+from kubectl_gitops.source import manifests, tree
 
 PIN = "48213579"
 PASSWORD = "correct-horse-battery-staple-9321"
@@ -64,7 +65,7 @@ def repo(git_env: dict[str, str], tmp_path: Path) -> Path:
     return make_repo(tmp_path / "repo")
 
 
-def names(src: source.Source) -> list[str]:
+def names(src: tree.Source) -> list[str]:
     return sorted(m.name for m in manifests.load(src))
 
 
@@ -83,7 +84,7 @@ def test_in_repo_symlinks_are_followed_in_every_mode(repo: Path) -> None:
     os.symlink("../shared/through.yaml", repo / "deploy/through.yaml")
     commit(repo)
     for kw in MODES:
-        src = source.resolve(repo=repo, path="deploy", **kw)
+        src = tree.resolve(repo=repo, path="deploy", **kw)
         assert names(src) == ["db", "own", "web"], kw
         # Links in name order: chain.yaml reaches shared/web.yaml before web.yaml does.
         assert sorted(f.path for f in src.files()) == \
@@ -105,7 +106,7 @@ def test_a_symlink_that_cannot_be_followed_is_an_error_at_its_path(
     os.symlink(target, repo / link)
     commit(repo)
     for kw in MODES:
-        src = source.resolve(repo=repo, path="deploy", **kw)
+        src = tree.resolve(repo=repo, path="deploy", **kw)
         with pytest.raises(ManifestErrors) as e:
             src.files()
         assert [line.split(": ", 1)[0] for line in e.value.lines()] == [link], kw
@@ -157,7 +158,7 @@ def test_kustomize_never_reads_outside_the_repo(repo: Path, tmp_path: Path,
     write(repo, "base/cm.yaml", cm("base"))
     commit(repo)
     for kw in MODES:
-        src = source.resolve(repo=repo, path="deploy", **kw)
+        src = tree.resolve(repo=repo, path="deploy", **kw)
         ms, errors = manifests.read(src)
         assert ms == [], kw
         assert [e.path for e in errors] == ["deploy/kustomization.yaml"], kw
@@ -182,7 +183,7 @@ def test_every_kind_of_kustomize_file_reference_is_checked(repo: Path) -> None:
           f"resources: [cm.yaml, linked-out/hostname]\nbases: [{outside}]\n")
     commit(repo)
     for kw in MODES:
-        _, errors = manifests.read(source.resolve(repo=repo, path="deploy", **kw))
+        _, errors = manifests.read(tree.resolve(repo=repo, path="deploy", **kw))
         where = [e.path for e in errors]
         assert where.count("deploy/kustomization.yaml") == 8, (kw, errors)
         assert where.count("base/kustomization.yaml") == 2, (kw, errors)
@@ -214,7 +215,7 @@ def test_kustomize_renders_bases_and_in_repo_links_from_a_private_export(
 
     monkeypatch.setattr(manifests, "_render_kustomization", spy)
     for kw in MODES:
-        assert names(source.resolve(repo=repo, path="deploy", **kw)) == \
+        assert names(tree.resolve(repo=repo, path="deploy", **kw)) == \
             ["dev-base", "dev-other"], kw
     assert seen[0] == 0o700 and seen[2] == 0o700
     assert list(shared.iterdir()) == []  # nothing left behind
@@ -324,7 +325,7 @@ def test_rollback_of_a_kustomize_overlay_restores_the_bases_it_renders_from(
     proc = rollback(repo, env)
     assert proc.returncode == 0, proc.stderr
     assert "deploy/bases" in git(repo, "log", "-1", "--format=%B")
-    rendered = manifests.load(source.resolve(repo=repo))
+    rendered = manifests.load(tree.resolve(repo=repo))
     assert [(m.name, m.obj["data"]["key"]) for m in rendered] == [("dev-web", "good-image")]
     assert (repo / "src/app.py").exists()
     clean(repo)

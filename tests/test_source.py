@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 from gitutil import commit, git, git_env, make_repo, status, write  # noqa: F401
 
-from kubectl_gitops import desired, manifests, source
+from kubectl_gitops.engine import desired
 from kubectl_gitops.errors import ConfigError, GitError
+from kubectl_gitops.source import manifests, tree
 
 
 def cm(name: str, value: str = "v", namespace: str | None = None) -> str:
@@ -27,11 +28,11 @@ def repo(git_env: dict[str, str], tmp_path: Path) -> Path:
     return make_repo(tmp_path / "repo")
 
 
-def contents(src: source.Source) -> dict[str, bytes]:
+def contents(src: tree.Source) -> dict[str, bytes]:
     return {f.path: f.data for f in src.files()}
 
 
-def values(src: source.Source) -> dict[str, str]:
+def values(src: tree.Source) -> dict[str, str]:
     """``name -> data.key`` of every ConfigMap the source yields."""
     return {m.name: m.obj["data"]["key"] for m in manifests.load(src)}
 
@@ -62,7 +63,7 @@ def test_older_ref_is_read_from_git_objects_leaving_worktree_and_index_alone(rep
     before_status, before_index = status(repo), index_fingerprint(repo)
     before_head = git(repo, "rev-parse", "HEAD")
 
-    src = source.resolve(repo=repo, ref="HEAD~3")
+    src = tree.resolve(repo=repo, ref="HEAD~3")
 
     assert src.sha == first and src.revision == f"git@{first[:7]}"
     # The kustomize directory is rendered from an export of that revision too.
@@ -80,10 +81,10 @@ def test_any_commit_ish_and_a_missing_revision(repo: Path) -> None:
     git(repo, "tag", "v1")
     write(repo, "a.yaml", cm("a", "later"))
     commit(repo, "two")
-    assert values(source.resolve(repo=repo, ref="v1")) == {"a": "tagged"}
-    assert values(source.resolve(repo=repo, ref="main")) == {"a": "later"}
+    assert values(tree.resolve(repo=repo, ref="v1")) == {"a": "tagged"}
+    assert values(tree.resolve(repo=repo, ref="main")) == {"a": "later"}
     with pytest.raises(GitError, match=r"^no-such-ref: no such revision in "):
-        source.resolve(repo=repo, ref="no-such-ref")
+        tree.resolve(repo=repo, ref="no-such-ref")
 
 
 def test_loose_and_packed_objects_read_alike(repo: Path) -> None:
@@ -96,9 +97,9 @@ def test_loose_and_packed_objects_read_alike(repo: Path) -> None:
     commit(repo, "two")
     write(repo, "b.yaml", cm("b", "staged"))
     git(repo, "add", "b.yaml")
-    assert values(source.resolve(repo=repo, ref="HEAD~1")) == {"a": "one", "b": "one"}
-    assert values(source.resolve(repo=repo)) == {"a": "two", "b": "one"}
-    assert values(source.resolve(repo=repo, staged=True)) == {"a": "two", "b": "staged"}
+    assert values(tree.resolve(repo=repo, ref="HEAD~1")) == {"a": "one", "b": "one"}
+    assert values(tree.resolve(repo=repo)) == {"a": "two", "b": "one"}
+    assert values(tree.resolve(repo=repo, staged=True)) == {"a": "two", "b": "staged"}
 
 
 def test_a_linked_worktree_reads_the_shared_object_store(repo: Path, tmp_path: Path) -> None:
@@ -108,11 +109,11 @@ def test_a_linked_worktree_reads_the_shared_object_store(repo: Path, tmp_path: P
     side = tmp_path / "side"
     write(side, "a.yaml", cm("a", "side"))
     commit(side)
-    assert values(source.resolve(repo=side)) == {"a": "side"}
-    assert values(source.resolve(repo=side, ref="main")) == {"a": "main"}
+    assert values(tree.resolve(repo=side)) == {"a": "side"}
+    assert values(tree.resolve(repo=side, ref="main")) == {"a": "main"}
     write(side, "a.yaml", cm("a", "side-staged"))
     git(side, "add", "a.yaml")
-    assert values(source.resolve(repo=side, staged=True)) == {"a": "side-staged"}
+    assert values(tree.resolve(repo=side, staged=True)) == {"a": "side-staged"}
 
 
 def test_only_manifest_files_are_read_in_sorted_order(repo: Path) -> None:
@@ -123,7 +124,7 @@ def test_only_manifest_files_are_read_in_sorted_order(repo: Path) -> None:
     write(repo, "notes.txt", "kind: nope\n")
     write(repo, ".gitops.yaml", "name: app\n")
     commit(repo)
-    src = source.resolve(repo=repo)
+    src = tree.resolve(repo=repo)
     assert sorted(contents(src)) == ["a.json", "dir/m.yml", "z.yaml"]
     assert [m.path for m in manifests.load(src)] == ["a.json", "dir/m.yml", "z.yaml"]
 
@@ -133,7 +134,7 @@ def test_a_link_to_a_file_already_read_is_read_once_in_any_mode(repo: Path) -> N
     os.symlink("real.yaml", repo / "link.yaml")
     commit(repo)
     for kw in ({}, {"working_tree": True}, {"staged": True}):
-        src = source.resolve(repo=repo, **kw)
+        src = tree.resolve(repo=repo, **kw)
         assert list(contents(src)) == ["real.yaml"], kw
         assert values(src) == {"real": "v"}
 
@@ -149,9 +150,9 @@ def test_a_file_changed_after_git_add_reads_differently_in_each_mode(repo: Path)
     write(repo, "app/cm.yaml", cm("cm", "worktree"))
     before = index_fingerprint(repo)
 
-    assert values(source.resolve(repo=repo)) == {"cm": "committed"}
-    assert values(source.resolve(repo=repo, staged=True)) == {"cm": "staged"}
-    assert values(source.resolve(repo=repo, working_tree=True)) == {"cm": "worktree"}
+    assert values(tree.resolve(repo=repo)) == {"cm": "committed"}
+    assert values(tree.resolve(repo=repo, staged=True)) == {"cm": "staged"}
+    assert values(tree.resolve(repo=repo, working_tree=True)) == {"cm": "worktree"}
     assert index_fingerprint(repo) == before
 
 
@@ -163,7 +164,7 @@ def test_worktree_mode_sees_untracked_but_not_ignored_or_deleted_files(repo: Pat
     (repo / "gone.yaml").unlink()
     write(repo, "new.yaml", cm("new"))
     write(repo, "ignored.yaml", cm("ignored"))
-    src = source.resolve(repo=repo, working_tree=True)
+    src = tree.resolve(repo=repo, working_tree=True)
     assert src.revision == "working-tree" and src.sha is None
     assert sorted(values(src)) == ["keep", "new"]
 
@@ -176,7 +177,7 @@ def test_index_mode_reads_staged_blobs_only(repo: Path) -> None:
     git(repo, "add", "added.yaml")
     (repo / "unstaged-delete.yaml").unlink()
     write(repo, "untracked.yaml", cm("untracked"))
-    src = source.resolve(repo=repo, staged=True)
+    src = tree.resolve(repo=repo, staged=True)
     assert src.revision == "index"
     assert sorted(values(src)) == ["added", "keep", "still-staged"]
 
@@ -197,16 +198,16 @@ def test_index_mode_refuses_an_unmerged_index(repo: Path) -> None:
         proc_ok = False
     assert not proc_ok  # the merge conflicted
     with pytest.raises(GitError, match=r"^a\.yaml: unmerged in the index"):
-        source.resolve(repo=repo, staged=True).files()
+        tree.resolve(repo=repo, staged=True).files()
 
 
 def test_mode_options_that_exclude_each_other(repo: Path) -> None:
     write(repo, "a.yaml", cm("a"))
     commit(repo)
     with pytest.raises(ConfigError, match="exclude each other"):
-        source.resolve(repo=repo, working_tree=True, staged=True)
+        tree.resolve(repo=repo, working_tree=True, staged=True)
     with pytest.raises(ConfigError, match="--ref cannot be combined"):
-        source.resolve(repo=repo, working_tree=True, ref="HEAD~1")
+        tree.resolve(repo=repo, working_tree=True, ref="HEAD~1")
 
 
 # --- odd file names ----------------------------------------------------------------
@@ -222,7 +223,7 @@ def test_spaces_quotes_and_unicode_in_file_names(repo: Path, kw: dict[str, bool]
         write(repo, name, cm(f"cm{i}"))
     write(repo, "plain.yaml", cm("plain"))
     commit(repo)
-    src = source.resolve(repo=repo, **kw)
+    src = tree.resolve(repo=repo, **kw)
     assert sorted(contents(src)) == sorted([*ODD_NAMES, "plain.yaml"])
     by_path = {m.path: m.name for m in manifests.load(src)}
     assert by_path == {**{n: f"cm{i}" for i, n in enumerate(ODD_NAMES)}, "plain.yaml": "plain"}
@@ -234,7 +235,7 @@ def test_a_path_with_glob_characters_is_taken_literally(repo: Path, kw: dict[str
     write(repo, "app*/a.yaml", cm("star"))
     write(repo, "apps/b.yaml", cm("other"))
     commit(repo)
-    assert values(source.resolve(repo=repo, path="app*", **kw)) == {"star": "v"}
+    assert values(tree.resolve(repo=repo, path="app*", **kw)) == {"star": "v"}
 
 
 # --- path ------------------------------------------------------------------------------
@@ -247,7 +248,7 @@ def test_path_limits_what_is_read(repo: Path) -> None:
     write(repo, "other.yaml", cm("o"))
     commit(repo)
     for kw in ({}, {"working_tree": True}, {"staged": True}):
-        src = source.resolve(repo=repo, path="apps/web", **kw)
+        src = tree.resolve(repo=repo, path="apps/web", **kw)
         assert src.path == "apps/web"
         assert sorted(values(src)) == ["a", "b"], kw
 
@@ -258,33 +259,33 @@ def test_path_relative_to_the_current_directory(repo: Path,
     write(repo, "apps/db/b.yaml", cm("b"))
     commit(repo)
     monkeypatch.chdir(repo / "apps")
-    src = source.resolve(path="web")
+    src = tree.resolve(path="web")
     assert src.root.resolve() == repo.resolve() and src.path == "apps/web"
     assert values(src) == {"a": "v"}
-    assert source.resolve(path=str(repo / "apps" / "db")).path == "apps/db"
+    assert tree.resolve(path=str(repo / "apps" / "db")).path == "apps/db"
 
 
 def test_bad_paths(repo: Path) -> None:
     write(repo, "apps/a.yaml", cm("a"))
     commit(repo)
     with pytest.raises(ConfigError, match=r"^\.\./elsewhere: outside the repository"):
-        source.resolve(repo=repo, path="../elsewhere")
+        tree.resolve(repo=repo, path="../elsewhere")
     with pytest.raises(ConfigError, match=r"^nope: no such directory at HEAD$"):
-        source.resolve(repo=repo, path="nope").files()
+        tree.resolve(repo=repo, path="nope").files()
     with pytest.raises(ConfigError, match=r"^apps/a\.yaml: not a directory at HEAD$"):
-        source.resolve(repo=repo, path="apps/a.yaml").files()
+        tree.resolve(repo=repo, path="apps/a.yaml").files()
     for kw, where in (({"staged": True}, "in the index"),
                       ({"working_tree": True}, "in the working tree")):
         with pytest.raises(ConfigError, match=f"^nope: no such directory {where}$"):
-            source.resolve(repo=repo, path="nope", **kw).files()
+            tree.resolve(repo=repo, path="nope", **kw).files()
         with pytest.raises(ConfigError, match=rf"^apps/a\.yaml: not a directory {where}$"):
-            source.resolve(repo=repo, path="apps/a.yaml", **kw).files()
+            tree.resolve(repo=repo, path="apps/a.yaml", **kw).files()
 
 
 def test_not_a_repository(tmp_path: Path, git_env: dict[str, str]) -> None:
     (tmp_path / "plain").mkdir()
     with pytest.raises(GitError, match="not inside a git repository"):
-        source.resolve(repo=tmp_path / "plain")
+        tree.resolve(repo=tmp_path / "plain")
 
 
 # --- .gitops.yaml ------------------------------------------------------------------------
@@ -299,12 +300,12 @@ def test_gitops_yaml_path_name_namespace_and_exclude(repo: Path) -> None:
     write(repo, "deploy/sub/x.secret.yaml", cm("nested-secret"))
     write(repo, "outside.yaml", cm("outside"))
     commit(repo)
-    src = source.resolve(repo=repo)
+    src = tree.resolve(repo=repo)
     assert (src.path, src.name, src.namespace) == ("deploy", "shop", "shop-ns")
     assert sorted(values(src)) == ["a"]
     assert [m.namespace for m in desired.load(src)] == ["shop-ns"]
     # Options given on the command line win over the file.
-    src = source.resolve(repo=repo, path="", name="other", namespace="cli-ns")
+    src = tree.resolve(repo=repo, path="", name="other", namespace="cli-ns")
     assert (src.path, src.name, src.namespace) == ("", "other", "cli-ns")
     assert sorted(values(src)) == ["a", "outside"]
 
@@ -314,7 +315,7 @@ def test_without_gitops_yaml_the_name_is_left_to_the_app(repo: Path) -> None:
     # repo's remote and the path (tests/test_identity.py).
     write(repo, "a.yaml", cm("a"))
     commit(repo)
-    src = source.resolve(repo=repo)
+    src = tree.resolve(repo=repo)
     assert (src.path, src.name, src.namespace, src.exclude) == ("", "", None, ())
 
 
@@ -323,7 +324,7 @@ def test_exclude_may_be_a_single_string(repo: Path) -> None:
     write(repo, "skip/a.yaml", cm("skipped"))
     write(repo, "b.yaml", cm("b"))
     commit(repo)
-    assert values(source.resolve(repo=repo)) == {"b": "v"}
+    assert values(tree.resolve(repo=repo)) == {"b": "v"}
 
 
 @pytest.mark.parametrize(("text", "error"), [
@@ -336,4 +337,4 @@ def test_a_bad_gitops_yaml_is_one_clear_line(repo: Path, text: str, error: str) 
     write(repo, ".gitops.yaml", text)
     commit(repo)
     with pytest.raises(ConfigError, match=error):
-        source.resolve(repo=repo)
+        tree.resolve(repo=repo)

@@ -18,9 +18,10 @@ import pytest
 from cliutil import env, run  # noqa: F401 - env is a fixture
 from gitutil import commit, git, git_env, make_repo, write  # noqa: F401
 
-from kubectl_gitops import desired, source
 from kubectl_gitops.cli.common import MODULES_ENV
-from kubectl_gitops.kube import Kube
+from kubectl_gitops.engine import desired
+from kubectl_gitops.kube.client import Kube
+from kubectl_gitops.source import tree
 
 # A little above what a run imports now (sys.modules at exit; sync 208, diff
 # 209, hook 167 when these were set; the default editable install's import
@@ -30,13 +31,13 @@ DIFF_BUDGET = 215
 HOOK_BUDGET = 175
 # Machinery none of these paths uses.
 NEVER = ("kubernetes", "tabulate", "prometheus_client", "kubectl_gitops.agent",
-         "kubectl_gitops.completion", "kubectl_gitops.cli.manpage", "kubectl_gitops.cli.complete")
-NOT_ON_NO_CHANGE = ("difflib", "kubectl_gitops.schema", "kubectl_gitops.kustomize",
+         "kubectl_gitops.cli.completion", "kubectl_gitops.cli.manpage", "kubectl_gitops.cli.complete")
+NOT_ON_NO_CHANGE = ("difflib", "kubectl_gitops.kube.schema", "kubectl_gitops.source.kustomize",
                     "concurrent.futures", "tempfile", "traceback", "unidiff",
-                    "kubectl_gitops.lease", "kubectl_gitops.health", "kubectl_gitops.fields",
-                    "kubectl_gitops.ignore", "kubectl_gitops.prune")
-NOT_IN_HOOK = ("ssl", "http.client", "kubectl_gitops.kube", "kubectl_gitops.credentials",
-               "concurrent.futures", "difflib", "kubectl_gitops.plan")
+                    "kubectl_gitops.kube.lease", "kubectl_gitops.kube.health", "kubectl_gitops.fields",
+                    "kubectl_gitops.source.ignore", "kubectl_gitops.engine.prune")
+NOT_IN_HOOK = ("ssl", "http.client", "kubectl_gitops.kube.client", "kubectl_gitops.kube.credentials",
+               "concurrent.futures", "difflib", "kubectl_gitops.engine.plan")
 
 
 def small_app(namespace: str) -> str:
@@ -86,7 +87,7 @@ def test_a_no_change_sync_and_diff_of_a_small_app_stay_within_the_module_budget(
     sync = imported(["kubectl", "gitops", "sync", "--prune"], app_repo, environ, tmp_path)
     diff = imported(["kubectl", "gitops", "diff"], app_repo, environ, tmp_path)
 
-    assert "kubectl_gitops.sync" in sync and "kubectl_gitops.plan" in diff  # it did run
+    assert "kubectl_gitops.engine.sync" in sync and "kubectl_gitops.engine.plan" in diff  # it did run
     for mods, budget in ((sync, SYNC_BUDGET), (diff, DIFF_BUDGET)):
         assert len(mods) <= budget, sorted(mods)
         assert not [m for m in mods if m.split(".")[0] in NEVER or m in NEVER]
@@ -116,7 +117,7 @@ def test_the_pre_commit_hook_stays_within_the_module_budget(
 
     for args in (["gitops-pre-commit"], ["git", "gitops", "validate", "--staged"]):
         mods = imported(args, repo, env, tmp_path)
-        assert "kubectl_gitops.validate" in mods  # it did validate
+        assert "kubectl_gitops.validate.checks" in mods  # it did validate
         assert len(mods) <= HOOK_BUDGET, sorted(mods)
         assert not [m for m in mods if m.split(".")[0] in NEVER or m in NEVER]
         assert not [m for m in NOT_IN_HOOK if m in mods]
@@ -209,7 +210,7 @@ def test_a_kind_the_reused_discovery_lacks_makes_it_ask_again(
 
     kube = Kube(str(control_plane.kubeconfig))
     seen = requests(kube, monkeypatch)
-    [m] = desired.load(source.resolve(repo=repo), kube=kube, namespace="default")
+    [m] = desired.load(tree.resolve(repo=repo), kube=kube, namespace="default")
 
     assert (m.kind, m.namespace) == ("ConfigMap", "default")
     assert seen == Counter({"GET /apis 304": 1, "GET /api 200": 1})
@@ -218,7 +219,7 @@ def test_a_kind_the_reused_discovery_lacks_makes_it_ask_again(
 
 def test_the_cache_directory_is_per_server_and_unusable_when_not_ours(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from kubectl_gitops.kube import _DiscoveryCache
+    from kubectl_gitops.kube.client import _DiscoveryCache
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     a = _DiscoveryCache.for_server("https://127.0.0.1:6443")

@@ -13,8 +13,8 @@ import pytest
 from gitutil import commit, git_env, make_repo, write  # noqa: F401
 from kubeutil import configmap, crd, deployment, docs, get, gitops, kubectl
 
-from kubectl_gitops.applyset import (GROUP_KINDS_ANNOTATION, ID_LABEL, NAMESPACES_ANNOTATION,
-                                     PART_OF_LABEL, TOOLING_ANNOTATION, applyset_id)
+from kubectl_gitops.engine.applyset import (GROUP_KINDS_ANNOTATION, ID_LABEL, NAMESPACES_ANNOTATION,
+                                            PART_OF_LABEL, TOOLING_ANNOTATION, applyset_id)
 
 
 def _repo(tmp_path: Path, text: str) -> Path:
@@ -111,10 +111,10 @@ def test_create_prediction_falls_back_when_the_object_appeared(kube_env: dict,
                                                                namespace: str) -> None:
     # Planned as new (no live object seen), but created by someone since:
     # the create dry-run says AlreadyExists and the apply dry-run predicts.
-    from kubectl_gitops import applyset, plan
-    from kubectl_gitops.kube import Kube
-    from kubectl_gitops.manifests import Manifest
-    from kubectl_gitops.resources import object_id
+    from kubectl_gitops.engine import applyset, plan
+    from kubectl_gitops.kube.client import Kube
+    from kubectl_gitops.kube.resources import object_id
+    from kubectl_gitops.source.manifests import Manifest
 
     kubectl("create", "configmap", "late", "-n", namespace, "--from-literal=k=old",
             env=kube_env)

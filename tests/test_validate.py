@@ -17,8 +17,10 @@ import pytest
 from cliutil import cm, env, run  # noqa: F401
 from gitutil import commit, git, git_env, make_repo, write  # noqa: F401
 
-from kubectl_gitops import schema, source, validate
 from kubectl_gitops.errors import UsageError
+from kubectl_gitops.kube import schema
+from kubectl_gitops.source import tree
+from kubectl_gitops.validate import checks
 from kubectl_gitops.versions import KUBERNETES_VERSION
 
 DATA = Path(__file__).parent / "data"
@@ -35,9 +37,9 @@ def repo(git_env: dict[str, str], tmp_path: Path) -> Path:
 
 
 def check_files(names: list[str], where: Path, monkeypatch: pytest.MonkeyPatch,
-                **kw: object) -> validate.Result:
+                **kw: object) -> checks.Result:
     monkeypatch.chdir(where)
-    return validate.validate_files(names, validate.Options(**kw))  # type: ignore[arg-type]
+    return checks.validate_files(names, checks.Options(**kw))  # type: ignore[arg-type]
 
 
 # --- the pinned version ----------------------------------------------------------
@@ -82,10 +84,10 @@ def test_valid_real_world_manifests_pass_as_files(tmp_path: Path,
 def test_valid_manifests_pass_from_the_index_and_from_a_commit(repo: Path) -> None:
     shutil.copytree(DATA / "valid", repo / "deploy")
     git(repo, "add", "deploy")
-    staged = validate.validate_source(validate.staged_source(repo=str(repo)), validate.Options())
+    staged = checks.validate_source(checks.staged_source(repo=str(repo)), checks.Options())
     assert (staged.valid, staged.objects, staged.source) == (True, 29, "index")
     commit(repo, "manifests")
-    committed = validate.validate_source(source.resolve(repo=repo), validate.Options())
+    committed = checks.validate_source(tree.resolve(repo=repo), checks.Options())
     assert committed.valid and committed.objects == 29 and committed.source.startswith("git@")
 
 
@@ -358,8 +360,8 @@ def test_a_leaked_index_of_another_repository_is_ignored(repo: Path, tmp_path: P
     git(repo, "add", "a.yaml")
     os.environ["GIT_INDEX_FILE"] = str(other / ".git" / "index")
     try:
-        src = validate.staged_source(repo=str(repo))
-        result = validate.validate_source(src, validate.Options())
+        src = checks.staged_source(repo=str(repo))
+        result = checks.validate_source(src, checks.Options())
     finally:
         del os.environ["GIT_INDEX_FILE"]
     assert src.index_file is None

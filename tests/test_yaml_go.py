@@ -17,8 +17,8 @@ import pytest
 from gitutil import commit, git_env, make_repo, write  # noqa: F401
 from kubeutil import gitops, kubectl
 
-from kubectl_gitops import goyaml
-from kubectl_gitops.manifests import parse_file, repeated_key_errors
+from kubectl_gitops.source import goyaml
+from kubectl_gitops.source.manifests import parse_file, repeated_key_errors
 
 # text: (what kubectl reads, what PyYAML's YAML 1.1 reads when that differs)
 CASES = {

@@ -6,8 +6,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from kubectl_gitops import plan
-from kubectl_gitops.kube import FIELD_MANAGER
+from kubectl_gitops.engine import plan
+from kubectl_gitops.kube.client import FIELD_MANAGER
 
 _CONFLICT = re.compile(r'conflict with "([^"]+)"(?: with subresource "[^"]+")?'
                        r'(?: using [^:]+)?: ((?:\.[^\s;,]+(?:, )?)+)')

@@ -18,18 +18,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kubectl_gitops import app as app_mod
-from kubectl_gitops import applyset, desired, health, plan, source, sync, validate
 from kubectl_gitops.agent import drift, state
 from kubectl_gitops.agent.config import AppSpec
 from kubectl_gitops.agent.metrics import CountingKube, Metrics
 from kubectl_gitops.agent.mirror import Mirror
 from kubectl_gitops.agent.watch import Watch
 from kubectl_gitops.agent.workqueue import Backoff, WorkQueue
+from kubectl_gitops.engine import app as app_mod
+from kubectl_gitops.engine import applyset, desired, plan, sync
 from kubectl_gitops.errors import ClusterError, GitError, GitOpsError
-from kubectl_gitops.lease import Lease, LeaseLost, identity, lease_name
-from kubectl_gitops.manifests import Manifest
-from kubectl_gitops.resources import ObjectId, ResourceType
+from kubectl_gitops.kube import health
+from kubectl_gitops.kube.lease import Lease, LeaseLost, identity, lease_name
+from kubectl_gitops.kube.resources import ObjectId, ResourceType
+from kubectl_gitops.source import tree
+from kubectl_gitops.source.manifests import Manifest
+from kubectl_gitops.validate import checks
 
 log = logging.getLogger("kubectl-gitops.agent")
 Key = tuple[Any, ...]
@@ -63,7 +66,7 @@ class AppRun:
     lock: threading.Lock = field(default_factory=threading.Lock)
     lease: Lease | None = None
     namespace: str = ""
-    src: source.Source | None = None
+    src: tree.Source | None = None
     synced_sha: str = ""  # the revision live (synced or found unchanged)
     bad_sha: str = ""  # a revision that failed validation: not retried until it changes
     members: dict[ObjectId, Member] = field(default_factory=dict)
@@ -277,20 +280,20 @@ class Agent:
         run.fetch_error = ""
         return True
 
-    def _source(self, run: AppRun, sha: str) -> source.Source:
+    def _source(self, run: AppRun, sha: str) -> tree.Source:
         root = run.mirror.dir
-        cfg = source._config_at(root, "commit", sha, None)  # .gitops.yaml of that commit
+        cfg = tree._config_at(root, "commit", sha, None)  # .gitops.yaml of that commit
         spec = run.spec
         run.name = spec.name if spec.named else cfg.name or spec.name
-        return source.Source(root=root, path=source.normalize_path(root, spec.path or cfg.path),
+        return tree.Source(root=root, path=tree.normalize_path(root, spec.path or cfg.path),
                              mode="commit", ref=spec.ref, sha=sha, name=run.name,
                              namespace=spec.namespace or cfg.namespace, exclude=cfg.exclude)
 
-    def _sync(self, run: AppRun, src: source.Source) -> None:
+    def _sync(self, run: AppRun, src: tree.Source) -> None:
         spec = run.spec
         assert src.sha and run.lease
         try:
-            checked = validate.validate_source(src, validate.Options(namespace=run.namespace,
+            checked = checks.validate_source(src, checks.Options(namespace=run.namespace,
                                                                    ignore_missing_schemas=True))
             if not checked.valid:
                 raise GitOpsError("; ".join(p.render() for p in checked.problems))

@@ -16,10 +16,11 @@ import socket
 import uuid
 from typing import Any
 
-from kubectl_gitops import applyset, health
+from kubectl_gitops.engine import applyset
 from kubectl_gitops.errors import ClusterError
-from kubectl_gitops.kube import Kube
-from kubectl_gitops.resources import ResourceType
+from kubectl_gitops.kube import health
+from kubectl_gitops.kube.client import Kube
+from kubectl_gitops.kube.resources import ResourceType
 
 STATUS_ANNOTATION = "kubectl-gitops.io/status"
 SUSPEND_ANNOTATION = "kubectl-gitops.io/suspend"

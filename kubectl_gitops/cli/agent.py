@@ -18,7 +18,7 @@ from kubectl_gitops.cli.common import cluster_options, handle_errors, run
 
 if TYPE_CHECKING:
     from kubectl_gitops.agent.config import AppSpec
-    from kubectl_gitops.kubeconfig import Overrides
+    from kubectl_gitops.kube.kubeconfig import Overrides
 
 _CTX = {"help_option_names": ["-h", "--help"]}
 

@@ -77,7 +77,7 @@ def cluster_options(fn: F) -> F:
     """kubectl's connection flags, with kubectl's meaning.
 
     The command gets ``namespace`` and ``cluster`` (a
-    :class:`kubectl_gitops.kubeconfig.Overrides`) instead of the individual
+    :class:`kubectl_gitops.kube.kubeconfig.Overrides`) instead of the individual
     flags; ``app.connect(cluster)`` turns it into a connection.
     """
     # A command written against the older contract (``kubeconfig, context``)
@@ -87,7 +87,7 @@ def cluster_options(fn: F) -> F:
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from kubectl_gitops.kubeconfig import Overrides  # noqa: PLC0415 - keeps --help fast
+        from kubectl_gitops.kube.kubeconfig import Overrides  # noqa: PLC0415 - keeps --help fast
 
         values = {name: kwargs.pop(name, None) for name in _CLUSTER_PARAMS}
         values["cluster"] = values.pop("cluster_name")
@@ -146,7 +146,7 @@ def parse_timeout(_ctx: click.Context | None, param: click.Parameter | None,
     """A click callback: kubectl's duration forms (``30s``, ``1m30s``, ``0``) as seconds."""
     if value is None:
         return None
-    from kubectl_gitops.kubeconfig import parse_duration  # noqa: PLC0415
+    from kubectl_gitops.kube.kubeconfig import parse_duration  # noqa: PLC0415
 
     try:
         return parse_duration(value)

@@ -170,8 +170,8 @@ def _users(words: list[str], partial: str) -> Candidates:
 
 
 def _refs(words: list[str], partial: str) -> Candidates:
-    from kubectl_gitops import git  # noqa: PLC0415
     from kubectl_gitops.errors import GitError  # noqa: PLC0415
+    from kubectl_gitops.source import git  # noqa: PLC0415
 
     try:
         out = git.out(["for-each-ref", "--format=%(refname:short)\t%(subject)",
@@ -186,7 +186,7 @@ def _refs(words: list[str], partial: str) -> Candidates:
 def _cluster_list(words: list[str], path: str, params: dict[str, str]) -> list[dict[str, Any]]:
     """Items of one LIST (metadata only), or nothing when the cluster does not answer."""
     from kubectl_gitops.errors import GitOpsError  # noqa: PLC0415
-    from kubectl_gitops.kube import Kube  # noqa: PLC0415
+    from kubectl_gitops.kube.client import Kube  # noqa: PLC0415
 
     try:
         kube = Kube(_flag(words, "--kubeconfig"), _flag(words, "--context"),
@@ -200,7 +200,7 @@ def _cluster_list(words: list[str], path: str, params: dict[str, str]) -> list[d
 
 def _applysets(words: list[str], partial: str) -> Candidates:
     """Applications this tool manages: ApplySet parents whose tooling is ours."""
-    from kubectl_gitops import applyset  # noqa: PLC0415
+    from kubectl_gitops.engine import applyset  # noqa: PLC0415
 
     ns = _flag(words, "-n", "--namespace")
     path = f"/api/v1/namespaces/{ns}/configmaps" if ns else "/api/v1/configmaps"
@@ -279,5 +279,5 @@ def command(shell: str) -> int:
 
 
 def script(shell: str) -> str:
-    return (resources.files("kubectl_gitops") / "completion" / f"gitops.{shell}") \
+    return (resources.files("kubectl_gitops.cli") / "completion" / f"gitops.{shell}") \
         .read_text(encoding="utf-8")

@@ -12,8 +12,8 @@ from kubectl_gitops import exitcodes
 from kubectl_gitops.cli.common import cluster_options, handle_errors, run
 
 if TYPE_CHECKING:
-    from kubectl_gitops.kube import Kube
-    from kubectl_gitops.kubeconfig import Overrides
+    from kubectl_gitops.kube.client import Kube
+    from kubectl_gitops.kube.kubeconfig import Overrides
 
 _CTX = {"help_option_names": ["-h", "--help"]}
 # Here -n narrows where to look (cluster_options leaves a command's own -n alone).
@@ -22,7 +22,7 @@ _NAMESPACE = click.option("-n", "--namespace", metavar="NS",
 
 
 def _kube(cluster: Overrides) -> Kube:
-    from kubectl_gitops import app as app_mod  # noqa: PLC0415
+    from kubectl_gitops.engine import app as app_mod  # noqa: PLC0415
 
     return app_mod.connect(cluster)
 

@@ -12,10 +12,10 @@ from kubectl_gitops.cli.common import (cluster_options, handle_errors, parse_tim
                                        pick_path, run, source_options)
 
 if TYPE_CHECKING:  # type names only: the modules load lazily, after --help
-    from kubectl_gitops.kubeconfig import Overrides
-    from kubectl_gitops.plan import Plan
-    from kubectl_gitops.source import Source
-    from kubectl_gitops.sync import Result
+    from kubectl_gitops.engine.plan import Plan
+    from kubectl_gitops.engine.sync import Result
+    from kubectl_gitops.kube.kubeconfig import Overrides
+    from kubectl_gitops.source.tree import Source
 
 
 def parse_duration(value: str) -> float:
@@ -62,11 +62,12 @@ def command(path_arg: str | None, path: str | None, repo: str | None, ref: str |
     Exit status: 0 converged, 2 error. Nothing is written when any manifest
     is invalid.
     """
-    from kubectl_gitops import app as app_mod  # noqa: PLC0415 - keep --help fast
-    from kubectl_gitops import plan, source, sync  # noqa: PLC0415
+    from kubectl_gitops.engine import app as app_mod  # noqa: PLC0415 - keep --help fast
+    from kubectl_gitops.engine import plan, sync  # noqa: PLC0415
+    from kubectl_gitops.source import tree  # noqa: PLC0415
 
     seconds = parse_duration(timeout)
-    src = source.resolve(repo=repo, path=pick_path(path_arg, path), ref=ref,
+    src = tree.resolve(repo=repo, path=pick_path(path_arg, path), ref=ref,
                          working_tree=working_tree, name=name, namespace=namespace)
     opts = sync.Options(prune=prune, dry_run=dry_run, allow_empty=allow_empty, adopt=adopt,
                         force_conflicts=src.force_conflicts if force_conflicts is None
@@ -127,7 +128,7 @@ def _summary(src: Source, result: Result, dry_run: bool, the_plan: Plan) -> None
 
 def _as_json(src: Source, the_plan: Plan, result: Result, dry_run: bool) -> dict[str, object]:
     """The shape diff -o json has too (see diff.document)."""
-    from kubectl_gitops import diff  # noqa: PLC0415
+    from kubectl_gitops.engine import diff  # noqa: PLC0415
 
     rendered = [diff.render(i, src.revision) for i in diff.changed(the_plan)]
     done = None if dry_run else {"counts": result.counts(), "failures": result.failures,

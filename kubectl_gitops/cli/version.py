@@ -52,7 +52,7 @@ def client_versions() -> dict[str, Any]:
 
 def server_version(kubeconfig: str | None, context: str | None) -> dict[str, Any]:
     """``serverVersion`` (the API server's /version document), or ``serverError``."""
-    from kubectl_gitops.kube import Kube  # noqa: PLC0415 - the client only when asked
+    from kubectl_gitops.kube.client import Kube  # noqa: PLC0415 - the client only when asked
 
     try:
         kube = Kube(kubeconfig, context, timeout=SERVER_TIMEOUT)
@@ -70,7 +70,7 @@ def _git_version() -> str | None:
 
 
 def _schemas() -> dict[str, Any]:
-    from kubectl_gitops import schema  # noqa: PLC0415
+    from kubectl_gitops.kube import schema  # noqa: PLC0415
 
     try:
         package = metadata.version("kubernetes-validate")

@@ -16,13 +16,14 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-from kubectl_gitops import applyset, desired, git
-from kubectl_gitops.applyset import SourceId
+from kubectl_gitops.engine import applyset, desired
+from kubectl_gitops.engine.applyset import SourceId
 from kubectl_gitops.errors import ClusterError, ConfigError
-from kubectl_gitops.kube import Kube
-from kubectl_gitops.kubeconfig import Overrides
-from kubectl_gitops.manifests import Manifest
-from kubectl_gitops.source import Source
+from kubectl_gitops.kube.client import Kube
+from kubectl_gitops.kube.kubeconfig import Overrides
+from kubectl_gitops.source import git
+from kubectl_gitops.source.manifests import Manifest
+from kubectl_gitops.source.tree import Source
 
 T = TypeVar("T")
 

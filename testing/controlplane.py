@@ -8,7 +8,7 @@ pinned under ``tools/`` by ``tools/build-controlplane.sh``.
 Only the standard library is used (certificates come from the ``openssl``
 CLI), so importing this module never pays for the Kubernetes client.
 
-``python -m kubectl_gitops.controlplane up|down|status`` keeps one control
+``python -m testing.controlplane up|down|status`` keeps one control
 plane running in the background for ``make`` and for manual work.
 """
 
@@ -861,7 +861,7 @@ def _is_supervisor(pid: int) -> bool:
         return False
     argv = _cmdline(pid)
     # Without /proc we cannot tell a reused pid apart; trust the pid file.
-    return not argv or ("kubectl_gitops.controlplane" in argv and "_serve" in argv)
+    return not argv or ("testing.controlplane" in argv and "_serve" in argv)
 
 
 def _wait_gone(pids: Sequence[int], timeout: float) -> list[int]:
@@ -908,7 +908,7 @@ def _spawn_supervisor(state: StateDir, bin_dir: Path, timeout: float) -> int:
     package_parent = str(Path(__file__).resolve().parent.parent)
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (package_parent, env.get("PYTHONPATH")) if p)
-    argv = [sys.executable, "-m", "kubectl_gitops.controlplane", "_serve",
+    argv = [sys.executable, "-m", "testing.controlplane", "_serve",
             "--state-dir", str(state.path), "--bin-dir", str(bin_dir), "--timeout", str(timeout)]
     with state.log.open("wb") as log:
         # Detached: own session, stdio off the caller's pipes (else `make`
@@ -1024,7 +1024,7 @@ def _publish(state: StateDir, cp: ControlPlane, bin_dir: Path) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m kubectl_gitops.controlplane",
+        prog="python -m testing.controlplane",
         description="Run etcd, kube-apiserver and kube-controller-manager in the background.")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, text in (("up", "start (or reuse) it; print the kubeconfig path last"),

@@ -23,8 +23,8 @@ from typing import Any
 
 import yaml
 
-from kubectl_gitops import git, links
-from kubectl_gitops.source import KUSTOMIZATION_FILES
+from kubectl_gitops.source import git, links
+from kubectl_gitops.source.tree import KUSTOMIZATION_FILES
 
 # Fields naming directories (or files) that are rendered as resources.
 _TREES = ("resources", "bases", "components")

@@ -27,13 +27,13 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from kubectl_gitops import applyset
+from kubectl_gitops.engine import applyset
 from kubectl_gitops.errors import ClusterError
-from kubectl_gitops.kube import FIELD_MANAGER, Kube
-from kubectl_gitops.resources import ObjectId, ResourceType
+from kubectl_gitops.kube.client import FIELD_MANAGER, Kube
+from kubectl_gitops.kube.resources import ObjectId, ResourceType
 
 if TYPE_CHECKING:
-    from kubectl_gitops.plan import Item
+    from kubectl_gitops.engine.plan import Item
 
 Served = dict[tuple[str, str], ResourceType]
 Query = tuple[ResourceType, str]  # a type, and a namespace ("" = all of them)

@@ -5,8 +5,9 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from kubectl_gitops import applyset, git
-from kubectl_gitops.kube import Kube
+from kubectl_gitops.engine import applyset
+from kubectl_gitops.kube.client import Kube
+from kubectl_gitops.source import git
 
 KEEP = 10
 

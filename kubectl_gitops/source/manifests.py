@@ -21,12 +21,12 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from kubectl_gitops import git, goyaml
 from kubectl_gitops.errors import ManifestError, ManifestErrors
-from kubectl_gitops.source import KUSTOMIZATION_FILES, Source, SourceFile
+from kubectl_gitops.source import git, goyaml
+from kubectl_gitops.source.tree import KUSTOMIZATION_FILES, Source, SourceFile
 
 if TYPE_CHECKING:  # loaded only for a kustomization: most apps are plain files
-    from kubectl_gitops import kustomize
+    from kubectl_gitops.source import kustomize
 
 try:  # libyaml is ~10x faster; fall back to the pure-Python loader.
     _Loader: type = yaml.CSafeLoader
@@ -634,7 +634,7 @@ def _render_kustomizations(src: Source, kfiles: list[str]) \
         return manifests, errors
     import tempfile  # noqa: PLC0415
 
-    from kubectl_gitops import kustomize  # noqa: PLC0415
+    from kubectl_gitops.source import kustomize  # noqa: PLC0415
 
     with tempfile.TemporaryDirectory(prefix="kubectl-gitops-kustomize-") as tmp:
         base, outside = src.root, {}
@@ -656,7 +656,7 @@ def _render_kustomizations(src: Source, kfiles: list[str]) \
 def _reader(base: Path, outside: dict[str, str]) -> kustomize.Reader:
     """Files under ``base`` as the walk sees them; links are resolved on disk and
     must stay under it, and links the export left out count as outside."""
-    from kubectl_gitops import kustomize  # noqa: PLC0415
+    from kubectl_gitops.source import kustomize  # noqa: PLC0415
 
     real_base = base.resolve()
 

@@ -32,15 +32,16 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-from kubectl_gitops import applyset, secrets
+from kubectl_gitops import secrets
+from kubectl_gitops.engine import applyset
 from kubectl_gitops.errors import ClusterError, ConflictError, GitOpsError, NotFoundError
-from kubectl_gitops.kube import FIELD_MANAGER, Kube
-from kubectl_gitops.manifests import Manifest
-from kubectl_gitops.resources import ObjectId, ResourceType, crd_types, object_id
+from kubectl_gitops.kube.client import FIELD_MANAGER, Kube
+from kubectl_gitops.kube.resources import ObjectId, ResourceType, crd_types, object_id
+from kubectl_gitops.source.manifests import Manifest
 from kubectl_gitops.versions import KUBERNETES_VERSION
 
 if TYPE_CHECKING:  # the modules load where used: a converged app needs none of them
-    from kubectl_gitops import ignore
+    from kubectl_gitops.source import ignore
 
 Action = Literal["create", "update", "unchanged", "prune"]
 HASH_ANNOTATION = "kubectl-gitops.io/applied-hash"
@@ -209,7 +210,7 @@ def build(kube: Kube, manifests: list[Manifest], parent: applyset.Parent,
           cascade: bool = False) -> Plan:
     """``force_conflicts``: kept for callers; a conflict is recorded on the
     item either way and :meth:`Plan.problems` decides whether it refuses.
-    ``cascade``: prune Namespaces and CRDs with what they hold (kubectl_gitops.prune)."""
+    ``cascade``: prune Namespaces and CRDs with what they hold (kubectl_gitops.engine.prune)."""
     del force_conflicts
     served = kube.resource_types()
     in_tree = crd_types(manifests)
@@ -248,7 +249,7 @@ def build(kube: Kube, manifests: list[Manifest], parent: applyset.Parent,
         items += [i for i in _prune_candidates(parent, {i.id for i in items}, queries, listed)
                   if not (i.live or {}).get("metadata", {}).get("deletionTimestamp")]
         if any(i.action == "prune" for i in items):
-            from kubectl_gitops import prune as prune_guard  # noqa: PLC0415
+            from kubectl_gitops.engine import prune as prune_guard  # noqa: PLC0415
 
             prune_guard.guard(kube, items, parent, served, cascade=cascade)
     items.sort(key=lambda i: (i.phase, i.id.namespace, i.id.group, i.id.kind, i.id.name)
@@ -261,7 +262,7 @@ Listed = dict[tuple[str, str, str], list[dict[str, Any]]]  # (group, kind, names
 
 def _ignore(item: Item, rules: tuple[ignore.Rule, ...], salt: str = "") -> None:
     """Drop the fields ``ignore:`` rules give to others from what sync applies."""
-    from kubectl_gitops import ignore  # noqa: PLC0415 - only with ignore: rules
+    from kubectl_gitops.source import ignore  # noqa: PLC0415 - only with ignore: rules
 
     i = item.id
     ptrs, managers = ignore.pointers_for(rules, i.group, i.kind, i.namespace, i.name)
@@ -374,7 +375,7 @@ class _Predictor:
         new = [i for i in items if i.live is None and i.manifest and i.desired]
         if not new or self._builtin is False:
             return {}
-        from kubectl_gitops import schema  # noqa: PLC0415 - only new objects need it
+        from kubectl_gitops.kube import schema  # noqa: PLC0415 - only new objects need it
 
         out: dict[ObjectId, Any] = {}
         try:
@@ -394,7 +395,7 @@ class _Predictor:
     def _dry_run(self, item: Item, create_check: Any) -> None:
         assert item.rtype and item.desired
         if create_check is not None:
-            from kubectl_gitops import schema  # noqa: PLC0415 - loaded by _create_checks
+            from kubectl_gitops.kube import schema  # noqa: PLC0415 - loaded by _create_checks
 
             found: list[schema.Problem] = []
             create_check(item.desired, "", found)

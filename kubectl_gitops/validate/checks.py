@@ -25,14 +25,17 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from kubectl_gitops import desired, git, manifests, resources, schema, secrets, source
+from kubectl_gitops import secrets
+from kubectl_gitops.engine import desired
 from kubectl_gitops.errors import ClusterError, ManifestError, UsageError
-from kubectl_gitops.manifests import Manifest
-from kubectl_gitops.source import KUSTOMIZATION_FILES, Source, SourceFile
+from kubectl_gitops.kube import resources, schema
+from kubectl_gitops.source import git, manifests, tree
+from kubectl_gitops.source.manifests import Manifest
+from kubectl_gitops.source.tree import KUSTOMIZATION_FILES, Source, SourceFile
 from kubectl_gitops.versions import KUBERNETES_VERSION
 
 if TYPE_CHECKING:
-    from kubectl_gitops.kube import Kube
+    from kubectl_gitops.kube.client import Kube
 
 _Loader: type = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _MERGE_TAG = "tag:yaml.org,2002:merge"
@@ -129,7 +132,7 @@ def staged_source(**kw: Any) -> Source:
     dir of the repository being validated, so a variable leaked from another
     repository's hook is never applied here.
     """
-    src = source.resolve(staged=True, **kw)
+    src = tree.resolve(staged=True, **kw)
     src.index_file = hook_index_file(src.root)
     return src
 
@@ -153,8 +156,8 @@ def staged_changes_matter(src: Source) -> bool:
     (kustomize bases may live there). A commit of code alone need not pay for
     validation; added, changed, renamed and deleted files all count."""
     out = git.run(["diff", "--cached", "--no-ext-diff", "--name-only", "-z", "--no-renames"],
-                  cwd=src.root, env=source.index_env(src)).stdout
-    return any(path == source.CONFIG_FILE or source.is_manifest(path)
+                  cwd=src.root, env=tree.index_env(src)).stdout
+    return any(path == tree.CONFIG_FILE or tree.is_manifest(path)
                or posixpath.basename(path) in KUSTOMIZATION_FILES
                for path in git.zsplit(out))
 
@@ -165,7 +168,7 @@ def path_in_index(src: Source) -> bool:
     if not src.path:
         return True
     out = git.run(["ls-files", "-z", "--", src.path], cwd=src.root,
-                  env=source.index_env(src)).stdout
+                  env=tree.index_env(src)).stdout
     return bool(out)
 
 
@@ -370,7 +373,7 @@ class _Documents:
 
 
 def _is_data_file(path: str) -> bool:
-    return path.endswith(source.MANIFEST_SUFFIXES)
+    return path.endswith(tree.MANIFEST_SUFFIXES)
 
 
 def _repeated_keys(root: yaml.Node) -> Iterator[tuple[str, int, int]]:
@@ -666,7 +669,7 @@ def _files_source(repo: str | None) -> tuple[Source, bool]:
     the repo around them when there is one (for .gitops.yaml, kustomize and
     CRDs), else the current directory."""
     try:
-        return source.resolve(repo=repo, working_tree=True), True
+        return tree.resolve(repo=repo, working_tree=True), True
     except git.GitError:
         if repo is not None:
             raise
@@ -686,7 +689,7 @@ def _relative(root: Path, given: str) -> str:
 
 
 def _wanted(src: Source, rel: str) -> bool:
-    if posixpath.basename(rel) == source.CONFIG_FILE:
+    if posixpath.basename(rel) == tree.CONFIG_FILE:
         return False  # settings, not objects
     inside = not src.path or rel.startswith(src.path + "/")
     return inside and src.wanted(rel)

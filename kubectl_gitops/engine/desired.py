@@ -8,14 +8,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from kubectl_gitops import manifests as _manifests
 from kubectl_gitops.errors import ManifestErrors
-from kubectl_gitops.manifests import Manifest
-from kubectl_gitops.resources import Mapper, offline_mapper, resolve
-from kubectl_gitops.source import Source
+from kubectl_gitops.kube.resources import Mapper, offline_mapper, resolve
+from kubectl_gitops.source import manifests as _manifests
+from kubectl_gitops.source.manifests import Manifest
+from kubectl_gitops.source.tree import Source
 
 if TYPE_CHECKING:
-    from kubectl_gitops.kube import Kube
+    from kubectl_gitops.kube.client import Kube
 
 
 def default_namespace(src: Source, namespace: str | None, kube: Kube | None) -> str:

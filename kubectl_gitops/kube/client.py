@@ -1,7 +1,7 @@
 """The one module that talks to the Kubernetes API.
 
-A thin REST client: the kubeconfig is read by :mod:`kubectl_gitops.kubeconfig`
-and credentials come from :mod:`kubectl_gitops.credentials` (kubectl's rules,
+A thin REST client: the kubeconfig is read by :mod:`kubectl_gitops.kube.kubeconfig`
+and credentials come from :mod:`kubectl_gitops.kube.credentials` (kubectl's rules,
 without the official client), and
 requests go over a small pool of keep-alive HTTP/1.1 connections built on the
 standard library, so applies and reads run concurrently without the
@@ -28,10 +28,11 @@ from email.message import Message
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import quote, urlencode, urlsplit
 
-from kubectl_gitops import credentials, diskcache
-from kubectl_gitops import kubeconfig as kubeconfig_mod
+from kubectl_gitops import diskcache
 from kubectl_gitops.errors import ClusterError, ConflictError, NotFoundError
-from kubectl_gitops.resources import Mapper, ResourceType
+from kubectl_gitops.kube import credentials
+from kubectl_gitops.kube import kubeconfig as kubeconfig_mod
+from kubectl_gitops.kube.resources import Mapper, ResourceType
 
 if TYPE_CHECKING:  # the pool starts with the first map large enough to need it
     from concurrent.futures import ThreadPoolExecutor

@@ -28,8 +28,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from kubectl_gitops.errors import ClusterError, GitOpsError
-from kubectl_gitops.kube import Kube
-from kubectl_gitops.resources import ResourceType
+from kubectl_gitops.kube.client import Kube
+from kubectl_gitops.kube.resources import ResourceType
 
 LEASE_TYPE = ResourceType("coordination.k8s.io", "Lease", True, plural="leases", version="v1")
 PREFIX = "kubectl-gitops."

@@ -1,4 +1,4 @@
-"""Install and remove the pre-commit hook (``kubectl_gitops/git_hooks/pre-commit``).
+"""Install and remove the pre-commit hook (``kubectl_gitops/validate/git_hooks/pre-commit``).
 
 The hooks directory is git's own answer (``git rev-parse --git-path hooks``),
 so ``core.hooksPath`` and linked worktrees are respected. Installing is
@@ -15,8 +15,8 @@ import sys
 from importlib import metadata, resources
 from pathlib import Path
 
-from kubectl_gitops import git
 from kubectl_gitops.errors import GitError
+from kubectl_gitops.source import git
 
 HOOK = "pre-commit"
 CHAINED = "pre-commit.kubectl-gitops-chained"
@@ -24,7 +24,7 @@ MARKER = b"# kubectl-gitops pre-commit hook"
 # Package data, read through importlib.resources: the same lookup works in a
 # checkout, a venv, a --user install, pipx and a system install (a path under
 # sys.prefix does not: --user installs data under ~/.local instead).
-TEMPLATE = resources.files("kubectl_gitops") / "git_hooks" / "pre-commit"
+TEMPLATE = resources.files("kubectl_gitops.validate") / "git_hooks" / "pre-commit"
 # No kubectl- prefix: kubectl would list it as a plugin (`kubectl pre-commit`)
 # and complete a bogus subcommand from it.
 ENTRY_POINT = "gitops-pre-commit"

@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from kubectl_gitops.plan import HASH_ANNOTATION, Item, Plan, normalize
+from kubectl_gitops.engine.plan import HASH_ANNOTATION, Item, Plan, normalize
 
 try:
     _Base: type = yaml.CSafeDumper

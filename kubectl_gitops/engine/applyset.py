@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kubectl_gitops import __version__
-from kubectl_gitops.resources import ObjectId, ResourceType
+from kubectl_gitops.kube.resources import ObjectId, ResourceType
 
 ID_LABEL = "applyset.kubernetes.io/id"
 PART_OF_LABEL = "applyset.kubernetes.io/part-of"

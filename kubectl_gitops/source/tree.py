@@ -14,11 +14,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from kubectl_gitops import git, links
 from kubectl_gitops.errors import ConfigError, GitError, ManifestError, ManifestErrors
+from kubectl_gitops.source import git, links
 
 if TYPE_CHECKING:
-    from kubectl_gitops.ignore import Rule
+    from kubectl_gitops.source.ignore import Rule
 
 CONFIG_FILE = ".gitops.yaml"
 MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
@@ -157,7 +157,7 @@ def load_config(root: Path, data: bytes | None = None) -> RepoConfig:
 def _ignore_rules(doc: object) -> tuple[Rule, ...]:
     if doc is None:
         return ()
-    from kubectl_gitops import ignore  # noqa: PLC0415 - the hook rarely needs it
+    from kubectl_gitops.source import ignore  # noqa: PLC0415 - the hook rarely needs it
 
     try:
         return ignore.parse(doc, CONFIG_FILE)

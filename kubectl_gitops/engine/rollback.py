@@ -26,12 +26,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from kubectl_gitops import exitcodes, git, source
+from kubectl_gitops import exitcodes
 from kubectl_gitops.errors import GitError, GitOpsError, UsageError
-from kubectl_gitops.source import Source
+from kubectl_gitops.source import git, tree
+from kubectl_gitops.source.tree import Source
 
 if TYPE_CHECKING:
-    from kubectl_gitops.kubeconfig import Overrides
+    from kubectl_gitops.kube.kubeconfig import Overrides
 
 TRAILER_TO = "Rollback-To"
 TRAILER_OF = "Rollback-Of"
@@ -236,7 +237,7 @@ def synced_revisions(src: Source, *, name: str | None, kubeconfig: str | Overrid
                      context: str | None, namespace: str | None) -> list[str]:
     """Revisions of the successful syncs recorded in the cluster, newest first."""
     # Imported here: the Kubernetes client is only needed for --last-synced.
-    from kubectl_gitops import app, desired, history  # noqa: PLC0415
+    from kubectl_gitops.engine import app, desired, history  # noqa: PLC0415
 
     kube = app.connect(kubeconfig, context)
     ns = desired.default_namespace(src, namespace, kube)
@@ -285,9 +286,9 @@ def make_plan(src: Source, *, rev: str | None = None, steps: int | None = None,
 def renders_from(root: Path, sha: str, path: str) -> list[str]:
     """Directories and files outside PATH, inside the repo, that the
     kustomizations under PATH read at ``sha`` (outermost first, sorted)."""
-    from kubectl_gitops import kustomize, manifests  # noqa: PLC0415 - only for kustomize trees
+    from kubectl_gitops.source import kustomize, manifests  # noqa: PLC0415 - only for kustomize trees
 
-    entries = source.tree_entries(root, sha)
+    entries = tree.tree_entries(root, sha)
     kfiles = manifests.top_kustomizations(p for _, _, p in entries
                                           if not path or p.startswith(path + "/"))
     if not kfiles:

@@ -17,7 +17,7 @@ The rules followed, from client-go's ``clientcmd``:
   ``--user``, ``--server``, ``--token``, ``--as``...).
 
 Credentials themselves (exec plugins, OIDC, key material) live in
-:mod:`kubectl_gitops.credentials`.
+:mod:`kubectl_gitops.kube.credentials`.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ import yaml
 from kubectl_gitops.errors import ClusterError
 
 if TYPE_CHECKING:  # loaded with the first connection: the hook builds Overrides only
-    from kubectl_gitops.credentials import Credentials, OidcProvider
+    from kubectl_gitops.kube.credentials import Credentials, OidcProvider
 
 _Loader: type = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when built with it
 
@@ -271,7 +271,7 @@ def _connection(o: Overrides, context: str, cluster_name: str, cluster: dict[str
 def _credentials(o: Overrides, user_name: str, user: dict[str, Any], *, server: str,
                  cluster: dict[str, Any], ca: bytes | None, tls_name: str | None,
                  insecure: bool) -> Credentials:
-    from kubectl_gitops.credentials import Credentials, ExecPlugin  # noqa: PLC0415
+    from kubectl_gitops.kube.credentials import Credentials, ExecPlugin  # noqa: PLC0415
 
     where = f"user {user_name!r}"
     creds = Credentials(where=where)
@@ -305,7 +305,7 @@ def _credentials(o: Overrides, user_name: str, user: dict[str, Any], *, server: 
 
 
 def _auth_provider(user: dict[str, Any], user_name: str, timeout: float) -> OidcProvider:
-    from kubectl_gitops.credentials import OidcProvider  # noqa: PLC0415
+    from kubectl_gitops.kube.credentials import OidcProvider  # noqa: PLC0415
 
     ap = user["auth-provider"] or {}
     name = ap.get("name")
@@ -417,7 +417,7 @@ def _in_cluster(o: Overrides) -> Connection:
         namespace = (sa / "namespace").read_text().strip() or "default"
     except OSError:
         namespace = "default"
-    from kubectl_gitops.credentials import Credentials  # noqa: PLC0415
+    from kubectl_gitops.kube.credentials import Credentials  # noqa: PLC0415
 
     creds = Credentials(where="the pod's service account", token=o.token,
                         token_file=None if o.token else str(token))

@@ -16,14 +16,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from kubectl_gitops import applyset, secrets
-from kubectl_gitops import plan as plan_mod
-from kubectl_gitops.app import App, source_conflict, started
+from kubectl_gitops import secrets
+from kubectl_gitops.engine import applyset
+from kubectl_gitops.engine import plan as plan_mod
+from kubectl_gitops.engine.app import App, source_conflict, started
+from kubectl_gitops.engine.plan import Item, Plan, namespaces_of, summarize_conflict
 from kubectl_gitops.errors import ClusterError, ConflictError, GitOpsError
-from kubectl_gitops.plan import Item, Plan, namespaces_of, summarize_conflict
 
 if TYPE_CHECKING:  # loaded where used: a converged re-run takes no Lease
-    from kubectl_gitops.lease import Lease
+    from kubectl_gitops.kube.lease import Lease
 
 Report = Callable[[str], None]
 
@@ -127,7 +128,7 @@ def run(app: App, plan: Plan, opts: Options, report: Report, *,
         return result
     import uuid  # noqa: PLC0415
 
-    from kubectl_gitops.lease import Lease, identity, lease_name  # noqa: PLC0415
+    from kubectl_gitops.kube.lease import Lease, identity, lease_name  # noqa: PLC0415
 
     _ensure_namespace(app)  # the Lease lives there, and the revision may create it
     own = Lease(app.kube, app.parent.namespace, lease_name(app.parent.name),
@@ -182,7 +183,7 @@ def _run_held(app: App, plan: Plan, opts: Options, report: Report, lease: Lease,
         except _Stale:
             lease.check()
             _replan(app, plan, opts)
-    from kubectl_gitops.lease import lease_name  # noqa: PLC0415
+    from kubectl_gitops.kube.lease import lease_name  # noqa: PLC0415
 
     raise ClusterError(f"{app.parent.label} kept changing while this sync held the Lease "
                        f"{app.parent.namespace}/{lease_name(app.parent.name)}; another tool "
@@ -216,7 +217,7 @@ def _converge(app: App, plan: Plan, opts: Options, report: Report, lease: Lease,
     if not applyset.stored(widened, app.parent_live):
         lease.check()
         writer.write(widened, lambda h: h)  # nothing to widen otherwise
-    from kubectl_gitops import history  # noqa: PLC0415
+    from kubectl_gitops.engine import history  # noqa: PLC0415
 
     # Who ran it, asked while the objects are applied rather than after.
     users = started(lambda: (history.git_user(str(app.src.root)), kube.whoami()))
@@ -348,7 +349,7 @@ def _wait_established(app: App, items: list[Item], result: Result, deadline: flo
     crds = [i for i in items if i.id.kind == "CustomResourceDefinition" and i.rtype]
     if not crds:
         return
-    from kubectl_gitops import health  # noqa: PLC0415
+    from kubectl_gitops.kube import health  # noqa: PLC0415
 
     for item in crds:
         while True:
@@ -391,7 +392,7 @@ def _guard_again(app: App, plan: Plan, opts: Options, report: Report) -> None:
     deleted: a non-member may have arrived since the plan (no cost when
     neither is pruned)."""
     before = {id(i) for i in plan.items if i.kept}
-    from kubectl_gitops import prune as prune_guard  # noqa: PLC0415
+    from kubectl_gitops.engine import prune as prune_guard  # noqa: PLC0415
 
     prune_guard.guard(app.kube, plan.items, app.parent, app.kube.resource_types(),
                       cascade=opts.prune_cascade, dependents=False)
@@ -401,7 +402,7 @@ def _guard_again(app: App, plan: Plan, opts: Options, report: Report) -> None:
 
 
 def _wait_healthy(app: App, plan: Plan, timeout: float, result: Result, report: Report) -> None:
-    from kubectl_gitops import health  # noqa: PLC0415 - only with --wait
+    from kubectl_gitops.kube import health  # noqa: PLC0415 - only with --wait
 
     # Never past the run's own deadline (sync --timeout bounds the whole sync).
     deadline = min(time.monotonic() + timeout, app.kube.deadline_at or float("inf"))

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from kubectl_gitops.errors import ManifestError
-from kubectl_gitops.manifests import Manifest
+from kubectl_gitops.source.manifests import Manifest
 
 
 class ObjectId(NamedTuple):
