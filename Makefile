@@ -6,6 +6,9 @@ VENV    ?= .venv
 PYTHON  ?= python3
 PY      := $(VENV)/bin/python
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+# testing/ (the local control plane, test helpers) is a package of the
+# checkout, not of the installation: importable here whatever the install.
+export PYTHONPATH := $(CURDIR)$(if $(PYTHONPATH),:$(PYTHONPATH))
 
 .PHONY: install venv controlplane peers test unit cluster cluster-down demo bench dist release clean
 

@@ -164,13 +164,14 @@ def cluster(reuse: str | None = None) -> Iterator[Cluster]:
         yield Cluster(kubeconfig, state, owned=True)
     finally:
         subprocess.run([str(PYTHON), "-m", "testing.controlplane", "down",
-                        "--state-dir", str(state)], capture_output=True)
+                        "--state-dir", str(state)], capture_output=True, cwd=ROOT)
         shutil.rmtree(state, ignore_errors=True)
 
 
 def _up(state: Path) -> Path:
+    # cwd: testing/ is a package of the checkout, not of the installation.
     proc = subprocess.run([str(PYTHON), "-m", "testing.controlplane", "up",
-                           "--state-dir", str(state)], capture_output=True, text=True)
+                           "--state-dir", str(state)], capture_output=True, text=True, cwd=ROOT)
     if proc.returncode != 0:
         die(f"cannot start the control plane: {proc.stderr.strip()}")
     return Path(proc.stdout.strip().splitlines()[-1])
