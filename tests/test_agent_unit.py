@@ -15,7 +15,7 @@ from kubectl_gitops.agent import config, drift, server
 from kubectl_gitops.agent.metrics import _is_collection
 from kubectl_gitops.agent.mirror import redact
 from kubectl_gitops.agent.workqueue import Backoff, WorkQueue
-from kubectl_gitops.engine.plan import Item
+from kubectl_gitops.engine.model import Item
 from kubectl_gitops.errors import ConfigError
 from kubectl_gitops.kube.resources import ObjectId
 

@@ -19,7 +19,7 @@ from gitutil import commit, git, git_env, make_repo, write  # noqa: F401
 from kubeutil import configmap, docs, kubectl
 
 from kubectl_gitops.engine import app as app_mod
-from kubectl_gitops.engine import applyset, plan, sync
+from kubectl_gitops.engine import applyset, model, plan, sync
 from kubectl_gitops.engine.prune import AUTOMATIC
 from kubectl_gitops.errors import ClusterError, GitOpsError
 from kubectl_gitops.kube.client import Kube
@@ -35,7 +35,7 @@ NAMESPACE = ResourceType("", "Namespace", False, "namespaces", "v1")
 
 
 def _sync(kube: Kube, repo: Path, ns: str, name: str, *, ref: str | None = None,
-          working_tree: bool = False) -> tuple[plan.Plan, sync.Result]:
+          working_tree: bool = False) -> tuple[model.Plan, sync.Result]:
     """One ``kubectl gitops sync --prune``, in-process."""
     src = tree.resolve(repo=repo, path=str(repo / "deploy"), ref=ref,
                          working_tree=working_tree)

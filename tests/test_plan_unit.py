@@ -5,7 +5,8 @@ from __future__ import annotations
 import yaml
 
 from kubectl_gitops.engine import applyset, diff
-from kubectl_gitops.engine.plan import HASH_ANNOTATION, Item, _classify, is_subset, normalize, to_apply
+from kubectl_gitops.engine.model import Item
+from kubectl_gitops.engine.plan import HASH_ANNOTATION, _classify, is_subset, normalize, to_apply
 from kubectl_gitops.kube.resources import ObjectId
 from kubectl_gitops.source.manifests import Manifest
 

@@ -318,7 +318,7 @@ def test_foreign_rule(meta: dict[str, Any], ref: dict[str, Any], why: str) -> No
 
 
 def test_only_dependents_the_collector_would_delete_count() -> None:
-    from kubectl_gitops.engine.plan import Item
+    from kubectl_gitops.engine.model import Item
     from kubectl_gitops.kube.resources import ObjectId, ResourceType
 
     cm = ResourceType("", "ConfigMap", True, "configmaps", "v1", ("list",))

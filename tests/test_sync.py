@@ -112,6 +112,7 @@ def test_create_prediction_falls_back_when_the_object_appeared(kube_env: dict,
     # Planned as new (no live object seen), but created by someone since:
     # the create dry-run says AlreadyExists and the apply dry-run predicts.
     from kubectl_gitops.engine import applyset, plan
+    from kubectl_gitops.engine.model import Item
     from kubectl_gitops.kube.client import Kube
     from kubectl_gitops.kube.resources import object_id
     from kubectl_gitops.source.manifests import Manifest
@@ -122,8 +123,8 @@ def test_create_prediction_falls_back_when_the_object_appeared(kube_env: dict,
     obj = configmap("late", {"k": "new"}, namespace=namespace)
     m = Manifest(obj=obj, path="late.yaml", line=1)
     parent = applyset.Parent("app", namespace)
-    item = plan.Item(object_id(m), "create", kube.resource_types()[("", "ConfigMap")],
-                     manifest=m, desired=plan.to_apply(m, parent.id))
+    item = Item(object_id(m), "create", kube.resource_types()[("", "ConfigMap")],
+                manifest=m, desired=plan.to_apply(m, parent.id))
     for dry_run in plan._Predictor(kube, set()).calls([item]):
         dry_run()
     assert not item.error, item.error

@@ -7,6 +7,7 @@ import re
 from typing import Any
 
 from kubectl_gitops.engine import plan
+from kubectl_gitops.engine.model import Item
 from kubectl_gitops.kube.client import FIELD_MANAGER
 
 _CONFLICT = re.compile(r'conflict with "([^"]+)"(?: with subresource "[^"]+")?'
@@ -51,7 +52,7 @@ def _owners(live: dict[str, Any], path: str) -> set[str]:
     return found
 
 
-def describe(item: plan.Item) -> str:
+def describe(item: Item) -> str:
     """``.data.key changed by kubectl-patch``, ``deleted``: for logs, Events
     and status. The apply conflict names fields and manager exactly; without
     one, the differing fields and their owners are read from managedFields."""

@@ -14,7 +14,7 @@ from kubectl_gitops.cli.common import (cluster_options, handle_errors, parse_tim
                                        pick_path, run, source_options)
 
 if TYPE_CHECKING:  # type names only: the modules load lazily, after --help
-    from kubectl_gitops.engine.plan import Plan
+    from kubectl_gitops.engine.model import Plan
     from kubectl_gitops.kube.kubeconfig import Overrides
 
 

@@ -18,7 +18,8 @@ from typing import Any
 
 import yaml
 
-from kubectl_gitops.engine.plan import HASH_ANNOTATION, Item, Plan, normalize
+from kubectl_gitops.engine.model import Item, Plan
+from kubectl_gitops.engine.plan import HASH_ANNOTATION, normalize
 
 try:
     _Base: type = yaml.CSafeDumper

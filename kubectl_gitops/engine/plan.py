@@ -28,12 +28,12 @@ import hmac
 import json
 import re
 from collections import defaultdict
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from kubectl_gitops import secrets
 from kubectl_gitops.engine import applyset
+from kubectl_gitops.engine.model import Item, Listed, Plan, Served
 from kubectl_gitops.errors import ClusterError, ConflictError, GitOpsError, NotFoundError
 from kubectl_gitops.kube.client import FIELD_MANAGER, Kube
 from kubectl_gitops.kube.resources import ObjectId, ResourceType, crd_types, object_id
@@ -43,79 +43,10 @@ from kubectl_gitops.versions import KUBERNETES_VERSION
 if TYPE_CHECKING:  # the modules load where used: a converged app needs none of them
     from kubectl_gitops.source import ignore
 
-Action = Literal["create", "update", "unchanged", "prune"]
 HASH_ANNOTATION = "kubectl-gitops.io/applied-hash"
 LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
 _SERVER_META = ("managedFields", "resourceVersion", "uid", "generation", "creationTimestamp",
                 "selfLink")
-
-
-@dataclass
-class Item:
-    id: ObjectId
-    action: Action
-    rtype: ResourceType | None
-    manifest: Manifest | None = None
-    desired: dict[str, Any] | None = None  # what sync applies (labelled, hashed)
-    live: dict[str, Any] | None = None
-    predicted: dict[str, Any] | None = None
-    note: str = ""
-    error: str = ""
-    conflict: str = ""  # fields another manager owns, one line (forced unless refused)
-    adopted: str = ""  # the previous owner, when --adopt takes the object over
-    kept: str = ""  # why a member the revision dropped is not pruned
-    drift: list[str] = field(default_factory=list)  # ".spec.replicas (kubectl, 2m ago)"
-    ignored: tuple[tuple[str, ...], ...] = ()  # JSON pointers of ignore: rules
-
-    @property
-    def needs_apply(self) -> bool:
-        """Whether sync writes this object: the action, nothing else."""
-        return self.action in ("create", "update")
-
-    @property
-    def api_version(self) -> str:
-        obj = self.desired or self.live or {}
-        return str(obj.get("apiVersion", ""))
-
-    @property
-    def phase(self) -> int:
-        """Apply order: Namespaces and CRDs, other cluster-scoped, namespaced."""
-        if self.id.kind == "Namespace" and not self.id.group:
-            return 0
-        if self.id.kind == "CustomResourceDefinition":
-            return 0
-        return 1 if not self.id.namespace else 2
-
-
-@dataclass
-class Plan:
-    items: list[Item]
-    parent: applyset.Parent
-    parent_live: dict[str, Any] | None
-    pruning: bool
-
-    def of(self, *actions: Action) -> list[Item]:
-        return [i for i in self.items if i.action in actions]
-
-    @property
-    def errors(self) -> list[Item]:
-        return [i for i in self.items if i.error]
-
-    def counts(self) -> dict[str, int]:
-        out = {"create": 0, "update": 0, "prune": 0, "unchanged": 0}
-        for i in self.items:
-            out[i.action] += 1
-        return out
-
-    def problems(self, *, force_conflicts: bool) -> list[str]:
-        """What refuses the whole sync before anything is written, one line
-        per object; diff reports the same lines (and exits 2) first."""
-        out = [f"{i.id}: {i.error}" for i in self.errors]
-        if not force_conflicts:
-            out += [f"{i.id}: {i.conflict}; refused by --no-force-conflicts (forceConflicts: "
-                    "false in .gitops.yaml)" for i in self.items
-                    if i.conflict and not i.error and not i.adopted]
-        return out
 
 
 def desired_hash(obj: dict[str, Any], salt: str = "") -> str:
@@ -255,9 +186,6 @@ def build(kube: Kube, manifests: list[Manifest], parent: applyset.Parent,
     items.sort(key=lambda i: (i.phase, i.id.namespace, i.id.group, i.id.kind, i.id.name)
                if i.action != "prune" else (9 - i.phase, i.id))
     return Plan(items, parent, parent_live, prune)
-
-
-Listed = dict[tuple[str, str, str], list[dict[str, Any]]]  # (group, kind, namespace): all
 
 
 def _ignore(item: Item, rules: tuple[ignore.Rule, ...], salt: str = "") -> None:
@@ -495,7 +423,7 @@ def summarize_conflict(message: str, *, limit: int = 3) -> str:
 
 
 def _prune_queries(parent: applyset.Parent, desired: set[ObjectId],
-                   served: dict[tuple[str, str], ResourceType]) -> list[tuple[ResourceType, str]]:
+                   served: Served) -> list[tuple[ResourceType, str]]:
     """Where members of the set can be: each (type, namespace) it records or
     the revision holds."""
     queries: list[tuple[ResourceType, str]] = []
@@ -529,6 +457,3 @@ def _prune_candidates(parent: applyset.Parent, desired: set[ObjectId],
             items.append(item)
     return items
 
-
-def namespaces_of(ids: Iterable[ObjectId]) -> set[str]:
-    return {i.namespace for i in ids if i.namespace}

@@ -33,11 +33,10 @@ from kubectl_gitops.kube.client import FIELD_MANAGER, Kube
 from kubectl_gitops.kube.resources import ObjectId, ResourceType
 
 if TYPE_CHECKING:
-    from kubectl_gitops.engine.plan import Item
+    from kubectl_gitops.engine.model import Item, Served
 
-Served = dict[tuple[str, str], ResourceType]
 Query = tuple[ResourceType, str]  # a type, and a namespace ("" = all of them)
-Listed = list[dict[str, Any]] | str  # the metadata of each object, or why it could not be listed
+Listing = list[dict[str, Any]] | str  # the metadata of each object, or why it could not be listed
 
 # What Kubernetes itself creates in every namespace, and removes with it:
 # the root CA bundle (kube-controller-manager's root-ca-cert-publisher) and
@@ -136,9 +135,9 @@ class Lister:
 
     def __init__(self, kube: Kube) -> None:
         self.kube = kube
-        self._done: dict[tuple[str, str, str], Listed] = {}
+        self._done: dict[tuple[str, str, str], Listing] = {}
 
-    def many(self, queries: list[Query]) -> list[Listed]:
+    def many(self, queries: list[Query]) -> list[Listing]:
         wide = {(t.group, t.kind) for t, ns in queries if not ns}
         todo = list(dict.fromkeys(q for q in queries if self._cached(q) is None
                                   and not (q[1] and (q[0].group, q[0].kind) in wide)))
@@ -147,7 +146,7 @@ class Lister:
             self._done[(rtype.group, rtype.kind, ns)] = result
         return [self._cached(q) or [] for q in queries]
 
-    def _cached(self, q: Query) -> Listed | None:
+    def _cached(self, q: Query) -> Listing | None:
         rtype, ns = q
         done = self._done.get((rtype.group, rtype.kind, ns))
         if done is not None or not ns:
@@ -193,7 +192,7 @@ def dependents_holders(lister: Lister, items: list[Item], served: Served,
 class _Graph:
     """Who owns what among the listed objects, by uid."""
 
-    def __init__(self, results: dict[Query, Listed]) -> None:
+    def __init__(self, results: dict[Query, Listing]) -> None:
         self.objects: dict[str, tuple[ObjectId, dict[str, Any]]] = {}
         self.children: dict[str, list[tuple[str, dict[str, Any]]]] = {}
         for (rtype, _), listed in results.items():

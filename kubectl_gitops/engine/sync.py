@@ -20,7 +20,8 @@ from kubectl_gitops import secrets
 from kubectl_gitops.engine import applyset
 from kubectl_gitops.engine import plan as plan_mod
 from kubectl_gitops.engine.app import App, source_conflict, started
-from kubectl_gitops.engine.plan import Item, Plan, namespaces_of, summarize_conflict
+from kubectl_gitops.engine.model import Item, Plan, namespaces_of
+from kubectl_gitops.engine.plan import summarize_conflict
 from kubectl_gitops.errors import ClusterError, ConflictError, GitOpsError
 
 if TYPE_CHECKING:  # loaded where used: a converged re-run takes no Lease
