@@ -243,16 +243,6 @@ def answer(group: click.Group, words: list[str]) -> int:
     return exitcodes.OK
 
 
-def kubectl_complete_main() -> None:
-    """``kubectl_complete-gitops[-SUB]``: the name says which command kubectl completes."""
-    from kubectl_gitops.cli.dispatch import kubectl_group  # noqa: PLC0415
-
-    name = Path(sys.argv[0]).name.removesuffix(".exe")
-    sub = name.partition("kubectl_complete-gitops")[2].lstrip("-")
-    prefix = [sub.replace("_", "-")] if sub else []
-    sys.exit(answer(kubectl_group, prefix + sys.argv[1:]))
-
-
 # --- kubectl gitops completion SHELL ----------------------------------------------------
 
 SHELLS = ("bash", "zsh", "fish")
