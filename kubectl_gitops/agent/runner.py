@@ -30,7 +30,7 @@ from kubectl_gitops.errors import ClusterError, GitError, GitOpsError
 from kubectl_gitops.kube import health
 from kubectl_gitops.kube.lease import Lease, LeaseLost, identity, lease_name
 from kubectl_gitops.kube.resources import ObjectId, ResourceType
-from kubectl_gitops.source import tree
+from kubectl_gitops.source import config, tree
 from kubectl_gitops.source.manifests import Manifest
 from kubectl_gitops.validate import checks
 
@@ -282,7 +282,7 @@ class Agent:
 
     def _source(self, run: AppRun, sha: str) -> tree.Source:
         root = run.mirror.dir
-        cfg = tree._config_at(root, "commit", sha, None)  # .gitops.yaml of that commit
+        cfg = config.at(root, "commit", sha)  # .gitops.yaml of that commit
         spec = run.spec
         run.name = spec.name if spec.named else cfg.name or spec.name
         return tree.Source(root=root, path=tree.normalize_path(root, spec.path or cfg.path),

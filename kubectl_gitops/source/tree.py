@@ -1,4 +1,6 @@
-"""Where manifests come from: a commit, the working tree, or the index.
+"""Where manifests come from: a commit, the working tree, or the index (the
+settings that come with them, ``.gitops.yaml``, are read by
+:mod:`kubectl_gitops.source.config`).
 
 Commits and the index are read from git objects, never from a checkout, so
 any revision can be read without touching the working tree or the index.
@@ -12,33 +14,18 @@ import posixpath
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 from kubectl_gitops.errors import ConfigError, GitError, ManifestError, ManifestErrors
-from kubectl_gitops.source import git, links
+from kubectl_gitops.source import config, git, links
+from kubectl_gitops.source.config import CONFIG_FILE, Mode
 
 if TYPE_CHECKING:
     from kubectl_gitops.source.ignore import Rule
 
-CONFIG_FILE = ".gitops.yaml"
 MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
 KUSTOMIZATION_FILES = ("kustomization.yaml", "kustomization.yml", "Kustomization")
 LINK_MODE = "120000"
-
-Mode = Literal["commit", "worktree", "index"]
-
-
-@dataclass(frozen=True)
-class RepoConfig:
-    """``.gitops.yaml`` at the repo root; every key is optional."""
-
-    path: str | None = None
-    name: str | None = None
-    namespace: str | None = None
-    exclude: tuple[str, ...] = ()
-    ignore: tuple[Rule, ...] = ()  # fields other controllers own (see ignore.py)
-    force_conflicts: bool = True  # false: refuse instead of taking drifted fields back
-
 
 @dataclass(frozen=True)
 class SourceFile:
@@ -120,51 +107,6 @@ class Source:
         return True
 
 
-def load_config(root: Path, data: bytes | None = None) -> RepoConfig:
-    """Parse ``.gitops.yaml`` (from ``data`` when given, else the work tree)."""
-    import yaml  # noqa: PLC0415
-
-    if data is None:
-        cfg = root / CONFIG_FILE
-        if not cfg.is_file():
-            return RepoConfig()
-        data = cfg.read_bytes()
-    try:
-        doc = yaml.load(data, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)) or {}
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark else ""
-        raise ConfigError(f"{CONFIG_FILE}{line}: not valid YAML") from e
-    if not isinstance(doc, dict):
-        raise ConfigError(f"{CONFIG_FILE}: expected a mapping of path, name, namespace, exclude")
-    unknown = set(doc) - {"path", "name", "namespace", "exclude", "ignore", "forceConflicts"}
-    if unknown:
-        raise ConfigError(f"{CONFIG_FILE}: unknown key(s) {', '.join(sorted(unknown))}")
-    exclude = doc.get("exclude") or []
-    if isinstance(exclude, str):
-        exclude = [exclude]
-    for key in ("path", "name", "namespace"):
-        if doc.get(key) is not None and not isinstance(doc[key], str):
-            raise ConfigError(f"{CONFIG_FILE}: {key} must be a string")
-    force = doc.get("forceConflicts", True)
-    if not isinstance(force, bool):
-        raise ConfigError(f"{CONFIG_FILE}: forceConflicts must be true or false")
-    return RepoConfig(path=doc.get("path"), name=doc.get("name"),
-                      namespace=doc.get("namespace"), exclude=tuple(map(str, exclude)),
-                      ignore=_ignore_rules(doc.get("ignore")), force_conflicts=force)
-
-
-def _ignore_rules(doc: object) -> tuple[Rule, ...]:
-    if doc is None:
-        return ()
-    from kubectl_gitops.source import ignore  # noqa: PLC0415 - the hook rarely needs it
-
-    try:
-        return ignore.parse(doc, CONFIG_FILE)
-    except ValueError as e:
-        raise ConfigError(str(e)) from None
-
-
 def normalize_path(root: Path, path: str | None) -> str:
     """``path`` relative to the repo root, POSIX, no leading ``./``; "" = root."""
     if not path:
@@ -201,7 +143,7 @@ def resolve(*, repo: str | Path | None = None, path: str | None = None, ref: str
         root, sha = git.toplevel_and_commit(repo, ref)
     else:
         root = git.toplevel(repo)
-    cfg = _config_at(root, mode, sha, index_file)
+    cfg = config.at(root, mode, sha, index_file)
     if path is not None and repo is None and not Path(path).is_absolute():
         # A relative --path given on the command line is relative to the cwd,
         # as every git and kubectl path argument is.
@@ -211,15 +153,6 @@ def resolve(*, repo: str | Path | None = None, path: str | None = None, ref: str
                   name=name or cfg.name or "", namespace=namespace or cfg.namespace,
                   exclude=cfg.exclude, ignore=cfg.ignore, force_conflicts=cfg.force_conflicts,
                   index_file=index_file)
-
-
-def _config_at(root: Path, mode: Mode, sha: str | None, index_file: str | None) -> RepoConfig:
-    if mode == "worktree":
-        return load_config(root)
-    spec = f"{sha}:{CONFIG_FILE}" if mode == "commit" else f":{CONFIG_FILE}"
-    env = {"GIT_INDEX_FILE": index_file} if index_file and mode == "index" else None
-    proc = git.run(["cat-file", "blob", spec], cwd=root, check=False, env=env)
-    return load_config(root, proc.stdout) if proc.returncode == 0 else RepoConfig()
 
 
 def is_manifest(relpath: str) -> bool:

@@ -30,6 +30,7 @@ from kubectl_gitops.engine import desired
 from kubectl_gitops.errors import ClusterError, ManifestError, UsageError
 from kubectl_gitops.kube import resources, schema
 from kubectl_gitops.source import git, manifests, tree
+from kubectl_gitops.source.config import CONFIG_FILE
 from kubectl_gitops.source.manifests import Manifest
 from kubectl_gitops.source.tree import KUSTOMIZATION_FILES, Source, SourceFile
 from kubectl_gitops.versions import KUBERNETES_VERSION
@@ -157,7 +158,7 @@ def staged_changes_matter(src: Source) -> bool:
     validation; added, changed, renamed and deleted files all count."""
     out = git.run(["diff", "--cached", "--no-ext-diff", "--name-only", "-z", "--no-renames"],
                   cwd=src.root, env=tree.index_env(src)).stdout
-    return any(path == tree.CONFIG_FILE or tree.is_manifest(path)
+    return any(path == CONFIG_FILE or tree.is_manifest(path)
                or posixpath.basename(path) in KUSTOMIZATION_FILES
                for path in git.zsplit(out))
 
@@ -689,7 +690,7 @@ def _relative(root: Path, given: str) -> str:
 
 
 def _wanted(src: Source, rel: str) -> bool:
-    if posixpath.basename(rel) == tree.CONFIG_FILE:
+    if posixpath.basename(rel) == CONFIG_FILE:
         return False  # settings, not objects
     inside = not src.path or rel.startswith(src.path + "/")
     return inside and src.wanted(rel)
