@@ -18,9 +18,10 @@ from gitutil import commit, git_env, make_repo, write  # noqa: F401
 from test_resources import crd, obj
 
 from kubectl_gitops.engine import desired
+from kubectl_gitops.engine.desired import crd_types, object_id
 from kubectl_gitops.errors import ManifestErrors
 from kubectl_gitops.kube.client import Kube
-from kubectl_gitops.kube.resources import ResourceType, object_id
+from kubectl_gitops.kube.resources import ResourceType
 from kubectl_gitops.source import tree
 
 pytestmark = pytest.mark.cluster
@@ -93,7 +94,7 @@ def test_crds_in_the_revision_resolve_before_they_exist_in_the_cluster(
         f"Deployment {namespace}/web", "ClusterRole reader"])
     gadget = next(m for m in ms if m.kind == "Gadget")
     assert "namespace" not in gadget.obj["metadata"]
-    mapper = kube.mapper().with_crds(ms)
+    mapper = kube.mapper().with_types(crd_types(ms))
     assert mapper.lookup(group, "Widget") == ResourceType(group, "Widget", True, "widgets", "v1")
     assert mapper.lookup(group, "Gadget") == ResourceType(group, "Gadget", False, "gadgets", "v1")
 

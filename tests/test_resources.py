@@ -8,17 +8,10 @@ import pytest
 from gitutil import commit, git_env, make_repo, write  # noqa: F401
 
 from kubectl_gitops.engine import desired
+from kubectl_gitops.engine.desired import crd_types, object_id, offline_mapper, resolve
 from kubectl_gitops.errors import ManifestErrors
 from kubectl_gitops.kube.client import Kube
-from kubectl_gitops.kube.resources import (
-                                           Mapper,
-                                           ObjectId,
-                                           ResourceType,
-                                           crd_types,
-                                           object_id,
-                                           offline_mapper,
-                                           resolve,
-                                           )
+from kubectl_gitops.kube.resources import Mapper, ObjectId, ResourceType
 from kubectl_gitops.source import tree
 from kubectl_gitops.source.manifests import Manifest, parse_file
 
@@ -203,7 +196,7 @@ def test_crd_kinds_in_the_same_tree_are_known_offline() -> None:
 def test_the_cluster_s_knowledge_wins_over_a_crd_in_the_tree() -> None:
     ms = parse("crd.yaml", crd("example.com", "Widget", "widgets", "Cluster"))
     served = ResourceType("example.com", "Widget", True, "widgets", "v2")
-    mapper = Mapper({("example.com", "Widget"): served}).with_crds(ms)
+    mapper = Mapper({("example.com", "Widget"): served}).with_types(crd_types(ms))
     assert mapper.lookup("example.com", "Widget") == served
 
 

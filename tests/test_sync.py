@@ -112,9 +112,9 @@ def test_create_prediction_falls_back_when_the_object_appeared(kube_env: dict,
     # Planned as new (no live object seen), but created by someone since:
     # the create dry-run says AlreadyExists and the apply dry-run predicts.
     from kubectl_gitops.engine import applyset, plan
+    from kubectl_gitops.engine.desired import object_id
     from kubectl_gitops.engine.model import Item
     from kubectl_gitops.kube.client import Kube
-    from kubectl_gitops.kube.resources import object_id
     from kubectl_gitops.source.manifests import Manifest
 
     kubectl("create", "configmap", "late", "-n", namespace, "--from-literal=k=old",

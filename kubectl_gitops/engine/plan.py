@@ -33,10 +33,11 @@ from typing import TYPE_CHECKING, Any
 
 from kubectl_gitops import secrets
 from kubectl_gitops.engine import applyset
+from kubectl_gitops.engine.desired import crd_types, object_id
 from kubectl_gitops.engine.model import Item, Listed, Plan, Served
 from kubectl_gitops.errors import ClusterError, ConflictError, GitOpsError, NotFoundError
 from kubectl_gitops.kube.client import FIELD_MANAGER, Kube
-from kubectl_gitops.kube.resources import ObjectId, ResourceType, crd_types, object_id
+from kubectl_gitops.kube.resources import ObjectId, ResourceType
 from kubectl_gitops.source.manifests import Manifest
 from kubectl_gitops.versions import KUBERNETES_VERSION
 

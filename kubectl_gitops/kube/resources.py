@@ -1,19 +1,16 @@
-"""Identity and scope of objects: which kinds are namespaced, and which
-(group, kind, namespace, name) each manifest stands for.
+"""Identity and scope of objects: an object's (group, kind, namespace,
+name), and which kinds are namespaced.
 
 Scope comes from API discovery when a cluster is at hand, else from built-in
-knowledge of the standard kinds; either way, CRDs in the same revision are
-known before they exist in the cluster.
+knowledge of the standard kinds (:func:`builtin_types`); which object each
+manifest stands for is worked out by :mod:`kubectl_gitops.engine.desired`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import NamedTuple
-
-from kubectl_gitops.errors import ManifestError
-from kubectl_gitops.source.manifests import Manifest
 
 
 class ObjectId(NamedTuple):
@@ -43,10 +40,6 @@ class ResourceType:
     version: str = ""  # the preferred version, when known from discovery
     # The verbs discovery lists ("list", "delete"...); empty when not from discovery.
     verbs: tuple[str, ...] = field(default=(), compare=False)
-
-
-def object_id(m: Manifest) -> ObjectId:
-    return ObjectId(m.group, m.kind, m.namespace or "", m.name)
 
 
 # Built-in kinds that are cluster-scoped; every other built-in kind below is
@@ -99,25 +92,6 @@ def builtin_types() -> dict[tuple[str, str], ResourceType]:
     return types
 
 
-def crd_types(manifests: Iterable[Manifest]) -> dict[tuple[str, str], ResourceType]:
-    """Kinds defined by CRDs among the manifests."""
-    types: dict[tuple[str, str], ResourceType] = {}
-    for m in manifests:
-        if m.kind != "CustomResourceDefinition" or m.group != "apiextensions.k8s.io":
-            continue
-        spec = m.obj.get("spec") or {}
-        names = spec.get("names") or {}
-        group, kind = spec.get("group"), names.get("kind")
-        if not isinstance(group, str) or not isinstance(kind, str):
-            continue  # validation reports the malformed CRD itself
-        served = [v.get("name") for v in spec.get("versions") or []
-                  if isinstance(v, dict) and v.get("served", True)]
-        types[(group, kind)] = ResourceType(group, kind, spec.get("scope") != "Cluster",
-                                            plural=str(names.get("plural") or ""),
-                                            version=str(served[0]) if served else "")
-    return types
-
-
 class Mapper:
     """Answers "is this kind namespaced?" from a table of known types."""
 
@@ -127,48 +101,7 @@ class Mapper:
     def lookup(self, group: str, kind: str) -> ResourceType | None:
         return self.types.get((group, kind))
 
-    def with_crds(self, manifests: Iterable[Manifest]) -> Mapper:
-        # The tree's CRDs win only where the cluster does not know the kind yet.
-        return Mapper({**crd_types(manifests), **self.types})
-
-
-def offline_mapper(manifests: Iterable[Manifest] = ()) -> Mapper:
-    """Built-in kinds plus CRDs in the tree: no cluster needed (the hook)."""
-    return Mapper(builtin_types()).with_crds(manifests)
-
-
-def resolve(manifests: list[Manifest], mapper: Mapper, default_namespace: str,
-            *, unknown_kinds_ok: bool = False) -> tuple[list[Manifest], list[ManifestError]]:
-    """Fill in namespaces, check scope and identities; return every problem.
-
-    ``unknown_kinds_ok`` lets kinds the mapper does not know pass as
-    namespaced-if-given (offline validation reports them separately).
-    """
-    errors: list[ManifestError] = []
-    seen: dict[ObjectId, Manifest] = {}
-    out: list[Manifest] = []
-    for m in manifests:
-        rtype = mapper.lookup(m.group, m.kind)
-        if rtype is None and not unknown_kinds_ok:
-            errors.append(ManifestError(m.path, m.line, f"unknown kind {m.kind} in "
-                                        f"{m.api_version}: no such resource type in the "
-                                        "cluster and no CRD for it in this revision", obj=str(m)))
-            continue
-        meta = m.obj["metadata"]
-        if rtype is not None and not rtype.namespaced:
-            if m.namespace:
-                errors.append(ManifestError(m.path, m.line, f"{m.kind} is cluster-scoped but "
-                                            "has metadata.namespace; remove it", obj=str(m)))
-                continue
-            meta.pop("namespace", None)
-        elif rtype is not None and not m.namespace:
-            meta["namespace"] = default_namespace
-        oid = object_id(m)
-        if oid in seen:
-            first = seen[oid]
-            errors.append(ManifestError(m.path, m.line, f"duplicate object, also defined at "
-                                        f"{first.location}", obj=str(oid)))
-            continue
-        seen[oid] = m
-        out.append(m)
-    return out, errors
+    def with_types(self, types: Mapping[tuple[str, str], ResourceType]) -> Mapper:
+        """These types too (the tree's CRDs), where this mapper does not know
+        the kind yet: the cluster's own word wins."""
+        return Mapper({**types, **self.types})

@@ -28,7 +28,7 @@ import yaml
 from kubectl_gitops import secrets
 from kubectl_gitops.engine import desired
 from kubectl_gitops.errors import ClusterError, ManifestError, UsageError
-from kubectl_gitops.kube import resources, schema
+from kubectl_gitops.kube import schema
 from kubectl_gitops.source import git, manifests, tree
 from kubectl_gitops.source.config import CONFIG_FILE
 from kubectl_gitops.source.manifests import Manifest
@@ -229,9 +229,9 @@ def _check(result: Result, files: list[SourceFile], parsed: list[Manifest],
     CRDs that the files themselves lack."""
     docs = _Documents(files)
     problems = [Problem.of(docs.reword(e), _read_check(e)) for e in errors]
-    mapper = resources.offline_mapper(parsed)
+    mapper = desired.offline_mapper(parsed)
     default_ns = desired.default_namespace(src, opts.namespace, opts.kube)
-    resolved, id_errors = resources.resolve(parsed, mapper, default_ns, unknown_kinds_ok=True)
+    resolved, id_errors = desired.resolve(parsed, mapper, default_ns, unknown_kinds_ok=True)
     problems += [Problem.of(e, "identity") for e in id_errors]
     problems += docs.duplicate_keys(parsed)
     problems += [Problem(m.path, line, _HIDDEN_MEANING if secrets.is_secret(m.obj) else message,
@@ -634,7 +634,7 @@ def _dry_run(kube: Kube, resolved: list[Manifest], parsed: list[Manifest]) \
     the cluster's own CRDs. Objects whose Namespace or CRD the revision
     itself creates cannot be tried before they exist, and are skipped."""
     tree_namespaces = {m.name for m in parsed if (m.group, m.kind) == ("", "Namespace")}
-    tree_kinds = set(resources.crd_types(parsed))
+    tree_kinds = set(desired.crd_types(parsed))
     mapper = kube.mapper()
     skipped: list[str] = []
 
