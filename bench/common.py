@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from kubectl_gitops.kube.client import Kube
+from kubectl_gitops.kube.kubeconfig import Overrides
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = ROOT / ".venv" / "bin"
@@ -145,7 +146,7 @@ class Cluster:
 
     def kube(self) -> Kube:
         """A client for the bench's own untimed bookkeeping."""
-        return Kube(str(self.kubeconfig), concurrency=5)
+        return Kube(Overrides(kubeconfig=str(self.kubeconfig)), concurrency=5)
 
 
 @contextlib.contextmanager

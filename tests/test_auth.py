@@ -111,7 +111,7 @@ def test_exec_plugin_token_from_token_request(tmp_path: Path, kube_env: dict, na
     assert kubectl_whoami(env_with(kube_env, path)) == expected
     assert ours(path) == expected
     # One process, many requests: the plugin ran once.
-    kube = Kube(str(path))
+    kube = Kube(Overrides(kubeconfig=str(path)))
     calls.unlink()
     for _ in range(3):
         assert kube.whoami() == expected
@@ -176,7 +176,7 @@ def test_exec_plugin_expiry_reruns_the_plugin(tmp_path: Path, kube_env: dict, na
     script, calls = exec_plugin(tmp_path, (
         f"{{'token': {first!r}, 'expirationTimestamp': '2000-01-01T00:00:00Z'}} if n == 1 "
         f"else {{'token': {second!r}}}"))
-    kube = Kube(str(kubeconfig(tmp_path / "config", admin, exec_user(script))))
+    kube = Kube(Overrides(kubeconfig=str(kubeconfig(tmp_path / "config", admin, exec_user(script)))))
     assert kube.whoami() == f"system:serviceaccount:{namespace}:first"
     assert kube.whoami() == f"system:serviceaccount:{namespace}:second"
     assert kube.whoami() == f"system:serviceaccount:{namespace}:second"

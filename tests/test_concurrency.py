@@ -23,6 +23,7 @@ from kubectl_gitops.engine import applyset, model, plan, sync
 from kubectl_gitops.engine.prune import AUTOMATIC
 from kubectl_gitops.errors import ClusterError, GitOpsError
 from kubectl_gitops.kube.client import Kube
+from kubectl_gitops.kube.kubeconfig import Overrides
 from kubectl_gitops.kube.resources import ObjectId, ResourceType
 from kubectl_gitops.source import tree
 
@@ -91,7 +92,7 @@ def test_two_concurrent_syncs_of_one_app(tmp_path: Path, git_env: dict, kube_env
     for r in range(rounds):
         for side in "ab":
             git(repo, "tag", f"{side}-{r}", refs[side])
-    kubes = {side: Kube(kube_env["KUBECONFIG"]) for side in "ab"}
+    kubes = {side: Kube(Overrides(kubeconfig=kube_env["KUBECONFIG"])) for side in "ab"}
     failures: list[str] = []
     kept: list[str] = []  # the refs the history held after the last round
     parent_history: list[dict] = []
@@ -241,7 +242,7 @@ def property_namespaces(namespace: str, kube_env: dict) -> Iterator[str]:
 def test_prune_never_deletes_a_non_member(tmp_path: Path, git_env: dict, kube_env: dict,
                                           property_namespaces: str) -> None:
     rng = random.Random(SEED)
-    kube = Kube(kube_env["KUBECONFIG"])
+    kube = Kube(Overrides(kubeconfig=kube_env["KUBECONFIG"]))
     world = World(tmp_path, kube, property_namespaces, rng)
     outcomes = {"synced": 0, "failed": 0, "refused": 0, "namespace pruned": 0,
                 "namespace kept": 0}
@@ -294,7 +295,7 @@ def test_a_second_sync_waits_then_names_the_holder(tmp_path: Path, git_env: dict
     repo = make_repo(tmp_path / "repo")
     write(repo, "deploy/all.yaml", docs(configmap("web")))
     commit(repo)
-    kube = Kube(kube_env["KUBECONFIG"])
+    kube = Kube(Overrides(kubeconfig=kube_env["KUBECONFIG"]))
     holder = Lease(kube, namespace, lease_name("app"), holder="agent replica-1", duration=60)
     with holder.hold(timeout=5):
         r = gitops("sync", "deploy", "-n", namespace, "--name", "app", "--lock-timeout", "1s",
@@ -322,7 +323,7 @@ def test_a_caller_holding_the_lease_passes_it_in(tmp_path: Path, git_env: dict,
     repo = make_repo(tmp_path / "repo")
     write(repo, "deploy/all.yaml", docs(configmap("web")))
     commit(repo)
-    kube = Kube(kube_env["KUBECONFIG"])
+    kube = Kube(Overrides(kubeconfig=kube_env["KUBECONFIG"]))
     mine = Lease(kube, namespace, lease_name("app"), holder="agent replica-1", duration=60)
     mine.acquire(timeout=5)
     src = tree.resolve(repo=repo, path=str(repo / "deploy"))

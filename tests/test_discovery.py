@@ -21,6 +21,7 @@ from kubectl_gitops.engine import desired
 from kubectl_gitops.engine.desired import crd_types, object_id
 from kubectl_gitops.errors import ManifestErrors
 from kubectl_gitops.kube.client import Kube
+from kubectl_gitops.kube.kubeconfig import Overrides
 from kubectl_gitops.kube.resources import ResourceType
 from kubectl_gitops.source import tree
 
@@ -31,7 +32,7 @@ CRD_GROUP = "apiextensions.k8s.io"
 
 @pytest.fixture
 def kube(control_plane: Any) -> Kube:
-    return Kube(str(control_plane.kubeconfig))
+    return Kube(Overrides(kubeconfig=str(control_plane.kubeconfig)))
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from kubectl_gitops.kube.client import Kube
+from kubectl_gitops.kube.kubeconfig import Overrides
 from kubectl_gitops.kube.lease import LEASE_TYPE, Lease, LeaseHeld, LeaseLost, identity
 
 pytestmark = pytest.mark.cluster
@@ -19,7 +20,7 @@ pytestmark = pytest.mark.cluster
 
 @pytest.fixture
 def kube(kube_env: dict[str, str]) -> Kube:
-    return Kube(kube_env["KUBECONFIG"])
+    return Kube(Overrides(kubeconfig=kube_env["KUBECONFIG"]))
 
 
 def test_one_holder_and_a_clear_refusal(kube: Kube, namespace: str) -> None:
@@ -60,8 +61,10 @@ def test_a_killed_holder_on_this_host_leaves_it(kube: Kube, namespace: str,
     script.write_text(
         "import sys, time\n"
         "from kubectl_gitops.kube.client import Kube\n"
+        "from kubectl_gitops.kube.kubeconfig import Overrides\n"
         "from kubectl_gitops.kube.lease import Lease\n"
-        "lease = Lease(Kube(sys.argv[1]), sys.argv[2], 'app', duration=3600)\n"
+        "lease = Lease(Kube(Overrides(kubeconfig=sys.argv[1])), sys.argv[2], 'app',\n"
+        "              duration=3600)\n"
         "lease.acquire(timeout=5)\n"
         "print('held', flush=True)\n"
         "time.sleep(600)\n")

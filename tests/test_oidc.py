@@ -24,6 +24,7 @@ from kubeutil import kubectl
 
 from kubectl_gitops.errors import ClusterError
 from kubectl_gitops.kube.client import Kube
+from kubectl_gitops.kube.kubeconfig import Overrides
 from testing import controlplane
 from testing.controlplane import ControlPlane, free_ports
 
@@ -182,13 +183,13 @@ def eventually_authenticated(kube: Kube, timeout: float = 30) -> str:
 def test_oidc_id_token_and_refresh(tmp_path: Path, plane: Any, kube_env: dict) -> None:
     cp, issuer, _ = plane
     valid = write_kubeconfig(tmp_path / "valid", cp, oidc_user(issuer, issuer.token("alice")))
-    assert eventually_authenticated(Kube(str(valid))) == "oidc:alice"
+    assert eventually_authenticated(Kube(Overrides(kubeconfig=str(valid)))) == "oidc:alice"
     assert whoami_kubectl(valid, kube_env) == "oidc:alice"
     assert issuer.refreshes == []
 
     expired = write_kubeconfig(tmp_path / "expired", cp,
                                oidc_user(issuer, issuer.token("alice", lifetime=-120)))
-    assert Kube(str(expired)).whoami() == "oidc:alice"
+    assert Kube(Overrides(kubeconfig=str(expired))).whoami() == "oidc:alice"
     assert len(issuer.refreshes) == 1
     # The refreshed tokens are written back, as client-go does, so kubectl
     # (reading the same file) needs no refresh of its own.
@@ -201,7 +202,7 @@ def test_oidc_id_token_and_refresh(tmp_path: Path, plane: Any, kube_env: dict) -
                                oidc_user(issuer, issuer.token("alice", lifetime=-120)))
     issuer.refresh_token = "something-else"
     with pytest.raises(ClusterError, match=r"oidc refresh at .*/token failed: HTTP 400"):
-        Kube(str(revoked)).whoami()  # whoami swallows refusals, not a failed login
+        Kube(Overrides(kubeconfig=str(revoked))).whoami()  # whoami swallows refusals, not a failed login
     del revoked
 
 
@@ -214,9 +215,9 @@ def test_tls_server_name_against_an_sni_certificate(tmp_path: Path, plane: Any,
     named = write_kubeconfig(tmp_path / "named", cp, admin["users"][0]["user"],
                              {**cluster, "tls-server-name": SNI_NAME})
     assert whoami_kubectl(named, kube_env) == "admin"
-    assert Kube(str(named)).whoami() == "admin"
+    assert Kube(Overrides(kubeconfig=str(named))).whoami() == "admin"
     # Without the name the server presents its default certificate, which
     # the SNI certificate's CA did not sign.
     plain = write_kubeconfig(tmp_path / "plain", cp, admin["users"][0]["user"], cluster)
     with pytest.raises(ClusterError, match="certificate verify failed"):
-        Kube(str(plain)).request("GET", "/version")
+        Kube(Overrides(kubeconfig=str(plain))).request("GET", "/version")

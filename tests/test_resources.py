@@ -11,6 +11,7 @@ from kubectl_gitops.engine import desired
 from kubectl_gitops.engine.desired import crd_types, object_id, offline_mapper, resolve
 from kubectl_gitops.errors import ManifestErrors
 from kubectl_gitops.kube.client import Kube
+from kubectl_gitops.kube.kubeconfig import Overrides
 from kubectl_gitops.kube.resources import Mapper, ObjectId, ResourceType
 from kubectl_gitops.source import tree
 from kubectl_gitops.source.manifests import Manifest, parse_file
@@ -131,8 +132,8 @@ contexts:
   - {name: without-ns, context: {cluster: c, user: u}}
 current-context: with-ns
 """)
-    with_ns = Kube(str(kubeconfig))
-    without_ns = Kube(str(kubeconfig), context="without-ns")
+    with_ns = Kube(Overrides(kubeconfig=str(kubeconfig)))
+    without_ns = Kube(Overrides(kubeconfig=str(kubeconfig), context="without-ns"))
     plain = tree.resolve(repo=repo)
     # 4. nothing given anywhere: "default"
     assert desired.default_namespace(plain, None, None) == "default"

@@ -21,6 +21,7 @@ from gitutil import commit, git, git_env, make_repo, write  # noqa: F401
 from kubectl_gitops.cli.common import MODULES_ENV
 from kubectl_gitops.engine import desired
 from kubectl_gitops.kube.client import Kube
+from kubectl_gitops.kube.kubeconfig import Overrides
 from kubectl_gitops.source import tree
 
 # A little above what a run imports now (sys.modules at exit; sync 208, diff
@@ -154,7 +155,7 @@ def cache_dir(cache_home: Path) -> Path:
 @pytest.mark.cluster
 def test_discovery_is_kept_on_disk_and_revalidated_with_one_conditional_request(
         control_plane: Any, cache_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    first = Kube(str(control_plane.kubeconfig))
+    first = Kube(Overrides(kubeconfig=str(control_plane.kubeconfig)))
     seen = requests(first, monkeypatch)
     types = first.resource_types()
     assert seen == Counter({"GET /apis 200": 1, "GET /api 200": 1})
@@ -166,7 +167,7 @@ def test_discovery_is_kept_on_disk_and_revalidated_with_one_conditional_request(
         assert stat.S_IMODE(f.stat().st_mode) == 0o600
         assert json.loads(f.read_text())["etag"]
 
-    second = Kube(str(control_plane.kubeconfig))
+    second = Kube(Overrides(kubeconfig=str(control_plane.kubeconfig)))
     seen = requests(second, monkeypatch)
     assert second.resource_types() == types
     # /apis unchanged (304, no body); /api, the built-in core group, reused.
@@ -176,12 +177,12 @@ def test_discovery_is_kept_on_disk_and_revalidated_with_one_conditional_request(
 @pytest.mark.cluster
 def test_a_corrupt_cache_file_is_ignored_and_replaced(
         control_plane: Any, cache_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    types = Kube(str(control_plane.kubeconfig)).resource_types()
+    types = Kube(Overrides(kubeconfig=str(control_plane.kubeconfig))).resource_types()
     directory = cache_dir(cache_home)
     (directory / "apis.json").write_text('{"etag": "x", "doc": [')
     (directory / "api.json").write_bytes(b"\x00\xff not json")
 
-    kube = Kube(str(control_plane.kubeconfig))
+    kube = Kube(Overrides(kubeconfig=str(control_plane.kubeconfig)))
     seen = requests(kube, monkeypatch)
     assert kube.resource_types() == types
     assert seen == Counter({"GET /apis 200": 1, "GET /api 200": 1})
@@ -195,7 +196,7 @@ def test_a_kind_the_reused_discovery_lacks_makes_it_ask_again(
     """A cache written by an older server (another ETag, no ConfigMap in the
     core group): /apis is unchanged, so /api is reused, until a manifest names
     a kind it does not know."""
-    Kube(str(control_plane.kubeconfig)).resource_types()
+    Kube(Overrides(kubeconfig=str(control_plane.kubeconfig))).resource_types()
     core = cache_dir(cache_home) / "api.json"
     entry = json.loads(core.read_text())
     for group in entry["doc"]["items"]:
@@ -208,7 +209,7 @@ def test_a_kind_the_reused_discovery_lacks_makes_it_ask_again(
     write(repo, "cm.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: cm\n")
     commit(repo)
 
-    kube = Kube(str(control_plane.kubeconfig))
+    kube = Kube(Overrides(kubeconfig=str(control_plane.kubeconfig)))
     seen = requests(kube, monkeypatch)
     [m] = desired.load(tree.resolve(repo=repo), kube=kube, namespace="default")
 

@@ -115,11 +115,12 @@ def test_create_prediction_falls_back_when_the_object_appeared(kube_env: dict,
     from kubectl_gitops.engine.desired import object_id
     from kubectl_gitops.engine.model import Item
     from kubectl_gitops.kube.client import Kube
+    from kubectl_gitops.kube.kubeconfig import Overrides
     from kubectl_gitops.source.manifests import Manifest
 
     kubectl("create", "configmap", "late", "-n", namespace, "--from-literal=k=old",
             env=kube_env)
-    kube = Kube(kube_env["KUBECONFIG"])
+    kube = Kube(Overrides(kubeconfig=kube_env["KUBECONFIG"]))
     obj = configmap("late", {"k": "new"}, namespace=namespace)
     m = Manifest(obj=obj, path="late.yaml", line=1)
     parent = applyset.Parent("app", namespace)

@@ -299,7 +299,7 @@ class Agent:
                 raise GitOpsError("; ".join(p.render() for p in checked.problems))
             app = app_mod.load(src, self.kube, name=run.name, namespace=run.namespace)
             the_plan = plan.build(self.kube, app.manifests, app.parent, app.parent_live,
-                                  prune=spec.prune, force_conflicts=False)
+                                  prune=spec.prune)
             opts = sync.Options(prune=spec.prune, force_conflicts=True)
             sync.check(app, the_plan, opts)
         except ClusterError:
@@ -392,8 +392,7 @@ class Agent:
         parent_live = run.parent_live = self.kube.get(applyset.PARENT_TYPE, run.namespace,
                                                       run.name)
         parent = applyset.parent_from_live(run.name, run.namespace, parent_live)
-        one = plan.build(self.kube, [m.manifest], parent, parent_live, prune=False,
-                         force_conflicts=False)
+        one = plan.build(self.kube, [m.manifest], parent, parent_live, prune=False)
         item = one.items[0]
         if not item.needs_apply and item.live is not None:
             self._no_drift(run, oid)  # only fields git does not declare changed

@@ -187,10 +187,11 @@ def _cluster_list(words: list[str], path: str, params: dict[str, str]) -> list[d
     """Items of one LIST (metadata only), or nothing when the cluster does not answer."""
     from kubectl_gitops.errors import GitOpsError  # noqa: PLC0415
     from kubectl_gitops.kube.client import Kube  # noqa: PLC0415
+    from kubectl_gitops.kube.kubeconfig import Overrides  # noqa: PLC0415
 
     try:
-        kube = Kube(_flag(words, "--kubeconfig"), _flag(words, "--context"),
-                    timeout=CLUSTER_TIMEOUT)
+        kube = Kube(Overrides(kubeconfig=_flag(words, "--kubeconfig"),
+                              context=_flag(words, "--context")), timeout=CLUSTER_TIMEOUT)
         doc = kube.request("GET", path, params=params, accept=(
             "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,application/json"))
     except (GitOpsError, OSError):

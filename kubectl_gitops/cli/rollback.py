@@ -106,8 +106,7 @@ def _check_options(rev: str | None, to: str | None, steps: int | None, last_sync
 
 def _synced(src: Source, name: str | None, cluster: Overrides,
             namespace: str | None) -> Iterable[str]:
-    return rollback.synced_revisions(src, name=name, kubeconfig=cluster, context=None,
-                                     namespace=namespace)
+    return rollback.synced_revisions(src, name=name, cluster=cluster, namespace=namespace)
 
 
 def _show(plan: rollback.Plan) -> int:

@@ -128,13 +128,11 @@ def source_conflict(app: App) -> str | None:
     return f"{app.parent.label} records source {recorded}; this run reads {ours}"
 
 
-def connect(cluster: Overrides | str | None, context: str | None = None,
-            concurrency: int = 16, *, deadline: float | None = None) -> Kube:
+def connect(cluster: Overrides, concurrency: int = 16, *,
+            deadline: float | None = None) -> Kube:
     """The connection kubectl would make with these flags (``cluster``, from
-    ``cli.common.cluster_options``; a kubeconfig path is also accepted).
-    ``deadline`` bounds the whole run's requests, in seconds."""
-    if not isinstance(cluster, Overrides):
-        cluster = Overrides(kubeconfig=cluster, context=context)
+    ``cli.common.cluster_options``). ``deadline`` bounds the whole run's
+    requests, in seconds."""
     return Kube(cluster, concurrency=concurrency, deadline=deadline)
 
 

@@ -138,12 +138,10 @@ def _known_unchanged(desired: dict[str, Any], live: dict[str, Any] | None) -> bo
 
 def build(kube: Kube, manifests: list[Manifest], parent: applyset.Parent,
           parent_live: dict[str, Any] | None, *, prune: bool,
-          force_conflicts: bool = True, rules: tuple[ignore.Rule, ...] = (),
-          cascade: bool = False) -> Plan:
-    """``force_conflicts``: kept for callers; a conflict is recorded on the
-    item either way and :meth:`Plan.problems` decides whether it refuses.
-    ``cascade``: prune Namespaces and CRDs with what they hold (kubectl_gitops.engine.prune)."""
-    del force_conflicts
+          rules: tuple[ignore.Rule, ...] = (), cascade: bool = False) -> Plan:
+    """A conflict is recorded on its item (:meth:`Plan.problems` says whether
+    it refuses the sync). ``cascade``: prune Namespaces and CRDs with what
+    they hold (:mod:`kubectl_gitops.engine.prune`)."""
     served = kube.resource_types()
     in_tree = crd_types(manifests)
     new_namespaces = {m.name for m in manifests if m.kind == "Namespace" and not m.group}

@@ -233,13 +233,13 @@ def last_synced_target(root: Path, head: str, path: Sequence[str],
                             f"from HEAD under {_names(path)}; nothing to roll back")
 
 
-def synced_revisions(src: Source, *, name: str | None, kubeconfig: str | Overrides | None,
-                     context: str | None, namespace: str | None) -> list[str]:
+def synced_revisions(src: Source, *, name: str | None, cluster: Overrides,
+                     namespace: str | None) -> list[str]:
     """Revisions of the successful syncs recorded in the cluster, newest first."""
     # Imported here: the Kubernetes client is only needed for --last-synced.
     from kubectl_gitops.engine import app, desired, history  # noqa: PLC0415
 
-    kube = app.connect(kubeconfig, context)
+    kube = app.connect(cluster)
     ns = desired.default_namespace(src, namespace, kube)
     records = history.records(kube, app.name_in_cluster(src, kube, name, ns), ns)
     return [r["revision"] for r in records

@@ -200,8 +200,7 @@ def _replan(app: App, plan: Plan, opts: Options) -> None:
         raise ClusterError(problem)
     app.parent, app.parent_live = parent, live
     fresh = plan_mod.build(app.kube, app.manifests, parent, live, prune=plan.pruning,
-                           force_conflicts=opts.force_conflicts, rules=app.src.ignore,
-                           cascade=opts.prune_cascade)
+                           rules=app.src.ignore, cascade=opts.prune_cascade)
     plan.items[:] = fresh.items
     plan.parent, plan.parent_live = parent, live
     check(app, plan, opts)

@@ -56,8 +56,8 @@ class ClusterInfo:
 
 
 class Kube:
-    """A connection to one cluster, from a kubeconfig and an optional context,
-    or from kubectl's connection flags (:class:`kubeconfig.Overrides`).
+    """A connection to one cluster, made as kubectl makes it from its
+    connection flags (:class:`kubeconfig.Overrides`; none: the defaults).
 
     ``timeout`` bounds each request when ``--request-timeout`` does not say;
     ``deadline`` (seconds from now) bounds the whole run: ``deadline_at`` is
@@ -65,12 +65,10 @@ class Kube:
     ``DEADLINE_GRACE`` seconds later.
     """
 
-    def __init__(self, kubeconfig: str | kubeconfig_mod.Overrides | None = None,
-                 context: str | None = None, *, concurrency: int = 16, timeout: float = 30.0,
+    def __init__(self, overrides: kubeconfig_mod.Overrides | None = None, *,
+                 concurrency: int = 16, timeout: float = 30.0,
                  deadline: float | None = None) -> None:
-        overrides = kubeconfig if isinstance(kubeconfig, kubeconfig_mod.Overrides) else \
-            kubeconfig_mod.Overrides(kubeconfig=kubeconfig, context=context)
-        conn = kubeconfig_mod.load(overrides=overrides)
+        conn = kubeconfig_mod.load(overrides=overrides or kubeconfig_mod.Overrides())
         self.info = ClusterInfo(server=conn.server, context=conn.context,
                                 namespace=conn.namespace)
         self._conn = conn
