@@ -48,8 +48,8 @@ def test_config_errors_name_the_file_and_app(tmp_path: Path, text: str, message:
 
 
 def test_durations() -> None:
-    assert [config.duration(v, "x") for v in ("90", "2s", "5m", "1h", "500ms")] == \
-        [90.0, 2.0, 300.0, 3600.0, 0.5]
+    assert [config.duration(v, "x") for v in ("90", "2s", "5m", "1h", "500ms", "1m30s")] == \
+        [90.0, 2.0, 300.0, 3600.0, 0.5, 90.0]
     with pytest.raises(ConfigError):
         config.duration("0s", "x")
 

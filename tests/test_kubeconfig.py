@@ -17,7 +17,7 @@ import pytest
 
 from kubectl_gitops.errors import ClusterError
 from kubectl_gitops.kube import client, credentials
-from kubectl_gitops.kube.kubeconfig import Overrides, load, parse_duration
+from kubectl_gitops.kube.kubeconfig import Overrides, load
 from testing import controlplane
 
 
@@ -232,13 +232,6 @@ def test_no_proxy_matching(monkeypatch: pytest.MonkeyPatch, no_proxy: str, host:
                            proxied: bool) -> None:
     monkeypatch.setenv("NO_PROXY", no_proxy)
     assert client._proxied(host, 6443) is proxied
-
-
-def test_durations() -> None:
-    assert [parse_duration(v) for v in ("30", "30s", "1m30s", "2h", "0", "500ms")] == \
-        [30, 30, 90, 7200, 0, 0.5]
-    with pytest.raises(ValueError):
-        parse_duration("soon")
 
 
 def test_client_key_is_loaded_without_any_file(tmp_path: Path,

@@ -137,10 +137,10 @@ def parse_timeout(_ctx: click.Context | None, param: click.Parameter | None,
     """A click callback: kubectl's duration forms (``30s``, ``1m30s``, ``0``) as seconds."""
     if value is None:
         return None
-    from kubectl_gitops.kube.kubeconfig import parse_duration  # noqa: PLC0415
+    from kubectl_gitops import durations  # noqa: PLC0415
 
     try:
-        return parse_duration(value)
+        return durations.parse(value)
     except ValueError as e:
         raise click.BadParameter(str(e), param=param) from None
 

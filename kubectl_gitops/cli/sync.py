@@ -18,11 +18,6 @@ if TYPE_CHECKING:  # type names only: the modules load lazily, after --help
     from kubectl_gitops.source.tree import Source
 
 
-def parse_duration(value: str) -> float:
-    """``90``, ``90s``, ``5m``, ``1h`` or ``1m30s`` as seconds (kubectl's --timeout forms)."""
-    return parse_timeout(None, None, value) or 0.0
-
-
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @source_options()
 @cluster_options
@@ -39,14 +34,15 @@ def parse_duration(value: str) -> float:
               "ApplySet or deployment tool.")
 @click.option("--wait", is_flag=True, help="Wait until rollouts, Jobs, CRDs and PVCs are "
               "healthy.")
-@click.option("--timeout", default="5m", show_default=True, help="Give up when the whole "
+@click.option("--timeout", default="5m", show_default=True, callback=parse_timeout,
+              help="Give up when the whole "
               "sync, --wait included, takes longer (0: no limit).")
 @click.option("--prune-cascade", is_flag=True, help="Prune Namespaces, CRDs and owners even "
               "when that deletes objects that are not members (named in the plan).")
 @click.option("--take-over", is_flag=True, help="Prune although the ApplySet records another "
               "source (repo, path), and record this one.")
-@click.option("--lock-timeout", default="60s", show_default=True, help="How long to wait for "
-              "another sync of this app to finish.")
+@click.option("--lock-timeout", default="60s", show_default=True, callback=parse_timeout,
+              help="How long to wait for another sync of this app to finish.")
 @click.option("--concurrency", type=click.IntRange(1, 256), default=16, show_default=True,
               help="Requests to the API server at once.")
 @click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text",
@@ -55,8 +51,8 @@ def parse_duration(value: str) -> float:
 def command(path_arg: str | None, path: str | None, repo: str | None, ref: str | None,
             working_tree: bool, name: str | None, cluster: Overrides, namespace: str | None,
             prune: bool, dry_run: bool, force_conflicts: bool | None,
-            allow_empty: bool, adopt: bool, wait: bool, timeout: str, prune_cascade: bool,
-            take_over: bool, lock_timeout: str, concurrency: int, output: str) -> int:
+            allow_empty: bool, adopt: bool, wait: bool, timeout: float, prune_cascade: bool,
+            take_over: bool, lock_timeout: float, concurrency: int, output: str) -> int:
     """Converge the cluster to a git revision.
 
     Exit status: 0 converged, 2 error. Nothing is written when any manifest
@@ -66,15 +62,14 @@ def command(path_arg: str | None, path: str | None, repo: str | None, ref: str |
     from kubectl_gitops.engine import plan, sync  # noqa: PLC0415
     from kubectl_gitops.source import tree  # noqa: PLC0415
 
-    seconds = parse_duration(timeout)
     src = tree.resolve(repo=repo, path=pick_path(path_arg, path), ref=ref,
                          working_tree=working_tree, name=name, namespace=namespace)
     opts = sync.Options(prune=prune, dry_run=dry_run, allow_empty=allow_empty, adopt=adopt,
                         force_conflicts=src.force_conflicts if force_conflicts is None
-                        else force_conflicts, wait=wait, timeout=seconds or float("inf"),
+                        else force_conflicts, wait=wait, timeout=timeout or float("inf"),
                         take_over=take_over, prune_cascade=prune_cascade,
-                        lock_timeout=parse_duration(lock_timeout))
-    kube = app_mod.connect(cluster, concurrency=concurrency, deadline=seconds or None)
+                        lock_timeout=lock_timeout)
+    kube = app_mod.connect(cluster, concurrency=concurrency, deadline=timeout or None)
     app = app_mod.load(src, kube, name=name, namespace=namespace)
     the_plan = plan.build(kube, app.manifests, app.parent, app.parent_live, prune=prune,
                           rules=src.ignore, cascade=prune_cascade)

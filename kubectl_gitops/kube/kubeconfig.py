@@ -25,7 +25,6 @@ from __future__ import annotations
 import base64
 import binascii
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -113,21 +112,6 @@ class Connection:
 
     def authorization(self) -> str | None:
         return self.credentials.authorization()
-
-
-def parse_duration(value: str) -> float:
-    """Go's duration syntax as kubectl takes it (``30s``, ``1m30s``, ``2h``, ``0``),
-    with a bare number meaning seconds."""
-    text = value.strip()
-    try:
-        return float(text)
-    except ValueError:
-        pass
-    parts = re.findall(r"(\d+(?:\.\d+)?)(ms|s|m|h)", text)
-    if not parts or "".join(n + u for n, u in parts) != text:
-        raise ValueError(f"{value!r} is not a duration like 30s, 1m or 1h")
-    scale = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
-    return sum(float(n) * scale[u] for n, u in parts)
 
 
 # --- finding and merging the files ------------------------------------------------
