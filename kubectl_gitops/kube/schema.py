@@ -28,6 +28,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from kubectl_gitops import diskcache
 from kubectl_gitops.errors import UsageError
 
 # (field path, message); the path is "" for the object itself.
@@ -508,12 +509,23 @@ def definitions(directory: Path) -> dict[str, Any]:
     """
     source = directory / "_definitions.json"
     st = source.stat()
-    cache = _cache_dir() / f"{directory.name}-{st.st_size}-{st.st_mtime_ns}.marshal"
-    try:
-        return marshal.loads(cache.read_bytes())  # type: ignore[no-any-return]
-    except (OSError, ValueError, EOFError, TypeError):
-        pass
+    home = diskcache.directory("schemas")
+    cache = Path(home, f"{directory.name}-{st.st_size}-{st.st_mtime_ns}.marshal") if home else None
+    if cache:
+        try:
+            return marshal.loads(cache.read_bytes())  # type: ignore[no-any-return]
+        except (OSError, ValueError, EOFError, TypeError):
+            pass
     defs = {name: _strip(d) for name, d in json.loads(source.read_bytes())["$defs"].items()}
+    if cache:
+        try:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cache.with_name(f".{cache.name}.{os.getpid()}")
+            tmp.write_bytes(marshal.dumps(defs))
+            os.replace(tmp, cache)  # readers never see half a file
+        except OSError:
+            pass
+    return defs
     try:
         cache.parent.mkdir(parents=True, exist_ok=True)
         tmp = cache.with_name(f".{cache.name}.{os.getpid()}")
@@ -522,11 +534,6 @@ def definitions(directory: Path) -> dict[str, Any]:
     except OSError:
         pass
     return defs
-
-
-def _cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "kubectl-gitops" / "schemas"
 
 
 _NAMED = ("properties", "patternProperties", "$defs")  # keys there are names, not keywords
