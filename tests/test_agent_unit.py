@@ -11,11 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from kubectl_gitops.agent import config, drift, server
+from kubectl_gitops.agent import config, server
 from kubectl_gitops.agent.metrics import _is_collection
 from kubectl_gitops.agent.mirror import redact
 from kubectl_gitops.agent.workqueue import Backoff, WorkQueue
-from kubectl_gitops.engine.model import Item
 from kubectl_gitops.errors import ConfigError
 from kubectl_gitops.kube.resources import ObjectId
 
@@ -89,39 +88,6 @@ def test_backoff_doubles_to_a_cap_and_forgets() -> None:
     assert b.next("other") == 1.0
     b.forget("k")
     assert b.next("k") == 1.0
-
-
-def _item(live: dict | None, predicted: dict, conflict: str = "") -> Item:
-    return Item(ObjectId("", "ConfigMap", "ns", "c"), "update", None, live=live,
-                predicted=predicted, conflict=conflict)
-
-
-def test_drift_named_from_the_apply_conflict() -> None:
-    msg = ('ConfigMap ns/c: Apply failed with 1 conflict: conflict with "kubectl-patch" '
-           'using v1: .data.k; use --force-conflicts to take ownership of these fields')
-    assert drift.describe(_item({"data": {"k": "x"}}, {"data": {"k": "v"}}, msg)) == \
-        ".data.k changed by kubectl-patch"
-    assert drift.describe(_item(None, {"data": {}})) == "deleted"
-
-
-def test_drift_named_from_managed_fields_without_a_conflict() -> None:
-    live = {"metadata": {"name": "c", "managedFields": [
-        {"manager": "kubectl-gitops", "fieldsV1": {"f:data": {"f:k": {}}}},
-        {"manager": "kubectl-label", "fieldsV1": {"f:metadata": {"f:labels": {"f:team": {}}}}},
-    ], "labels": {"team": "b"}}, "data": {"k": "v"}}
-    predicted = {"metadata": {"name": "c", "labels": {"team": "a"}}, "data": {"k": "v"}}
-    assert drift.describe(_item(live, predicted)) == \
-        ".metadata.labels.team changed by kubectl-label"
-
-
-def test_drift_matches_needs_the_applied_hash_and_the_fields() -> None:
-    desired = {"metadata": {"name": "c", "annotations": {"kubectl-gitops.io/applied-hash": "h"}},
-               "data": {"k": "v"}}
-    live = {"metadata": {"name": "c", "annotations": {"kubectl-gitops.io/applied-hash": "h"},
-                         "labels": {"extra": "ok"}}, "data": {"k": "v"}}
-    assert drift.matches(desired, live)
-    assert not drift.matches(desired, {**live, "data": {"k": "w"}})
-    assert not drift.matches(desired, None)
 
 
 def test_webhook_secret_forms() -> None:

@@ -6,7 +6,8 @@ import yaml
 
 from kubectl_gitops.engine import applyset, diff
 from kubectl_gitops.engine.model import Item
-from kubectl_gitops.engine.plan import HASH_ANNOTATION, _classify, is_subset, normalize, to_apply
+from kubectl_gitops.engine.plan import (HASH_ANNOTATION, _classify, drift_line, is_subset,
+                                        known_unchanged, normalize, to_apply)
 from kubectl_gitops.kube.resources import ObjectId
 from kubectl_gitops.source.manifests import Manifest
 
@@ -161,3 +162,47 @@ def test_is_subset_accepts_values_the_server_drops() -> None:
     assert is_subset({"spec": {"paused": False, "x": 1}}, {"spec": {"x": 1}})
     assert is_subset({"metadata": {"labels": {}}}, {"metadata": {}})
     assert not is_subset({"spec": {"paused": True}}, {"spec": {}})
+
+
+# --- drift: the plan's one account, which the agent reports too ---------------------
+
+def _drifted(live: dict | None, predicted: dict) -> Item:
+    item = Item(ObjectId("", "ConfigMap", "ns", "c"), "update", None, live=live,
+                predicted=predicted)
+    if live is not None:
+        _classify(item)
+    return item
+
+
+def test_drift_names_the_manager_that_changed_a_field_git_declares() -> None:
+    live = {"metadata": {"name": "c", "managedFields": [
+        {"manager": "kubectl-gitops", "operation": "Apply", "fieldsV1": {"f:data": {"f:k": {}}}},
+        {"manager": "kubectl-label", "operation": "Update",
+         "fieldsV1": {"f:metadata": {"f:labels": {"f:team": {}}}}},
+    ], "labels": {"team": "b"}}, "data": {"k": "v"}}
+    predicted = {"metadata": {"name": "c", "labels": {"team": "a"}}, "data": {"k": "v"}}
+    item = _drifted(live, predicted)
+    assert item.action == "update"
+    assert item.drift == [".metadata.labels.team (kubectl-label)"]
+    assert drift_line(item) == ".metadata.labels.team (kubectl-label)"
+
+
+def test_drift_line_without_another_manager_names_the_fields_and_a_deletion() -> None:
+    live = {"metadata": {"name": "c", "labels": {"team": "b"}}, "data": {"k": "v"}}
+    predicted = {"metadata": {"name": "c", "labels": {"team": "a"}}, "data": {"k": "w"}}
+    item = _drifted(live, predicted)
+    assert item.drift == []  # nobody else owns them: not drift the plan names
+    assert drift_line(item) == ".data.k, .metadata.labels.team"
+    assert drift_line(_drifted(None, {"data": {}})) == "deleted"
+
+
+def test_known_unchanged_needs_the_applied_hash_and_the_fields() -> None:
+    desired = {"metadata": {"name": "c", "annotations": {HASH_ANNOTATION: "h"}},
+               "data": {"k": "v"}}
+    live = {"metadata": {"name": "c", "annotations": {HASH_ANNOTATION: "h"},
+                         "labels": {"extra": "ok"}}, "data": {"k": "v"}}
+    assert known_unchanged(desired, live)
+    assert not known_unchanged(desired, {**live, "data": {"k": "w"}})
+    assert not known_unchanged(desired, None)
+    assert not known_unchanged({"metadata": {"name": "c"}, "data": {"k": "v"}}, live)
+

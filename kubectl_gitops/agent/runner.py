@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kubectl_gitops.agent import drift, state
+from kubectl_gitops.agent import state
 from kubectl_gitops.agent.config import AppSpec
 from kubectl_gitops.agent.metrics import CountingKube, Metrics
 from kubectl_gitops.agent.mirror import Mirror
@@ -370,7 +370,7 @@ class Agent:
         if m is None or run.stopped:
             return
         self.queue.add(("status", run.spec.name), 1.0)  # health may have changed
-        if ev == "DELETED" or not drift.matches(m.desired, obj):
+        if ev == "DELETED" or not plan.known_unchanged(m.desired, obj):
             self.queue.add(("drift", run.spec.name, oid), self.settings.debounce)
 
     def _on_parent(self, run: AppRun, ev: str, _oid: ObjectId, obj: dict[str, Any]) -> None:
@@ -386,7 +386,7 @@ class Agent:
         if m is None or run.lease is None or not run.lease.held or run.src is None:
             return None
         live = self.kube.get(m.rtype, oid.namespace, oid.name)
-        if live is not None and drift.matches(m.desired, live):
+        if live is not None and plan.known_unchanged(m.desired, live):
             self._no_drift(run, oid)
             return None
         parent_live = run.parent_live = self.kube.get(applyset.PARENT_TYPE, run.namespace,
@@ -397,7 +397,7 @@ class Agent:
         if not item.needs_apply and item.live is not None:
             self._no_drift(run, oid)  # only fields git does not declare changed
             return None
-        what = f"{oid}: {drift.describe(item)}"
+        what = f"{oid}: {plan.drift_line(item)}"
         if run.drift.get(oid) != what:
             if oid not in run.drift:
                 self.metrics.drift_detected.labels(run.spec.name).inc()

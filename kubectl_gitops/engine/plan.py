@@ -128,12 +128,15 @@ def is_subset(want: Any, have: Any) -> bool:
     return want == have
 
 
-def _known_unchanged(desired: dict[str, Any], live: dict[str, Any] | None) -> bool:
+def known_unchanged(desired: dict[str, Any], live: dict[str, Any] | None) -> bool:
+    """The live object still holds what sync applies (``desired``, hashed):
+    this tool's hash of it and every desired field in place, so no dry-run
+    is needed. The agent asks the same on each watch event."""
     if live is None:
         return False
     ann = (live.get("metadata") or {}).get("annotations") or {}
-    want = desired["metadata"]["annotations"][HASH_ANNOTATION]
-    return ann.get(HASH_ANNOTATION) == want and is_subset(desired, live)
+    want = (desired["metadata"].get("annotations") or {}).get(HASH_ANNOTATION)
+    return want is not None and ann.get(HASH_ANNOTATION) == want and is_subset(desired, live)
 
 
 def build(kube: Kube, manifests: list[Manifest], parent: applyset.Parent,
@@ -162,7 +165,7 @@ def build(kube: Kube, manifests: list[Manifest], parent: applyset.Parent,
             if rules:
                 _ignore(item, rules, parent.salt)
         return predictor.calls([i for i in group
-                                if not i.note and not _known_unchanged(i.desired, i.live)])
+                                if not i.note and not known_unchanged(i.desired, i.live)])
 
     pruning = prune and parent_live is not None
     queries = _prune_queries(parent, {i.id for i in items}, served) if pruning else []
@@ -399,6 +402,22 @@ def drift(live: dict[str, Any], before: Any, after: Any, *, limit: int = 5) -> l
     if len(out) > limit:
         out = out[:limit] + [f"+{len(out) - limit} more"]
     return out
+
+
+def drift_line(item: Item) -> str:
+    """One line for logs, Events and status (the agent's): ``deleted``, else
+    the fields another manager changed as diff and sync show them
+    (``item.drift``), else the fields that differ."""
+    if item.live is None:
+        return "deleted"
+    if item.drift:
+        return ", ".join(item.drift)
+    from kubectl_gitops import fields  # noqa: PLC0415
+
+    before = normalize(item.live, ours=False, ignored=item.ignored)
+    after = normalize(item.predicted, ours=False, ignored=item.ignored)
+    changed = [fields.render(p, item.live) for p in fields.changed_paths(before, after)]
+    return ", ".join(changed[:10]) or "fields"
 
 
 _CONFLICT = re.compile(r'conflicts? with "([^"]+)"(?: with subresource "([^"]+)")?'
