@@ -25,7 +25,7 @@ from kubectl_gitops.agent.mirror import Mirror
 from kubectl_gitops.agent.watch import Watch
 from kubectl_gitops.agent.workqueue import Backoff, WorkQueue
 from kubectl_gitops.engine import app as app_mod
-from kubectl_gitops.engine import applyset, desired, plan, sync
+from kubectl_gitops.engine import applyset, desired, plan, status, sync
 from kubectl_gitops.errors import ClusterError, GitError, GitOpsError
 from kubectl_gitops.kube import health
 from kubectl_gitops.kube.lease import Lease, LeaseLost, identity, lease_name
@@ -246,7 +246,7 @@ class Agent:
             return min(spec.interval, self.settings.lease_duration / 3)
         if ("", "parent", run.namespace) not in run.watches:  # else the watch keeps it fresh
             run.parent_live = self.kube.get(applyset.PARENT_TYPE, run.namespace, run.name)
-        if run.spec.suspend or state.suspended(run.parent_live):
+        if run.spec.suspend or status.suspended(run.parent_live):
             self._status(run)
             return spec.interval
         if run.status.get("suspended"):  # resumed: correct what was only reported
@@ -374,9 +374,9 @@ class Agent:
             self.queue.add(("drift", run.spec.name, oid), self.settings.debounce)
 
     def _on_parent(self, run: AppRun, ev: str, _oid: ObjectId, obj: dict[str, Any]) -> None:
-        was = state.suspended(run.parent_live)
+        was = status.suspended(run.parent_live)
         run.parent_live = None if ev == "DELETED" else obj
-        if state.suspended(run.parent_live) != was and ev != "SYNCED":
+        if status.suspended(run.parent_live) != was and ev != "SYNCED":
             log.info("app %s: %s", run.spec.name,
                      "suspended" if not was else "resumed")
             self.queue.add(("app", run.spec.name))
@@ -405,7 +405,7 @@ class Agent:
             log.warning("app %s: drift: %s", run.spec.name, what)
             self._event(run, "DriftDetected", what, warning=True)
             self._status(run)
-        if not run.spec.self_heal or run.spec.suspend or state.suspended(parent_live):
+        if not run.spec.self_heal or run.spec.suspend or status.suspended(parent_live):
             return None  # reported only; resuming looks at it again
         wait = self._heal_wait(run, oid)
         if wait > 0:
@@ -472,7 +472,7 @@ class Agent:
             "Synced" if run.synced_sha else "Unknown",
             "health": "Degraded" if run.fetch_error else self._health(run),
             "driftCount": len(run.drift), "drift": sorted(run.drift.values())[:20],
-            "lastError": error, "suspended": run.spec.suspend or state.suspended(run.parent_live),
+            "lastError": error, "suspended": run.spec.suspend or status.suspended(run.parent_live),
             "selfHeal": run.spec.self_heal, "prune": run.spec.prune,
             "agent": self.identity, "lastFetchTime": run.last_fetch,
             "lastSyncTime": run.last_sync,
@@ -482,7 +482,7 @@ class Agent:
         if bare == old:
             return
         st["conditions"] = state.conditions(st, run.status.get("conditions") or
-                                            state.status_of(run.parent_live).get("conditions")
+                                            status.status_of(run.parent_live).get("conditions")
                                             or [])
         if run.lease is not None:
             run.lease.check()

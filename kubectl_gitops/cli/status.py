@@ -29,10 +29,10 @@ def _kube(cluster: Overrides) -> Kube:
 
 def _find(kube: Kube, name: str, namespace: str | None) -> dict[str, Any]:
     """The parent of app ``name``: in ``namespace``, else the one in any namespace."""
-    from kubectl_gitops.agent import state  # noqa: PLC0415
+    from kubectl_gitops.engine import status  # noqa: PLC0415
     from kubectl_gitops.errors import ConfigError  # noqa: PLC0415
 
-    found = [p for p in state.list_parents(kube, namespace) if p["metadata"]["name"] == name]
+    found = [p for p in status.list_parents(kube, namespace) if p["metadata"]["name"] == name]
     if not found:
         where = f"namespace {namespace}" if namespace else "any namespace"
         raise ConfigError(f"no application {name} in {where} (kubectl gitops ls lists them)")
@@ -73,11 +73,11 @@ def command(name: str | None, cluster: Overrides, namespace: str | None,
 
     Without NAME, every app (as ls). Reads the cluster only.
     """
-    from kubectl_gitops.agent import state  # noqa: PLC0415
+    from kubectl_gitops.engine import status  # noqa: PLC0415
 
     kube = _kube(cluster)
-    parents = [_find(kube, name, namespace)] if name else state.list_parents(kube, namespace)
-    apps = [state.read(kube, p) for p in parents]
+    parents = [_find(kube, name, namespace)] if name else status.list_parents(kube, namespace)
+    apps = [status.read(kube, p) for p in parents]
     if output == "json":
         click.echo(json.dumps(apps[0] if name else apps, indent=2))
     elif name:
@@ -111,10 +111,10 @@ def _detail(a: dict[str, Any]) -> None:
 @handle_errors
 def ls_command(cluster: Overrides, namespace: str | None, output: str) -> int:
     """Every app this tool manages, with its state (no member reads: fast)."""
-    from kubectl_gitops.agent import state  # noqa: PLC0415
+    from kubectl_gitops.engine import status  # noqa: PLC0415
 
     kube = _kube(cluster)
-    apps = [state.read(kube, p, with_health=False) for p in state.list_parents(kube, namespace)]
+    apps = [status.read(kube, p, with_health=False) for p in status.list_parents(kube, namespace)]
     if output == "json":
         click.echo(json.dumps(apps, indent=2))
     else:
@@ -129,11 +129,11 @@ def _flip(on: bool) -> click.Command:
     @_NAMESPACE
     @handle_errors
     def flip(name: str, cluster: Overrides, namespace: str | None) -> int:
-        from kubectl_gitops.agent import state  # noqa: PLC0415
+        from kubectl_gitops.engine import status  # noqa: PLC0415
 
         kube = _kube(cluster)
         parent = _find(kube, name, namespace)
-        state.set_suspended(kube, parent["metadata"]["namespace"], name, on)
+        status.set_suspended(kube, parent["metadata"]["namespace"], name, on)
         click.echo(f"{'suspended' if on else 'resumed'} {name} in namespace "
                    f"{parent['metadata']['namespace']}", err=True)
         return exitcodes.OK
