@@ -109,7 +109,7 @@ def _synced(src: Source, name: str | None, cluster: Overrides,
     return rollback.synced_revisions(src, name=name, cluster=cluster, namespace=namespace)
 
 
-def _show(plan: rollback.Plan) -> int:
+def _show(plan: rollback.Restore) -> int:
     head, target = rollback.describe(plan.root, plan.head), rollback.describe(
         plan.root, plan.target)
     click.echo(f"Would roll back {plan.label}{plan.also()} to {target}, replacing {head}:")

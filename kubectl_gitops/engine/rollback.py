@@ -69,8 +69,8 @@ class Change:
 
 
 @dataclass(frozen=True)
-class Plan:
-    """What a rollback would do; :func:`perform` carries it out."""
+class Restore:
+    """What a rollback would restore (:func:`make_plan`); :func:`perform` carries it out."""
 
     root: Path
     path: str  # "" = the repo root
@@ -250,7 +250,7 @@ def synced_revisions(src: Source, *, name: str | None, cluster: Overrides,
 
 
 def make_plan(src: Source, *, rev: str | None = None, steps: int | None = None,
-              synced: Callable[[], Iterable[str]] | None = None) -> Plan:
+              synced: Callable[[], Iterable[str]] | None = None) -> Restore:
     """Check the repository, choose the target, compute what restoring it changes.
 
     The target is ``rev``, else the newest revision ``synced()`` returns that
@@ -279,8 +279,8 @@ def make_plan(src: Source, *, rev: str | None = None, steps: int | None = None,
                                 "is the same as at HEAD; nothing to roll back")
     found = changes(root, head, target, scope)
     refuse_ignored(root, scope, [c.path for c in found if c.status != "D"])
-    return Plan(root=root, path=path, branch=branch, head=head, target=target,
-                changes=tuple(found), renders_from=tuple(extra))
+    return Restore(root=root, path=path, branch=branch, head=head, target=target,
+                   changes=tuple(found), renders_from=tuple(extra))
 
 
 def renders_from(root: Path, sha: str, path: str) -> list[str]:
@@ -356,13 +356,13 @@ def changes(root: Path, old: str, new: str, paths: Sequence[str]) -> list[Change
     return out
 
 
-def diff(plan: Plan, *, color: bool = False) -> str:
+def diff(plan: Restore, *, color: bool = False) -> str:
     """The unified diff the rollback commit would have."""
     return git.out(["diff", "--no-ext-diff", "-M", f"--color={'always' if color else 'never'}",
                     plan.head, plan.target, "--", *_pathspecs(plan.scope)], cwd=plan.root)
 
 
-def perform(plan: Plan) -> str:
+def perform(plan: Restore) -> str:
     """Commit the rollback on the branch; return the new commit's sha.
 
     The branch moves first (one atomic ref update), then the index and files
@@ -394,7 +394,7 @@ def perform(plan: Plan) -> str:
     return new
 
 
-def _commit(plan: Plan, tree: str) -> str:
+def _commit(plan: Restore, tree: str) -> str:
     """``git commit-tree``, signed when ``git commit`` would sign: commit-tree
     itself ignores ``commit.gpgSign`` but honours ``gpg.format``,
     ``user.signingKey`` and the signing programs with ``-S``."""
@@ -439,7 +439,7 @@ def finish_interrupted(root: Path) -> str | None:
     return done
 
 
-def _restored_tree(plan: Plan) -> str:
+def _restored_tree(plan: Restore) -> str:
     """HEAD's tree with PATH replaced by the target's, via a private index."""
     if not plan.path:
         return git.out(["rev-parse", f"{plan.target}^{{tree}}"], cwd=plan.root)
@@ -488,7 +488,7 @@ def sync_executable() -> str:
     return found
 
 
-def sync_args(executable: str, plan: Plan, sha: str, *, prune: bool, name: str | None,
+def sync_args(executable: str, plan: Restore, sha: str, *, prune: bool, name: str | None,
               cluster: Sequence[str]) -> list[str]:
     """The sync command line for the rollback commit, with the connection flags
     (``cluster``, e.g. ``Overrides.argv()``) passed on."""
