@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from kubectl_gitops.errors import ClusterError
-from kubectl_gitops.kube import client, credentials
+from kubectl_gitops.kube import credentials, transport
 from kubectl_gitops.kube.kubeconfig import Overrides, load
 from testing import controlplane
 
@@ -231,7 +231,7 @@ def test_v1_exec_needs_interactive_mode(tmp_path: Path) -> None:
 def test_no_proxy_matching(monkeypatch: pytest.MonkeyPatch, no_proxy: str, host: str,
                            proxied: bool) -> None:
     monkeypatch.setenv("NO_PROXY", no_proxy)
-    assert client._proxied(host, 6443) is proxied
+    assert transport.proxied(host, 6443) is proxied
 
 
 def test_client_key_is_loaded_without_any_file(tmp_path: Path,
