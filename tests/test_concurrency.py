@@ -39,7 +39,7 @@ def _sync(kube: Kube, repo: Path, ns: str, name: str, *, ref: str | None = None,
           working_tree: bool = False) -> tuple[model.Plan, sync.Result]:
     """One ``kubectl gitops sync --prune``, in-process."""
     src = tree.resolve(repo=repo, path=str(repo / "deploy"), ref=ref,
-                         working_tree=working_tree)
+                       working_tree=working_tree)
     app = app_mod.load(src, kube, name=name, namespace=ns)
     the_plan = plan.build(kube, app.manifests, app.parent, app.parent_live, prune=True)
     return the_plan, sync.run(app, the_plan, sync.Options(prune=True), lambda _line: None)

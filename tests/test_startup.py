@@ -7,6 +7,7 @@ the no-change ``sync``/``diff`` path or on the pre-commit hook.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import stat
@@ -24,21 +25,33 @@ from kubectl_gitops.kube.client import Kube
 from kubectl_gitops.kube.kubeconfig import Overrides
 from kubectl_gitops.source import tree
 
-# A little above what a run imports now (sys.modules at exit; sync 208, diff
-# 209, hook 167 when these were set; the default editable install's import
-# hook adds 3): a new heavy import fails here.
-SYNC_BUDGET = 215
-DIFF_BUDGET = 215
-HOOK_BUDGET = 175
+# A little above what a run imports now (sys.modules at exit; sync 216, diff
+# 217, hook 175 when these were set, after the layout in packages, whose
+# __init__ modules count; the default editable install's import hook adds
+# 3): a new heavy import fails here.
+SYNC_BUDGET = 223
+DIFF_BUDGET = 223
+HOOK_BUDGET = 183
 # Machinery none of these paths uses.
 NEVER = ("kubernetes", "tabulate", "prometheus_client", "kubectl_gitops.agent",
-         "kubectl_gitops.cli.completion", "kubectl_gitops.cli.manpage", "kubectl_gitops.cli.complete")
+         "kubectl_gitops.cli.manpage", "kubectl_gitops.cli.complete",
+         "kubectl_gitops.engine.status", "kubectl_gitops.validate.hooks")
 NOT_ON_NO_CHANGE = ("difflib", "kubectl_gitops.kube.schema", "kubectl_gitops.source.kustomize",
                     "concurrent.futures", "tempfile", "traceback", "unidiff",
-                    "kubectl_gitops.kube.lease", "kubectl_gitops.kube.health", "kubectl_gitops.fields",
-                    "kubectl_gitops.source.ignore", "kubectl_gitops.engine.prune")
-NOT_IN_HOOK = ("ssl", "http.client", "kubectl_gitops.kube.client", "kubectl_gitops.kube.credentials",
-               "concurrent.futures", "difflib", "kubectl_gitops.engine.plan")
+                    "kubectl_gitops.kube.lease", "kubectl_gitops.kube.health",
+                    "kubectl_gitops.fields", "kubectl_gitops.source.ignore",
+                    "kubectl_gitops.engine.prune", "kubectl_gitops.engine.history")
+NOT_IN_HOOK = ("ssl", "http.client", "kubectl_gitops.kube.client", "kubectl_gitops.kube.transport",
+               "kubectl_gitops.kube.credentials", "concurrent.futures", "difflib",
+               "kubectl_gitops.engine.plan")
+
+
+@pytest.mark.parametrize("name", sorted(set(NEVER + NOT_ON_NO_CHANGE + NOT_IN_HOOK)))
+def test_every_module_a_budget_names_exists(name: str) -> None:
+    # A module renamed or moved would make its rule vacuous: each is a real
+    # module (a file, or a package with an __init__), importable here.
+    spec = importlib.util.find_spec(name)
+    assert spec is not None and spec.origin not in (None, "namespace"), name
 
 
 def small_app(namespace: str) -> str:

@@ -286,15 +286,15 @@ class Agent:
         spec = run.spec
         run.name = spec.name if spec.named else cfg.name or spec.name
         return tree.Source(root=root, path=tree.normalize_path(root, spec.path or cfg.path),
-                             mode="commit", ref=spec.ref, sha=sha, name=run.name,
-                             namespace=spec.namespace or cfg.namespace, exclude=cfg.exclude)
+                           mode="commit", ref=spec.ref, sha=sha, name=run.name,
+                           namespace=spec.namespace or cfg.namespace, exclude=cfg.exclude)
 
     def _sync(self, run: AppRun, src: tree.Source) -> None:
         spec = run.spec
         assert src.sha and run.lease
         try:
             checked = checks.validate_source(src, checks.Options(namespace=run.namespace,
-                                                                   ignore_missing_schemas=True))
+                                                                 ignore_missing_schemas=True))
             if not checked.valid:
                 raise GitOpsError("; ".join(p.render() for p in checked.problems))
             app = app_mod.load(src, self.kube, name=run.name, namespace=run.namespace)

@@ -49,8 +49,8 @@ def conditions(st: dict[str, Any], previous: list[dict[str, Any]]) -> list[dict[
 
 
 def write_status(kube: Kube, namespace: str, name: str, st: dict[str, Any]) -> None:
-    status.annotate(kube, namespace, name, {status.STATUS_ANNOTATION: json.dumps(st, sort_keys=True)},
-              AGENT_MANAGER)
+    status.annotate(kube, namespace, name,
+                    {status.STATUS_ANNOTATION: json.dumps(st, sort_keys=True)}, AGENT_MANAGER)
 
 
 def event(kube: Kube, parent_live: dict[str, Any] | None, namespace: str, name: str,

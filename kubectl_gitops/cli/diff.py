@@ -57,7 +57,7 @@ def command(path_arg: str | None, path: str | None, repo: str | None, ref: str |
     from kubectl_gitops.source import tree  # noqa: PLC0415
 
     src = tree.resolve(repo=repo, path=pick_path(path_arg, path), ref=ref,
-                         working_tree=working_tree, name=name, namespace=namespace)
+                       working_tree=working_tree, name=name, namespace=namespace)
     kube = app_mod.connect(cluster, concurrency=concurrency, deadline=timeout or None)
     app = app_mod.load(src, kube, name=name, namespace=namespace)
     the_plan = plan.build(kube, app.manifests, app.parent, app.parent_live, prune=prune,

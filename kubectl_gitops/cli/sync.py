@@ -63,7 +63,7 @@ def command(path_arg: str | None, path: str | None, repo: str | None, ref: str |
     from kubectl_gitops.source import tree  # noqa: PLC0415
 
     src = tree.resolve(repo=repo, path=pick_path(path_arg, path), ref=ref,
-                         working_tree=working_tree, name=name, namespace=namespace)
+                       working_tree=working_tree, name=name, namespace=namespace)
     opts = sync.Options(prune=prune, dry_run=dry_run, allow_empty=allow_empty, adopt=adopt,
                         force_conflicts=src.force_conflicts if force_conflicts is None
                         else force_conflicts, wait=wait, timeout=timeout or float("inf"),

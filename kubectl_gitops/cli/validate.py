@@ -63,7 +63,7 @@ def command(args: tuple[str, ...], staged: bool, path: str | None, repo: str | N
 
     files, path = _split_args(args, path, staged or working_tree or bool(ref))
     opts = checks.Options(kubernetes_version=kubernetes_version, namespace=namespace,
-                            ignore_missing_schemas=ignore_missing_schemas)
+                          ignore_missing_schemas=ignore_missing_schemas)
     if use_cluster:
         from kubectl_gitops.engine.app import connect  # noqa: PLC0415
 

@@ -53,7 +53,7 @@ def set_suspended(kube: Kube, namespace: str, name: str, on: bool) -> None:
     """``suspend``/``resume``: the flag is this manager's alone, so applying
     without it removes it."""
     annotate(kube, namespace, name, {SUSPEND_ANNOTATION: "true"} if on else {},
-              SUSPEND_MANAGER)
+             SUSPEND_MANAGER)
 
 
 def list_parents(kube: Kube, namespace: str | None) -> list[dict[str, Any]]:
