@@ -17,7 +17,7 @@ from gitutil import commit, git, git_env, make_repo, write  # noqa: F401
 
 from kubectl_gitops import secrets
 from kubectl_gitops.errors import ManifestErrors
-from kubectl_gitops.source import manifests, tree
+from kubectl_gitops.source import kustomize, manifests, tree
 
 PIN = "48213579"
 PASSWORD = "correct-horse-battery-staple-9321"
@@ -205,7 +205,7 @@ def test_kustomize_renders_bases_and_in_repo_links_from_a_private_export(
     os.symlink("../../other", repo / "deploy/overlay/linked")
     commit(repo)
     seen: list[int] = []
-    real_render = manifests._render_kustomization
+    real_render = kustomize._render_one
 
     def spy(base: Path, kfile: str) -> object:
         # The export: private, unpredictable, one level below the temp dir's entry.
@@ -213,7 +213,7 @@ def test_kustomize_renders_bases_and_in_repo_links_from_a_private_export(
         assert base.parent.parent == shared or kw.get("working_tree")
         return real_render(base, kfile)
 
-    monkeypatch.setattr(manifests, "_render_kustomization", spy)
+    monkeypatch.setattr(kustomize, "_render_one", spy)
     for kw in MODES:
         assert names(tree.resolve(repo=repo, path="deploy", **kw)) == \
             ["dev-base", "dev-other"], kw

@@ -1,4 +1,5 @@
-"""What a kustomization reads, found before kustomize runs.
+"""Kustomizations: what one reads, found before kustomize runs, and their
+rendering (``kubectl kustomize``, from an export of the revision).
 
 Kustomize follows ``resources: [../../x]`` wherever it leads; rendered from a
 copy of the tree, that may be a shared directory anyone can write. So every
@@ -14,8 +15,13 @@ rollback (git objects at a commit) share it.
 
 from __future__ import annotations
 
+import os
 import posixpath
 import re
+import shutil
+import subprocess
+import sys
+import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,8 +29,9 @@ from typing import Any
 
 import yaml
 
+from kubectl_gitops.errors import ManifestError
 from kubectl_gitops.source import git, links
-from kubectl_gitops.source.tree import KUSTOMIZATION_FILES
+from kubectl_gitops.source.tree import KUSTOMIZATION_FILES, Source
 
 # Fields naming directories (or files) that are rendered as resources.
 _TREES = ("resources", "bases", "components")
@@ -162,3 +169,84 @@ def _check(reader: Reader, directory: str, kfile: str, how: str, ref: str, out: 
     elif kind == "file":
         out.files.add(real)
     # Missing: kustomize says so itself, with its own words.
+
+
+# --- rendering ------------------------------------------------------------------
+
+def kubectl_binary() -> str:
+    """The real kubectl: the one installed beside this Python first."""
+    beside = Path(sys.executable).parent / "kubectl"
+    if beside.exists():
+        return str(beside)
+    found = shutil.which("kubectl")
+    if not found:
+        raise FileNotFoundError("kubectl")
+    return found
+
+
+def render(src: Source, kfiles: list[str]) -> tuple[list[tuple[str, bytes]], list[ManifestError]]:
+    """Render each kustomization (by its file's path) from one export of the
+    tree: its output (YAML), or the errors that stopped it.
+
+    The export lies one level down in a private directory (0700, a random
+    name), so even a ``..`` that escaped the checks below would find nothing
+    another user can plant; every reference is checked to stay inside the
+    repository before kustomize runs, in every mode.
+    """
+    rendered: list[tuple[str, bytes]] = []
+    errors: list[ManifestError] = []
+    with tempfile.TemporaryDirectory(prefix="kubectl-gitops-kustomize-") as tmp:
+        base, outside = src.root, {}
+        if src.mode != "worktree":
+            base = Path(tmp) / "repo"
+            outside = src.export(base)  # the revision's blobs: bases may live outside PATH
+        reader = _reader(base, outside)
+        for kfile in kfiles:
+            refused = walk(reader, posixpath.dirname(kfile)).problems
+            if refused:
+                errors += [ManifestError(path, None, f"kustomize: {msg}") for path, msg in refused]
+                continue
+            output, error = _render_one(base, kfile)
+            if error:
+                errors.append(error)
+            else:
+                rendered.append((kfile, output))
+    return rendered, errors
+
+
+def _reader(base: Path, outside: dict[str, str]) -> Reader:
+    """Files under ``base`` as the walk sees them; links are resolved on disk and
+    must stay under it, and links the export left out count as outside."""
+    real_base = base.resolve()
+
+    def real(path: str) -> str | None:
+        if any(path == o or path.startswith(o + "/") for o in outside):
+            return None
+        try:
+            rel = Path(os.path.realpath(base / path)).relative_to(real_base).as_posix()
+        except ValueError:
+            return None
+        return "" if rel == "." else rel
+
+    def kind(path: str) -> str | None:
+        full = base / path
+        return "dir" if full.is_dir() else "file" if full.is_file() else None
+
+    return Reader(kind=kind, read=lambda p: (base / p).read_bytes(), real=real)
+
+
+def _render_one(base: Path, kfile: str) -> tuple[bytes, ManifestError | None]:
+    try:
+        # Root-only loading is kustomize's default; said here so that no
+        # kustomize configuration can widen it.
+        proc = subprocess.run([kubectl_binary(), "kustomize", "--load-restrictor",
+                               "LoadRestrictionsRootOnly", str(base / posixpath.dirname(kfile))],
+                              capture_output=True, env=git.clean_env())
+    except FileNotFoundError:
+        return b"", ManifestError(kfile, None, "kubectl is needed to render kustomize "
+                                  "directories and was not found on PATH")
+    if proc.returncode != 0:
+        err = proc.stderr.decode("utf-8", "replace").strip().splitlines()
+        msg = (err[-1] if err else "failed").replace(str(base) + "/", "")
+        return b"", ManifestError(kfile, None, f"kustomize: {msg.removeprefix('error: ')}")
+    return proc.stdout, None

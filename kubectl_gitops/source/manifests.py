@@ -11,22 +11,16 @@ from __future__ import annotations
 import json
 import os
 import posixpath
-import shutil
-import subprocess
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import yaml
 
 from kubectl_gitops.errors import ManifestError, ManifestErrors
-from kubectl_gitops.source import git, goyaml
+from kubectl_gitops.source import goyaml
 from kubectl_gitops.source.tree import KUSTOMIZATION_FILES, Source, SourceFile
-
-if TYPE_CHECKING:  # loaded only for a kustomization: most apps are plain files
-    from kubectl_gitops.source import kustomize
 
 try:  # libyaml is ~10x faster; fall back to the pure-Python loader.
     _Loader: type = yaml.CSafeLoader
@@ -590,7 +584,7 @@ def _missing_fields(doc: dict[str, Any]) -> str | None:
     return None
 
 
-# --- kustomize -------------------------------------------------------------
+# --- kustomizations: rendered by kustomize.py, loaded only when a tree has one ----
 
 def top_kustomizations(paths: Iterable[str]) -> list[str]:
     """Kustomization files of the top-most directories holding one."""
@@ -608,91 +602,22 @@ def _inside(path: str, directory: str) -> bool:
     return not directory or path.startswith(directory + "/")
 
 
-def kubectl_binary() -> str:
-    """The real kubectl: the one installed beside this Python first."""
-    beside = Path(sys.executable).parent / "kubectl"
-    if beside.exists():
-        return str(beside)
-    found = shutil.which("kubectl")
-    if not found:
-        raise FileNotFoundError("kubectl")
-    return found
-
-
 def _render_kustomizations(src: Source, kfiles: list[str]) \
         -> tuple[list[Manifest], list[ManifestError]]:
-    """Render each kustomization (by its file's path) from one export of the tree.
-
-    The export lies one level down in a private directory (0700, a random
-    name), so even a ``..`` that escaped the checks below would find nothing
-    another user can plant; every reference is checked to stay inside the
-    repository before kustomize runs, in every mode.
-    """
-    manifests: list[Manifest] = []
-    errors: list[ManifestError] = []
+    """The objects of each kustomization (by its file's path), rendered by
+    :func:`kustomize.render`."""
     if not kfiles:
-        return manifests, errors
-    import tempfile  # noqa: PLC0415
-
+        return [], []
     from kubectl_gitops.source import kustomize  # noqa: PLC0415
 
-    with tempfile.TemporaryDirectory(prefix="kubectl-gitops-kustomize-") as tmp:
-        base, outside = src.root, {}
-        if src.mode != "worktree":
-            base = Path(tmp) / "repo"
-            outside = src.export(base)  # the revision's blobs: bases may live outside PATH
-        reader = _reader(base, outside)
-        for kfile in kfiles:
-            refused = kustomize.walk(reader, posixpath.dirname(kfile)).problems
-            if refused:
-                errors += [ManifestError(path, None, f"kustomize: {msg}") for path, msg in refused]
-                continue
-            ms, es = _render_kustomization(base, kfile)
-            manifests += ms
-            errors += es
-    return manifests, errors
-
-
-def _reader(base: Path, outside: dict[str, str]) -> kustomize.Reader:
-    """Files under ``base`` as the walk sees them; links are resolved on disk and
-    must stay under it, and links the export left out count as outside."""
-    from kubectl_gitops.source import kustomize  # noqa: PLC0415
-
-    real_base = base.resolve()
-
-    def real(path: str) -> str | None:
-        if any(path == o or path.startswith(o + "/") for o in outside):
-            return None
-        try:
-            rel = Path(os.path.realpath(base / path)).relative_to(real_base).as_posix()
-        except ValueError:
-            return None
-        return "" if rel == "." else rel
-
-    def kind(path: str) -> str | None:
-        full = base / path
-        return "dir" if full.is_dir() else "file" if full.is_file() else None
-
-    return kustomize.Reader(kind=kind, read=lambda p: (base / p).read_bytes(), real=real)
-
-
-def _render_kustomization(base: Path, kfile: str) -> tuple[list[Manifest], list[ManifestError]]:
-    try:
-        # Root-only loading is kustomize's default; said here so that no
-        # kustomize configuration can widen it.
-        proc = subprocess.run([kubectl_binary(), "kustomize", "--load-restrictor",
-                               "LoadRestrictionsRootOnly", str(base / posixpath.dirname(kfile))],
-                              capture_output=True, env=git.clean_env())
-    except FileNotFoundError:
-        return [], [ManifestError(kfile, None, "kubectl is needed to render kustomize "
-                                  "directories and was not found on PATH")]
-    if proc.returncode != 0:
-        err = proc.stderr.decode("utf-8", "replace").strip().splitlines()
-        msg = (err[-1] if err else "failed").replace(str(base) + "/", "")
-        return [], [ManifestError(kfile, None, f"kustomize: {msg.removeprefix('error: ')}")]
-    manifests, errors = parse_file(kfile, proc.stdout)
-    for m in manifests:
-        m.line = 0  # lines of rendered output mean nothing to the author
+    rendered, errors = kustomize.render(src, kfiles)
+    manifests: list[Manifest] = []
+    for kfile, output in rendered:
+        ms, es = parse_file(kfile, output)
+        for m in ms:
+            m.line = 0  # lines of rendered output mean nothing to the author
+        manifests += ms
+        errors += es
     return manifests, errors
 
 
