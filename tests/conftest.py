@@ -1,4 +1,6 @@
-"""Shared fixtures: a real local control plane, one namespace per test.
+"""Shared fixtures: a real local control plane, one namespace per test, an
+isolated git config, this package's executables on PATH. Helpers are in the
+top-level ``testing`` package (``testing.git``, ``testing.kube``...).
 
 Integration tests run against etcd + kube-apiserver + kube-controller-manager
 started by ``testing.controlplane`` (or an already running cluster whose
@@ -18,6 +20,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+
+from testing.cli import BIN
+from testing.git import isolate_git
 
 if TYPE_CHECKING:
     from kubernetes.client import ApiClient
@@ -100,3 +105,15 @@ def kube_env(control_plane: Cluster) -> dict[str, str]:
     env["KUBECONFIG"] = str(control_plane.kubeconfig)
     env["PATH"] = os.pathsep.join([bin_dir, env.get("PATH", "")])
     return env
+
+
+@pytest.fixture
+def git_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
+    """Isolated git config for this test; yields the resulting environment."""
+    yield isolate_git(monkeypatch, tmp_path / ".gitconfig-home")
+
+
+@pytest.fixture
+def env(git_env: dict[str, str]) -> dict[str, str]:
+    """The isolated git environment with this package's executables first on PATH."""
+    return {**git_env, "PATH": os.pathsep.join([str(BIN), git_env.get("PATH", "")])}

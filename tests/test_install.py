@@ -25,10 +25,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from kubeutil import configmap, docs
 
 from kubectl_gitops.cli.dispatch import KUBECTL_COMMANDS
 from kubectl_gitops.versions import KUBERNETES_VERSION
+from testing.kube import configmap, docs
 
 ROOT = Path(__file__).resolve().parent.parent
 DEV_BIN = Path(sys.executable).parent

@@ -16,14 +16,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cliutil import env, run  # noqa: F401 - env is a fixture
-from gitutil import commit, git, git_env, make_repo, write  # noqa: F401
 
 from kubectl_gitops.cli.common import MODULES_ENV
 from kubectl_gitops.engine import desired
 from kubectl_gitops.kube.client import Kube
 from kubectl_gitops.kube.kubeconfig import Overrides
 from kubectl_gitops.source import tree
+from testing.cli import run
+from testing.git import commit, git, make_repo, write
 
 # A little above what a run imports now (sys.modules at exit; sync 216, diff
 # 217, hook 175 when these were set, after the layout in packages, whose

@@ -2,26 +2,28 @@
 
 Usage from a test module::
 
-    from gitutil import commit, git, git_env, make_repo, write  # noqa: F401
+    from testing.git import commit, make_repo, write
 
-    def test_x(git_env, tmp_path):      # git_env is the fixture below
+    def test_x(git_env, tmp_path):      # git_env: the fixture in tests/conftest.py
         repo = make_repo(tmp_path / "repo")
         write(repo, "app/cm.yaml", "...")
         sha = commit(repo, "add cm")
 
-``git_env`` points ``GIT_CONFIG_GLOBAL`` at a temp file holding only a user
-name and e-mail and sets ``GIT_CONFIG_NOSYSTEM=1``, so neither the machine's
-nor the developer's git config can change what a test sees.
+``git_env`` (:func:`isolate_git`) points ``GIT_CONFIG_GLOBAL`` at a temp file
+holding only a user name and e-mail and sets ``GIT_CONFIG_NOSYSTEM=1``, so
+neither the machine's nor the developer's git config can change what a test
+sees.
 """
 
 from __future__ import annotations
 
 import os
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pytest
+if TYPE_CHECKING:
+    import pytest
 
 # Variables a surrounding hook or shell may set that would point git
 # elsewhere (see kubectl_gitops.source.git._LEAKY).
@@ -41,12 +43,6 @@ def isolate_git(monkeypatch: pytest.MonkeyPatch, home: Path) -> dict[str, str]:
     monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
     monkeypatch.setenv("GIT_TERMINAL_PROMPT", "0")
     return dict(os.environ)
-
-
-@pytest.fixture
-def git_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
-    """Isolated git config for this test; yields the resulting environment."""
-    yield isolate_git(monkeypatch, tmp_path / ".gitconfig-home")
 
 
 def git(repo: Path, *args: str, input: bytes | None = None) -> str:

@@ -14,8 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from gitutil import commit, git_env, make_repo, write  # noqa: F401
-from test_resources import crd, obj
 
 from kubectl_gitops.engine import desired
 from kubectl_gitops.engine.desired import crd_types, object_id
@@ -24,6 +22,8 @@ from kubectl_gitops.kube.client import Kube
 from kubectl_gitops.kube.kubeconfig import Overrides
 from kubectl_gitops.kube.resources import ResourceType
 from kubectl_gitops.source import tree
+from testing.git import commit, make_repo, write
+from testing.kube import obj, scoped_crd
 
 pytestmark = pytest.mark.cluster
 
@@ -76,8 +76,8 @@ def test_discovery_knows_built_in_scope_plural_and_version(kube: Kube) -> None:
 
 def test_crds_in_the_revision_resolve_before_they_exist_in_the_cluster(
         kube: Kube, repo: Path, group: str, namespace: str) -> None:
-    write(repo, "crds/widgets.yaml", crd(group, "Widget", "widgets", "Namespaced"))
-    write(repo, "crds/gadgets.yaml", crd(group, "Gadget", "gadgets", "Cluster"))
+    write(repo, "crds/widgets.yaml", scoped_crd(group, "Widget", "widgets", "Namespaced"))
+    write(repo, "crds/gadgets.yaml", scoped_crd(group, "Gadget", "gadgets", "Cluster"))
     write(repo, "app/crs.yaml", "---\n".join([
         obj(f"{group}/v1", "Widget", "w"), obj(f"{group}/v1", "Widget", "w2", "elsewhere"),
         obj(f"{group}/v1", "Gadget", "g"), obj("apps/v1", "Deployment", "web"),
@@ -101,7 +101,7 @@ def test_crds_in_the_revision_resolve_before_they_exist_in_the_cluster(
 
 
 def test_scope_errors_with_discovery(kube: Kube, repo: Path, group: str) -> None:
-    write(repo, "crd.yaml", crd(group, "Gadget", "gadgets", "Cluster"))
+    write(repo, "crd.yaml", scoped_crd(group, "Gadget", "gadgets", "Cluster"))
     write(repo, "bad.yaml", "---\n".join([
         obj(f"{group}/v1", "Gadget", "g", "some-ns"),
         obj("rbac.authorization.k8s.io/v1", "ClusterRole", "reader", "some-ns"),
@@ -128,7 +128,7 @@ def test_the_context_namespace_is_the_default_with_a_cluster(
 
 def test_discovery_happens_once_per_run(kube: Kube, repo: Path, group: str,
                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    write(repo, "crd.yaml", crd(group, "Widget", "widgets", "Namespaced"))
+    write(repo, "crd.yaml", scoped_crd(group, "Widget", "widgets", "Namespaced"))
     for i in range(40):
         write(repo, f"apps/app{i}.yaml", "---\n".join([
             obj("v1", "ConfigMap", f"c{i}"), obj("apps/v1", "Deployment", f"d{i}"),
@@ -151,7 +151,7 @@ def test_a_crd_in_the_cluster_is_known_from_discovery(kube: Kube, group: str,
     assert crd_type is not None
     import yaml
 
-    body = yaml.safe_load(crd(group, "Thing", "things", "Namespaced"))
+    body = yaml.safe_load(scoped_crd(group, "Thing", "things", "Namespaced"))
     kube.apply(crd_type, body)
     try:
         wait_established(kube, crd_type, f"things.{group}")

@@ -10,11 +10,11 @@ import time
 from pathlib import Path
 
 import pytest
-from gitutil import commit, git_env, make_repo, write  # noqa: F401
-from kubeutil import configmap, crd, deployment, docs, get, gitops, kubectl
 
 from kubectl_gitops.engine.applyset import (GROUP_KINDS_ANNOTATION, ID_LABEL, NAMESPACES_ANNOTATION,
                                             PART_OF_LABEL, TOOLING_ANNOTATION, applyset_id)
+from testing.git import commit, make_repo, write
+from testing.kube import configmap, crd, deployment, docs, get, gitops, kubectl
 
 
 def _repo(tmp_path: Path, text: str) -> Path:

@@ -10,11 +10,11 @@ import os
 from pathlib import Path
 
 import pytest
-from gitutil import commit, git, git_env, make_repo, status, write  # noqa: F401
 
 from kubectl_gitops.engine import desired
 from kubectl_gitops.errors import ConfigError, GitError
 from kubectl_gitops.source import manifests, tree
+from testing.git import commit, git, make_repo, status, write
 
 
 def cm(name: str, value: str = "v", namespace: str | None = None) -> str:

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from kubeutil import get, kubectl
+from testing.kube import get, kubectl
 
 T = TypeVar("T")
 SECRET = "hook-s3cret"

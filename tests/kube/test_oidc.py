@@ -20,13 +20,13 @@ import pytest
 import yaml
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
-from kubeutil import kubectl
 
 from kubectl_gitops.errors import ClusterError
 from kubectl_gitops.kube.client import Kube
 from kubectl_gitops.kube.kubeconfig import Overrides
 from testing import controlplane
 from testing.controlplane import ControlPlane, free_ports
+from testing.kube import kubectl
 
 AUDIENCE = "kubectl-gitops-test"
 SNI_NAME = "sni.gitops.test"

@@ -9,14 +9,14 @@ import json
 from pathlib import Path
 
 import pytest
-from gitutil import commit, git, git_env, make_repo, write  # noqa: F401
-from kubeutil import configmap, docs, get, gitops, kubectl
 
 from kubectl_gitops.engine import app as app_mod
 from kubectl_gitops.engine.applyset import (SALT_ANNOTATION, SOURCE_PATH_ANNOTATION,
                                             SOURCE_REPO_ANNOTATION, SOURCE_ROOT_ANNOTATION)
 from kubectl_gitops.engine.plan import HASH_ANNOTATION
 from kubectl_gitops.source import tree
+from testing.git import commit, git, make_repo, write
+from testing.kube import configmap, docs, get, gitops, kubectl
 
 
 def _checkout(tmp_path: Path, team: str, text: str, remote: str | None = None) -> Path:

@@ -12,12 +12,12 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from cliutil import BIN, env, run  # noqa: F401
-from gitutil import commit, git, git_env, make_repo, write  # noqa: F401
 
 from kubectl_gitops import secrets
 from kubectl_gitops.errors import ManifestErrors
 from kubectl_gitops.source import kustomize, manifests, tree
+from testing.cli import BIN, run
+from testing.git import commit, git, make_repo, write
 
 PIN = "48213579"
 PASSWORD = "correct-horse-battery-staple-9321"

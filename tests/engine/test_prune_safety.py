@@ -13,30 +13,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from gitutil import commit, git_env, make_repo, write  # noqa: F401
-from kubeutil import configmap, crd, docs, get, gitops, kubectl
+
+from testing import apps
+from testing.git import commit, make_repo, write
+from testing.kube import configmap, crd, docs, get, gitops, gone, kubectl
 
 pytestmark = pytest.mark.cluster
 
 
-def _sync(repo: Path, ns: str, env: dict, *extra: str, name: str = "app"):
-    return gitops("sync", "deploy", "-n", ns, "--name", name, "--prune", *extra, cwd=repo,
-                  env=env)
-
-
-def _set(repo: Path, text: str) -> None:
-    write(repo, "deploy/all.yaml", text)
-    commit(repo)
-
-
-def _gone(kind: str, name: str, env: dict, ns: str | None = None) -> bool:
-    """Deleted, or being deleted (a Namespace terminates for a while)."""
-    live = get(kind, name, env, ns)
-    return live is None or bool(live["metadata"].get("deletionTimestamp"))
-
-
 def _foreign_deleted(objs: list[tuple[str, str, str | None]], env: dict) -> list[str]:
-    return [f"{k} {ns}/{n}" for k, n, ns in objs if _gone(k, n, env, ns)]
+    return [f"{k} {ns}/{n}" for k, n, ns in objs if gone(k, n, env, ns)]
 
 
 def _namespace(name: str) -> dict:
@@ -68,20 +54,20 @@ def test_namespace_holding_non_members_is_kept(tmp_path: Path, git_env: dict, ku
     extra_namespaces.append(x)
     pinned = configmap("pinned", namespace=x, annotations={"kubectl-gitops.io/prune": "false"})
     repo = make_repo(tmp_path / "repo")
-    _set(repo, docs(_namespace(x), configmap("member", namespace=x), pinned,
-                    configmap("stays")))
-    assert _sync(repo, namespace, kube_env).returncode == 0
+    apps.commit_manifests(repo, docs(_namespace(x), configmap("member", namespace=x), pinned,
+                                     configmap("stays")))
+    assert apps.sync(repo, namespace, kube_env).returncode == 0
     # Non-members in the member namespace: an unlabelled object, and another
     # app's ApplySet (its parent and a member) living there.
     kubectl("create", "configmap", "unlabelled", "-n", x, env=kube_env)
     other = make_repo(tmp_path / "other")
     write(other, "deploy/all.yaml", docs(configmap("theirs")))
     commit(other)
-    assert _sync(other, x, kube_env, name="neighbour").returncode == 0
+    assert apps.sync(other, x, kube_env, name="neighbour").returncode == 0
     foreign = [("configmap", "unlabelled", x), ("configmap", "neighbour", x),
                ("configmap", "theirs", x), ("configmap", "pinned", x), ("namespace", x, None)]
 
-    _set(repo, docs(configmap("stays")))  # the namespace and everything in it leave git
+    apps.commit_manifests(repo, docs(configmap("stays")))  # the namespace and everything in it leave git
     diff = gitops("diff", "deploy", "-n", namespace, "--name", "app", "--prune", cwd=repo,
                   env=kube_env)
     assert diff.returncode == 1, diff.stderr
@@ -92,22 +78,22 @@ def test_namespace_holding_non_members_is_kept(tmp_path: Path, git_env: dict, ku
         assert held in diff.stderr, diff.stderr
     assert "kube-root-ca.crt" not in diff.stderr and "ServiceAccount" not in diff.stderr
 
-    r = _sync(repo, namespace, kube_env, "-o", "json")
+    r = apps.sync(repo, namespace, kube_env, "-o", "json")
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     pruned = [i["name"] for i in out["items"] if i["action"] == "prune"]
     assert pruned == ["member"]  # the member inside goes, the Namespace stays
     kept = [i for i in out["items"] if i["kind"] == "Namespace"]
     assert kept and kept[0]["action"] == "unchanged" and "--prune-cascade" in kept[0]["kept"]
-    assert _gone("configmap", "member", kube_env, x)
+    assert gone("configmap", "member", kube_env, x)
     assert _foreign_deleted(foreign, kube_env) == []  # FOREIGN DELETED: 0
 
     # --prune-cascade is the explicit override; the plan names what goes.
-    r = _sync(repo, namespace, kube_env, "--prune-cascade")
+    r = apps.sync(repo, namespace, kube_env, "--prune-cascade")
     assert r.returncode == 0, r.stderr
     assert f"cascade    Namespace {x}: --prune-cascade: also deletes" in r.stderr
     assert f"ConfigMap {x}/unlabelled" in r.stderr
-    assert _gone("namespace", x, kube_env)
+    assert gone("namespace", x, kube_env)
 
 
 def test_namespace_with_only_members_and_automatic_contents_is_pruned(
@@ -116,15 +102,15 @@ def test_namespace_with_only_members_and_automatic_contents_is_pruned(
     y = f"{namespace}-y"
     extra_namespaces.append(y)
     repo = make_repo(tmp_path / "repo")
-    _set(repo, docs(_namespace(y), configmap("member", namespace=y), configmap("stays")))
-    assert _sync(repo, namespace, kube_env).returncode == 0
+    apps.commit_manifests(repo, docs(_namespace(y), configmap("member", namespace=y), configmap("stays")))
+    assert apps.sync(repo, namespace, kube_env).returncode == 0
     _wait_for("configmap", "kube-root-ca.crt", kube_env, y)
     _wait_for("serviceaccount", "default", kube_env, y)
-    _set(repo, docs(configmap("stays")))
-    r = _sync(repo, namespace, kube_env)
+    apps.commit_manifests(repo, docs(configmap("stays")))
+    r = apps.sync(repo, namespace, kube_env)
     assert r.returncode == 0, r.stderr
     assert f"pruned     Namespace {y}" in r.stdout and "kept" not in r.stderr
-    assert _gone("namespace", y, kube_env)
+    assert gone("namespace", y, kube_env)
 
 
 def test_the_parents_own_namespace_is_never_pruned(tmp_path: Path, git_env: dict,
@@ -133,15 +119,15 @@ def test_the_parents_own_namespace_is_never_pruned(tmp_path: Path, git_env: dict
     home = f"{namespace}-home"  # the revision creates the namespace the parent lives in
     extra_namespaces.append(home)
     repo = make_repo(tmp_path / "repo")
-    _set(repo, docs(_namespace(home), configmap("web", namespace=home)))
-    assert _sync(repo, home, kube_env).returncode == 0
-    _set(repo, docs(configmap("elsewhere", namespace=namespace)))
+    apps.commit_manifests(repo, docs(_namespace(home), configmap("web", namespace=home)))
+    assert apps.sync(repo, home, kube_env).returncode == 0
+    apps.commit_manifests(repo, docs(configmap("elsewhere", namespace=namespace)))
     for extra in ((), ("--prune-cascade",)):
-        r = _sync(repo, home, kube_env, *extra)
+        r = apps.sync(repo, home, kube_env, *extra)
         assert r.returncode == 0, r.stderr
         assert f"kept       Namespace {home}: kept: it holds this app's ApplySet parent" \
             in r.stderr
-        assert not _gone("namespace", home, kube_env)
+        assert not gone("namespace", home, kube_env)
     hist = json.loads(gitops("history", "-n", home, "--name", "app", "-o", "json", cwd=repo,
                              env=kube_env).stdout)
     # nothing lost, nothing re-created from scratch; the re-run with
@@ -164,17 +150,17 @@ def test_crd_is_pruned_only_with_all_its_custom_resources(tmp_path: Path, git_en
     definition = crd("Gadget", group, {"size": {"type": "integer"}})
     mine = docs(_gadget("g1", namespace, group), _gadget("g2", namespace, group))
     repo = make_repo(tmp_path / "repo")
-    _set(repo, definition + "---\n" + mine)
+    apps.commit_manifests(repo, definition + "---\n" + mine)
     try:
-        assert _sync(repo, namespace, kube_env).returncode == 0
+        assert apps.sync(repo, namespace, kube_env).returncode == 0
         foreign_cr = tmp_path / "foreign.yaml"
         foreign_cr.write_text(docs(_gadget("theirs", namespace, group)))
         kubectl("apply", "-f", str(foreign_cr), env=kube_env)
         foreign = [(f"gadgets.{group}", "theirs", namespace)]
 
         # The CRD's file goes, its custom resources stay in git: it is kept.
-        _set(repo, mine)
-        r = _sync(repo, namespace, kube_env)
+        apps.commit_manifests(repo, mine)
+        r = apps.sync(repo, namespace, kube_env)
         assert r.returncode == 0, r.stderr
         assert f"kept       CustomResourceDefinition gadgets.{group}" in r.stderr
         assert f"Gadget {namespace}/g1 (in the revision)" in r.stderr
@@ -183,8 +169,8 @@ def test_crd_is_pruned_only_with_all_its_custom_resources(tmp_path: Path, git_en
             assert get(f"gadgets.{group}", name, kube_env, namespace) is not None
 
         # The custom resources go too: another team's still keeps the CRD.
-        _set(repo, docs(configmap("stays")))
-        r = _sync(repo, namespace, kube_env)
+        apps.commit_manifests(repo, docs(configmap("stays")))
+        r = apps.sync(repo, namespace, kube_env)
         assert r.returncode == 0, r.stderr
         assert f"pruned     Gadget {namespace}/g1" in r.stdout
         assert f"Gadget {namespace}/theirs" in r.stderr and f"Gadget {namespace}/g1" not in r.stderr
@@ -193,7 +179,7 @@ def test_crd_is_pruned_only_with_all_its_custom_resources(tmp_path: Path, git_en
 
         # Once nothing but members would go, the CRD is pruned.
         kubectl("delete", f"gadgets.{group}", "theirs", "-n", namespace, env=kube_env)
-        r = _sync(repo, namespace, kube_env)
+        r = apps.sync(repo, namespace, kube_env)
         assert r.returncode == 0, r.stderr
         assert f"pruned     CustomResourceDefinition gadgets.{group}" in r.stdout
     finally:

@@ -72,3 +72,38 @@ def crd(kind: str, group: str, properties: dict[str, Any]) -> str:
                                     "listKind": f"{kind}List"},
                           "versions": [{"name": "v1", "served": True, "storage": True,
                                         "schema": {"openAPIV3Schema": schema}}]}})
+
+
+def gone(kind: str, name: str, env: dict[str, str], ns: str | None = None) -> bool:
+    """Deleted, or being deleted (a Namespace terminates for a while)."""
+    live = get(kind, name, env, ns)
+    return live is None or bool(live["metadata"].get("deletionTimestamp"))
+
+
+def obj(api_version: str, kind: str, name: str, namespace: str | None = None) -> str:
+    """A bare object's manifest text."""
+    ns = f"\n  namespace: {namespace}" if namespace else ""
+    return f"apiVersion: {api_version}\nkind: {kind}\nmetadata:\n  name: {name}{ns}\n"
+
+
+def scoped_crd(group: str, kind: str, plural: str, scope: str) -> str:
+    """A CRD of ``scope`` (Namespaced or Cluster) serving v1 (v1alpha1 not served)."""
+    return f"""\
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: {plural}.{group}
+spec:
+  group: {group}
+  scope: {scope}
+  names: {{kind: {kind}, plural: {plural}, singular: {kind.lower()}, listKind: {kind}List}}
+  versions:
+    - name: v1alpha1
+      served: false
+      storage: false
+      schema: {{openAPIV3Schema: {{type: object}}}}
+    - name: v1
+      served: true
+      storage: true
+      schema: {{openAPIV3Schema: {{type: object, x-kubernetes-preserve-unknown-fields: true}}}}
+"""

@@ -2,20 +2,11 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 BIN = Path(sys.executable).parent
-
-
-@pytest.fixture
-def env(git_env: dict[str, str]) -> dict[str, str]:
-    """The isolated git environment with this package's executables first on PATH."""
-    return {**git_env, "PATH": os.pathsep.join([str(BIN), git_env.get("PATH", "")])}
 
 
 def run(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:

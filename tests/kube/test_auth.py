@@ -17,12 +17,12 @@ from typing import Any
 
 import pytest
 import yaml
-from gitutil import commit, git_env, make_repo, write  # noqa: F401
-from kubeutil import configmap, docs, get, gitops, kubectl
-from netutil import ConnectProxy, FreezingRelay, ThrottlingReverseProxy, silent_listener
 
 from kubectl_gitops.kube.client import Kube
 from kubectl_gitops.kube.kubeconfig import Overrides
+from testing.git import commit, make_repo, write
+from testing.kube import configmap, docs, get, gitops, kubectl
+from testing.net import ConnectProxy, FreezingRelay, ThrottlingReverseProxy, silent_listener
 
 
 # --- kubeconfigs and identities ------------------------------------------------------

@@ -13,9 +13,10 @@ import time
 from pathlib import Path
 
 import pytest
-from agentutil import SECRET, AgentProc, events, history, status, wait_for
-from gitutil import commit, git_env, make_repo, write  # noqa: F401
-from kubeutil import configmap, deployment, docs, get, gitops, kubectl
+
+from testing.agent import SECRET, AgentProc, events, history, status, wait_for
+from testing.git import commit, make_repo, write
+from testing.kube import configmap, deployment, docs, get, gitops, kubectl
 
 
 @pytest.fixture

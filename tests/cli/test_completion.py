@@ -12,8 +12,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from gitutil import commit, git, git_env, make_repo, write  # noqa: F401
-from kubeutil import configmap, docs, gitops
+
+from testing.git import commit, git, make_repo, write
+from testing.kube import configmap, docs, gitops
 
 BIN = Path(sys.executable).parent
 GIT_COMPLETION = Path("/usr/share/bash-completion/completions/git")
@@ -164,7 +165,7 @@ def test_the_readme_bash_snippet_completes_kubectl_gitops_and_git_gitops() -> No
     """The README's ~/.bashrc lines, as written, then TAB presses: kubectl's
     own completion reaching kubectl_complete-gitops, and git's reaching
     _git_gitops (git's completion is what bash-completion would have loaded)."""
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     section = readme.split("\n### Shell completion\n", 1)[1].split("\n#", 1)[0]
     (snippet,) = re.findall(r"```sh\n(.*?)```", section, flags=re.S)
     out = _bash(f"source {GIT_COMPLETION}\n{snippet}\n{_PRESS}\n"

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-from gitutil import commit, git_env, make_repo, write  # noqa: F401
-from kubeutil import configmap, crd, deployment, docs, get, gitops, kubectl
 
 from kubectl_gitops.engine.applyset import PART_OF_LABEL, applyset_id
+from testing.git import commit, make_repo, write
+from testing.kube import configmap, crd, deployment, docs, gitops, kubectl
 
 # Every kind the issue names, as a user would write it: no server defaults.
 KINDS = {

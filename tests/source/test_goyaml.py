@@ -14,11 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from gitutil import commit, git_env, make_repo, write  # noqa: F401
-from kubeutil import gitops, kubectl
 
 from kubectl_gitops.source import goyaml
 from kubectl_gitops.source.manifests import parse_file, repeated_key_errors
+from testing.git import commit, make_repo, write
+from testing.kube import gitops, kubectl
 
 # text: (what kubectl reads, what PyYAML's YAML 1.1 reads when that differs)
 CASES = {
@@ -98,7 +98,7 @@ def test_generate_name_is_refused_with_a_hint() -> None:
 
 def _validate(tmp_path: Path, git_env: dict, name: str, text: str) -> Any:
     """``git-gitops-validate NAME`` on one file in a fresh repository."""
-    from cliutil import BIN, run
+    from testing.cli import BIN, run
 
     repo = make_repo(tmp_path / "repo")
     write(repo, name, text)

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from gitutil import commit, git_env, make_repo, write  # noqa: F401
 
 from kubectl_gitops.engine import desired
 from kubectl_gitops.engine.desired import crd_types, object_id, offline_mapper, resolve
@@ -15,33 +14,8 @@ from kubectl_gitops.kube.kubeconfig import Overrides
 from kubectl_gitops.kube.resources import Mapper, ObjectId, ResourceType
 from kubectl_gitops.source import tree
 from kubectl_gitops.source.manifests import Manifest, parse_file
-
-
-def obj(api_version: str, kind: str, name: str, namespace: str | None = None) -> str:
-    ns = f"\n  namespace: {namespace}" if namespace else ""
-    return f"apiVersion: {api_version}\nkind: {kind}\nmetadata:\n  name: {name}{ns}\n"
-
-
-def crd(group: str, kind: str, plural: str, scope: str) -> str:
-    return f"""\
-apiVersion: apiextensions.k8s.io/v1
-kind: CustomResourceDefinition
-metadata:
-  name: {plural}.{group}
-spec:
-  group: {group}
-  scope: {scope}
-  names: {{kind: {kind}, plural: {plural}, singular: {kind.lower()}, listKind: {kind}List}}
-  versions:
-    - name: v1alpha1
-      served: false
-      storage: false
-      schema: {{openAPIV3Schema: {{type: object}}}}
-    - name: v1
-      served: true
-      storage: true
-      schema: {{openAPIV3Schema: {{type: object, x-kubernetes-preserve-unknown-fields: true}}}}
-"""
+from testing.git import commit, make_repo, write
+from testing.kube import obj, scoped_crd
 
 
 def parse(path: str, text: str) -> list[Manifest]:
@@ -176,8 +150,8 @@ def test_an_unknown_kind_is_an_error_at_its_location() -> None:
 
 
 def test_crd_kinds_in_the_same_tree_are_known_offline() -> None:
-    ms = parse("crds.yaml", crd("example.com", "Widget", "widgets", "Namespaced") + "---\n"
-               + crd("example.com", "Gadget", "gadgets", "Cluster"))
+    ms = parse("crds.yaml", scoped_crd("example.com", "Widget", "widgets", "Namespaced") + "---\n"
+               + scoped_crd("example.com", "Gadget", "gadgets", "Cluster"))
     ms += parse("crs.yaml", "---\n".join([
         obj("example.com/v1", "Widget", "w"), obj("example.com/v1", "Gadget", "g"),
         obj("example.com/v1", "Gadget", "bad", "shop")]))
@@ -195,7 +169,7 @@ def test_crd_kinds_in_the_same_tree_are_known_offline() -> None:
 
 
 def test_the_cluster_s_knowledge_wins_over_a_crd_in_the_tree() -> None:
-    ms = parse("crd.yaml", crd("example.com", "Widget", "widgets", "Cluster"))
+    ms = parse("crd.yaml", scoped_crd("example.com", "Widget", "widgets", "Cluster"))
     served = ResourceType("example.com", "Widget", True, "widgets", "v2")
     mapper = Mapper({("example.com", "Widget"): served}).with_types(crd_types(ms))
     assert mapper.lookup("example.com", "Widget") == served

@@ -18,11 +18,11 @@ from typing import Any
 
 import pytest
 import yaml
-from gitutil import commit, git_env, make_repo, write  # noqa: F401
-from kubeutil import configmap, docs, get, gitops, kubectl
-from test_prune_safety import _gone, _set, _sync
 
 from kubectl_gitops.engine import prune
+from testing import apps
+from testing.git import commit, make_repo, write
+from testing.kube import configmap, docs, get, gitops, gone, kubectl
 
 # Upstream examples, as in the Kubernetes documentation
 # (https://k8s.io/examples/controllers/nginx-deployment.yaml, .../controllers/job.yaml,
@@ -109,22 +109,22 @@ def _names(kind: str, ns: str, env: dict, selector: str) -> list[str]:
 def test_foreign_dependents_keep_their_owner(tmp_path: Path, git_env: dict, kube_env: dict,
                                              namespace: str) -> None:
     repo = make_repo(tmp_path / "repo")
-    _set(repo, docs(configmap("owner"), configmap("stays")))
-    assert _sync(repo, namespace, kube_env).returncode == 0
+    apps.commit_manifests(repo, docs(configmap("owner"), configmap("stays")))
+    assert apps.sync(repo, namespace, kube_env).returncode == 0
     owner = get("configmap", "owner", kube_env, namespace)
     assert owner
     # Another app's ConfigMap that names ours as its owner...
     other = make_repo(tmp_path / "other")
     write(other, "deploy/all.yaml", docs(configmap("theirs", ownerReferences=_owned_by(owner))))
     commit(other)
-    assert _sync(other, namespace, kube_env, name="neighbour").returncode == 0
+    assert apps.sync(other, namespace, kube_env, name="neighbour").returncode == 0
     # ...and a user's Job (the docs' pi example) tied to it by hand.
     job = yaml.safe_load(PI_JOB)
     job["metadata"]["ownerReferences"] = _owned_by(owner)
     _create(kube_env, tmp_path, json.dumps(job), "create", "-n", namespace)
     foreign = [("configmap", "theirs"), ("job", "pi")]
 
-    _set(repo, docs(configmap("stays")))  # our ConfigMap leaves git
+    apps.commit_manifests(repo, docs(configmap("stays")))  # our ConfigMap leaves git
     diff = gitops("diff", "deploy", "-n", namespace, "--name", "app", "--prune", cwd=repo,
                   env=kube_env)
     assert diff.returncode == 0, diff.stderr  # nothing will change: the owner is kept
@@ -134,39 +134,39 @@ def test_foreign_dependents_keep_their_owner(tmp_path: Path, git_env: dict, kube
     assert f"Job {namespace}/pi (written by kubectl-create)" in diff.stderr
     assert "pass --prune-cascade to delete them with it" in diff.stderr
 
-    r = _sync(repo, namespace, kube_env, "-o", "json")
+    r = apps.sync(repo, namespace, kube_env, "-o", "json")
     assert r.returncode == 0, r.stderr
     items = {i["name"]: i for i in json.loads(r.stdout)["items"]}
     assert items["owner"]["action"] == "unchanged" and "theirs" in items["owner"]["kept"]
     assert not [i for i in items.values() if i["action"] == "prune"]
     time.sleep(2)  # time enough for the garbage collector, had anything gone
-    assert [f for f in foreign if _gone(*f, kube_env, namespace)] == []  # FOREIGN DELETED: 0
-    assert not _gone("configmap", "owner", kube_env, namespace)
+    assert [f for f in foreign if gone(*f, kube_env, namespace)] == []  # FOREIGN DELETED: 0
+    assert not gone("configmap", "owner", kube_env, namespace)
 
     # --prune-cascade is the explicit override: the plan names what goes,
     # and the garbage collector takes it.
     diff = gitops("diff", "deploy", "-n", namespace, "--name", "app", "--prune",
                   "--prune-cascade", cwd=repo, env=kube_env)
     assert f"# ConfigMap {namespace}/owner: --prune-cascade: also deletes" in diff.stdout
-    r = _sync(repo, namespace, kube_env, "--prune-cascade")
+    r = apps.sync(repo, namespace, kube_env, "--prune-cascade")
     assert r.returncode == 0, r.stderr
     assert f"pruned     ConfigMap {namespace}/owner" in r.stdout
     assert f"cascade    ConfigMap {namespace}/owner: --prune-cascade: also deletes" in r.stderr
     for kind, name in foreign:
-        _eventually(f"{kind} {name} collected", lambda: _gone(kind, name, kube_env, namespace))
+        _eventually(f"{kind} {name} collected", lambda: gone(kind, name, kube_env, namespace))
 
 
 def test_a_deployment_takes_its_replicasets_and_pods(tmp_path: Path, git_env: dict,
                                                      kube_env: dict, namespace: str) -> None:
     repo = make_repo(tmp_path / "repo")
-    _set(repo, NGINX_DEPLOYMENT + "---\n" + docs(configmap("stays")))
-    assert _sync(repo, namespace, kube_env).returncode == 0
+    apps.commit_manifests(repo, NGINX_DEPLOYMENT + "---\n" + docs(configmap("stays")))
+    assert apps.sync(repo, namespace, kube_env).returncode == 0
     _eventually("the Deployment's Pods", lambda: len(_names("pods", namespace, kube_env,
                                                             "app=nginx")) == 3)
     assert len(_names("replicasets", namespace, kube_env, "app=nginx")) == 1
 
-    _set(repo, docs(configmap("stays")))
-    r = _sync(repo, namespace, kube_env)
+    apps.commit_manifests(repo, docs(configmap("stays")))
+    r = apps.sync(repo, namespace, kube_env)
     assert r.returncode == 0, r.stderr
     assert f"pruned     Deployment {namespace}/nginx-deployment" in r.stdout
     assert "kept" not in r.stderr and "cascade" not in r.stderr
@@ -198,14 +198,14 @@ def test_a_service_takes_its_endpointslices(tmp_path: Path, git_env: dict, kube_
     # label among them, onto the slices it makes: that is no claim of
     # theirs, so the Service is pruned and its slices go with it.
     repo = make_repo(tmp_path / "repo")
-    _set(repo, MY_SERVICE + "---\n" + docs(configmap("stays")))
-    assert _sync(repo, namespace, kube_env).returncode == 0
+    apps.commit_manifests(repo, MY_SERVICE + "---\n" + docs(configmap("stays")))
+    assert apps.sync(repo, namespace, kube_env).returncode == 0
     slices = lambda: _names("endpointslices", namespace, kube_env,  # noqa: E731
                             "kubernetes.io/service-name=my-service")
     _eventually("the Service's EndpointSlice", lambda: len(slices()) == 1)
 
-    _set(repo, docs(configmap("stays")))
-    r = _sync(repo, namespace, kube_env)
+    apps.commit_manifests(repo, docs(configmap("stays")))
+    r = apps.sync(repo, namespace, kube_env)
     assert r.returncode == 0, r.stderr
     assert f"pruned     Service {namespace}/my-service" in r.stdout
     assert "kept" not in r.stderr and "cascade" not in r.stderr
@@ -219,8 +219,8 @@ def test_a_cluster_scoped_owner_of_a_namespaced_object_elsewhere(
     kubectl("create", "namespace", elsewhere, env=kube_env)
     repo = make_repo(tmp_path / "repo")
     try:
-        _set(repo, SECRET_READER.format(name=role) + "---\n" + docs(configmap("stays")))
-        assert _sync(repo, namespace, kube_env).returncode == 0
+        apps.commit_manifests(repo, SECRET_READER.format(name=role) + "---\n" + docs(configmap("stays")))
+        assert apps.sync(repo, namespace, kube_env).returncode == 0
         live = get("clusterrole", role, kube_env)
         assert live
         # Someone ties a ConfigMap in another namespace to our ClusterRole
@@ -228,18 +228,18 @@ def test_a_cluster_scoped_owner_of_a_namespaced_object_elsewhere(
         theirs = configmap("notes", namespace=elsewhere, ownerReferences=_owned_by(live))
         _create(kube_env, tmp_path, json.dumps(theirs), "apply", "--server-side")
 
-        _set(repo, docs(configmap("stays")))
-        r = _sync(repo, namespace, kube_env)
+        apps.commit_manifests(repo, docs(configmap("stays")))
+        r = apps.sync(repo, namespace, kube_env)
         assert r.returncode == 0, r.stderr
         assert (f"kept       ClusterRole {role}: kept: deleting it would also delete "
                 f"ConfigMap {elsewhere}/notes (written by kubectl)") in r.stderr, r.stderr
         time.sleep(2)
-        assert not _gone("configmap", "notes", kube_env, elsewhere)  # FOREIGN DELETED: 0
-        assert not _gone("clusterrole", role, kube_env)
+        assert not gone("configmap", "notes", kube_env, elsewhere)  # FOREIGN DELETED: 0
+        assert not gone("clusterrole", role, kube_env)
 
         # Once the dependent is gone, the ClusterRole is pruned as usual.
         kubectl("delete", "configmap", "notes", "-n", elsewhere, env=kube_env)
-        r = _sync(repo, namespace, kube_env)
+        r = apps.sync(repo, namespace, kube_env)
         assert r.returncode == 0, r.stderr
         assert f"pruned     ClusterRole {role}" in r.stdout
     finally:
@@ -258,11 +258,11 @@ def test_no_request_for_dependents_when_nothing_is_pruned(tmp_path: Path, git_en
                                                           kube_env: dict,
                                                           namespace: str) -> None:
     repo = make_repo(tmp_path / "repo")
-    _set(repo, docs(configmap("a"), configmap("b")))
-    assert _sync(repo, namespace, kube_env).returncode == 0
+    apps.commit_manifests(repo, docs(configmap("a"), configmap("b")))
+    assert apps.sync(repo, namespace, kube_env).returncode == 0
     foreign_lists = re.compile(r"^GET \S*/(replicasets|pods|secrets|jobs|serviceaccounts)$")
 
-    same = _sync(repo, namespace, kube_env, "-v", "6")  # the no-change path
+    same = apps.sync(repo, namespace, kube_env, "-v", "6")  # the no-change path
     assert same.returncode == 0, same.stderr
     requests = _requests(same.stderr)
     assert requests, same.stderr  # -v 6 really logs each request
@@ -272,8 +272,8 @@ def test_no_request_for_dependents_when_nothing_is_pruned(tmp_path: Path, git_en
     assert [q for q in _requests(diff.stderr) if foreign_lists.match(q)] == []
 
     # Pruning one ConfigMap is what pays for the listing (metadata only, per type).
-    _set(repo, docs(configmap("a")))
-    pruning = _sync(repo, namespace, kube_env, "-v", "6")
+    apps.commit_manifests(repo, docs(configmap("a")))
+    pruning = apps.sync(repo, namespace, kube_env, "-v", "6")
     assert pruning.returncode == 0, pruning.stderr
     listed = [q for q in _requests(pruning.stderr) if foreign_lists.match(q)]
     assert f"GET /apis/apps/v1/namespaces/{namespace}/replicasets" in listed

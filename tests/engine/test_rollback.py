@@ -15,7 +15,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from gitutil import commit, git, git_env, make_repo, status, write  # noqa: F401
+
+from testing.git import commit, git, make_repo, status, write
 
 BIN = Path(sys.executable).parent
 

@@ -15,8 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from gitutil import commit, git, git_env, make_repo, write  # noqa: F401
-from kubeutil import configmap, docs, kubectl
 
 from kubectl_gitops.engine import app as app_mod
 from kubectl_gitops.engine import applyset, model, plan, sync
@@ -26,6 +24,8 @@ from kubectl_gitops.kube.client import Kube
 from kubectl_gitops.kube.kubeconfig import Overrides
 from kubectl_gitops.kube.resources import ObjectId, ResourceType
 from kubectl_gitops.source import tree
+from testing.git import commit, git, make_repo, write
+from testing.kube import configmap, docs, kubectl
 
 pytestmark = pytest.mark.cluster
 
@@ -288,9 +288,8 @@ def test_prune_never_deletes_a_non_member(tmp_path: Path, git_env: dict, kube_en
 
 def test_a_second_sync_waits_then_names_the_holder(tmp_path: Path, git_env: dict,
                                                    kube_env: dict, namespace: str) -> None:
-    from kubeutil import gitops
-
     from kubectl_gitops.kube.lease import Lease, lease_name
+    from testing.kube import gitops
 
     repo = make_repo(tmp_path / "repo")
     write(repo, "deploy/all.yaml", docs(configmap("web")))

@@ -12,13 +12,14 @@ import sys
 from pathlib import Path
 
 import pytest
-from cliutil import BIN, cm, env, run  # noqa: F401
-from gitutil import commit, git, git_env, make_repo, write  # noqa: F401
 
-PROJECT = Path(__file__).resolve().parent.parent
+from testing.cli import BIN, cm, run
+from testing.git import commit, git, make_repo, write
+
+PROJECT = Path(__file__).resolve().parents[2]
 BYPASS = "commit blocked; fix and `git add` the files, or bypass with git commit --no-verify"
-CRD = (PROJECT / "tests" / "data" / "valid" / "crd.yaml").read_text()
-CR = (PROJECT / "tests" / "data" / "valid" / "crontab.yaml").read_text()
+CRD = (PROJECT / "tests" / "validate" / "data" / "valid" / "crd.yaml").read_text()
+CR = (PROJECT / "tests" / "validate" / "data" / "valid" / "crontab.yaml").read_text()
 
 
 

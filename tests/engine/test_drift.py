@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from gitutil import commit, git_env, make_repo, write  # noqa: F401
-from kubeutil import configmap, deployment, docs, get, gitops, kubectl
+
+from testing.git import commit, make_repo, write
+from testing.kube import configmap, deployment, docs, get, gitops, kubectl
 
 
 def _repo(tmp_path: Path, text: str, config: str = "") -> Path:

@@ -14,16 +14,17 @@ import sys
 from pathlib import Path
 
 import pytest
-from cliutil import cm, env, run  # noqa: F401
-from gitutil import commit, git, git_env, make_repo, write  # noqa: F401
 
 from kubectl_gitops.errors import UsageError
 from kubectl_gitops.kube import schema
 from kubectl_gitops.source import tree
 from kubectl_gitops.validate import checks
 from kubectl_gitops.versions import KUBERNETES_VERSION
+from testing.cli import cm, run
+from testing.git import commit, git, make_repo, write
 
 DATA = Path(__file__).parent / "data"
+ROOT = Path(__file__).resolve().parents[2]
 INVALID = sorted(p.name for p in (DATA / "invalid").iterdir() if p.suffix != ".expected")
 VALID = sorted(p.name for p in (DATA / "valid").iterdir())
 
@@ -46,7 +47,7 @@ def check_files(names: list[str], where: Path, monkeypatch: pytest.MonkeyPatch,
 
 
 def test_kubernetes_version_is_the_one_pinned_in_go_mod() -> None:
-    go_mod = (Path(__file__).parent.parent / "tools" / "controlplane" / "go.mod").read_text()
+    go_mod = (ROOT / "tools" / "controlplane" / "go.mod").read_text()
     pinned = re.search(r"^require k8s\.io/kubernetes v(\S+)$", go_mod, re.M)
     assert pinned, "k8s.io/kubernetes is not required in tools/controlplane/go.mod"
     assert KUBERNETES_VERSION == pinned[1]

@@ -6,11 +6,11 @@ import json
 from pathlib import Path
 
 import pytest
-from gitutil import commit, git, git_env, make_repo, write  # noqa: F401
 
 from kubectl_gitops.errors import ManifestError, ManifestErrors
 from kubectl_gitops.source import manifests, tree
 from kubectl_gitops.source.manifests import MAX_EXPANDED_NODES, MAX_FILE_BYTES, parse_file
+from testing.git import commit, git, make_repo, write
 
 
 def cm(name: str, value: str = "v") -> str:
