@@ -856,12 +856,17 @@ def _cmdline(pid: int) -> list[str]:
         return []
 
 
+# This module's name, and its name before it left the product package: a
+# cluster an older checkout started is still ours to stop.
+SUPERVISOR_MODULES = ("testing.controlplane", "kubectl_gitops.controlplane")
+
+
 def _is_supervisor(pid: int) -> bool:
     if not pid_alive(pid):
         return False
     argv = _cmdline(pid)
     # Without /proc we cannot tell a reused pid apart; trust the pid file.
-    return not argv or ("testing.controlplane" in argv and "_serve" in argv)
+    return not argv or (any(m in argv for m in SUPERVISOR_MODULES) and "_serve" in argv)
 
 
 def _wait_gone(pids: Sequence[int], timeout: float) -> list[int]:
