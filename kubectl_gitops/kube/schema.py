@@ -526,14 +526,6 @@ def definitions(directory: Path) -> dict[str, Any]:
         except OSError:
             pass
     return defs
-    try:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_name(f".{cache.name}.{os.getpid()}")
-        tmp.write_bytes(marshal.dumps(defs))
-        os.replace(tmp, cache)  # readers never see half a file
-    except OSError:
-        pass
-    return defs
 
 
 _NAMED = ("properties", "patternProperties", "$defs")  # keys there are names, not keywords
