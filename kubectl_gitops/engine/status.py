@@ -110,6 +110,7 @@ def read(kube: Kube, parent_live: dict[str, Any], *, with_health: bool = True) \
         "sync": st.get("sync", "Unknown"), "health": st.get("health", "Unknown"),
         "driftCount": st.get("driftCount", 0), "drift": st.get("drift", []),
         "lastError": st.get("lastError", "") or "; ".join(last.get("failures") or []),
+        "stalled": st.get("stalled", ""),
         "lastFetchTime": st.get("lastFetchTime", ""),
         "lastSyncTime": st.get("lastSyncTime") or last.get("time", ""),
         "lastResult": last.get("result", ""), "suspended": suspended(parent_live),
