@@ -32,6 +32,20 @@ class RepoConfig:
     exclude: tuple[str, ...] = ()
     ignore: tuple[Rule, ...] = ()  # fields other controllers own (see ignore.py)
     force_conflicts: bool = True  # false: refuse instead of taking drifted fields back
+    # Flux's healthCheckExprs entries (apiVersion, kind, current, inProgress, failed).
+    health_checks: tuple[dict[str, str], ...] = ()
+    depends_on: tuple[Dependency, ...] = ()  # apps to wait for
+
+
+@dataclass(frozen=True)
+class Dependency:
+    """An app this one waits for: its name, and its namespace (None: this app's)."""
+
+    name: str
+    namespace: str | None = None
+
+    def __str__(self) -> str:
+        return f"{self.namespace}/{self.name}" if self.namespace else self.name
 
 
 def load(root: Path, data: bytes | None = None) -> RepoConfig:
@@ -51,7 +65,8 @@ def load(root: Path, data: bytes | None = None) -> RepoConfig:
         raise ConfigError(f"{CONFIG_FILE}{line}: not valid YAML") from e
     if not isinstance(doc, dict):
         raise ConfigError(f"{CONFIG_FILE}: expected a mapping of path, name, namespace, exclude")
-    unknown = set(doc) - {"path", "name", "namespace", "exclude", "ignore", "forceConflicts"}
+    unknown = set(doc) - {"path", "name", "namespace", "exclude", "ignore", "forceConflicts",
+                          "healthCheckExprs", "dependsOn"}
     if unknown:
         raise ConfigError(f"{CONFIG_FILE}: unknown key(s) {', '.join(sorted(unknown))}")
     exclude = doc.get("exclude") or []
@@ -65,7 +80,9 @@ def load(root: Path, data: bytes | None = None) -> RepoConfig:
         raise ConfigError(f"{CONFIG_FILE}: forceConflicts must be true or false")
     return RepoConfig(path=doc.get("path"), name=doc.get("name"),
                       namespace=doc.get("namespace"), exclude=tuple(map(str, exclude)),
-                      ignore=_ignore_rules(doc.get("ignore")), force_conflicts=force)
+                      ignore=_ignore_rules(doc.get("ignore")), force_conflicts=force,
+                      health_checks=_health_checks(doc.get("healthCheckExprs")),
+                      depends_on=_depends_on(doc.get("dependsOn")))
 
 
 def _ignore_rules(doc: object) -> tuple[Rule, ...]:
@@ -77,6 +94,67 @@ def _ignore_rules(doc: object) -> tuple[Rule, ...]:
         return ignore.parse(doc, CONFIG_FILE)
     except ValueError as e:
         raise ConfigError(str(e)) from None
+
+
+_EXPR_KEYS = ("apiVersion", "kind", "current", "inProgress", "failed")
+
+
+def _health_checks(doc: object) -> tuple[dict[str, str], ...]:
+    """``healthCheckExprs`` in Flux's format; its shape only (compiling the
+    expressions needs the CEL library, which waits until health is read)."""
+    if doc is None:
+        return ()
+    if not isinstance(doc, list):
+        raise ConfigError(f"{CONFIG_FILE}: healthCheckExprs must be a list")
+    out: list[dict[str, str]] = []
+    seen: dict[tuple[str, str], int] = {}
+    for i, entry in enumerate(doc):
+        at = f"{CONFIG_FILE}: healthCheckExprs[{i}]"
+        if not isinstance(entry, dict):
+            raise ConfigError(f"{at}: expected a mapping of {', '.join(_EXPR_KEYS)}")
+        unknown = set(entry) - set(_EXPR_KEYS)
+        if unknown:
+            raise ConfigError(f"{at}: unknown key(s) {', '.join(sorted(map(str, unknown)))}")
+        for key, value in entry.items():
+            if not isinstance(value, str):
+                raise ConfigError(f"{at}: {key} must be a string")
+        if not entry.get("apiVersion"):
+            raise ConfigError(f"{at}: apiVersion is required")
+        if not entry.get("current"):
+            raise ConfigError(f"{at}: current is required (the expression that is true "
+                              "when the object is ready)")
+        version = entry["apiVersion"]
+        key = (version.rpartition("/")[0] if "/" in version else "", entry.get("kind", ""))
+        if key in seen:
+            raise ConfigError(f"{at}: a second check for {key[1] or 'every kind'} of group "
+                              f"{key[0] or 'core'} (the first is healthCheckExprs"
+                              f"[{seen[key]}])")
+        seen[key] = i
+        out.append({k: v for k, v in entry.items() if v})
+    return tuple(out)
+
+
+def _depends_on(doc: object) -> tuple[Dependency, ...]:
+    """``dependsOn: [{name, namespace}]``, as Flux writes it."""
+    if doc is None:
+        return ()
+    if not isinstance(doc, list):
+        raise ConfigError(f"{CONFIG_FILE}: dependsOn must be a list of {{name, namespace}}")
+    out: list[Dependency] = []
+    for i, entry in enumerate(doc):
+        at = f"{CONFIG_FILE}: dependsOn[{i}]"
+        if not isinstance(entry, dict):
+            raise ConfigError(f"{at}: expected a mapping of name, namespace")
+        unknown = set(entry) - {"name", "namespace"}
+        if unknown:
+            raise ConfigError(f"{at}: unknown key(s) {', '.join(sorted(map(str, unknown)))}")
+        name, namespace = entry.get("name"), entry.get("namespace")
+        if not isinstance(name, str) or not name:
+            raise ConfigError(f"{at}: name is required (the app to wait for)")
+        if namespace is not None and (not isinstance(namespace, str) or not namespace):
+            raise ConfigError(f"{at}: namespace must be a string")
+        out.append(Dependency(name, namespace))
+    return tuple(out)
 
 
 def at(root: Path, mode: Mode, sha: str | None, index_file: str | None = None) -> RepoConfig:

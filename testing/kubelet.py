@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from kubectl_gitops.kube import Kube
+from kubectl_gitops.kube.client import Kube
 
 RUNNING = {"phase": "Running",
            "conditions": [{"type": "Initialized", "status": "True"},

@@ -19,16 +19,17 @@ from typing import Any
 
 import pytest
 import yaml
-from kubelet import eventually, run_pods, set_status
-from test_health_unit import DATA, merge
+from kubectl_gitops.kube import health
+from kubectl_gitops.kube.client import Kube
+from kubectl_gitops.kube.kubeconfig import Overrides
+from testing.kubelet import eventually, run_pods, set_status
 
-from kubectl_gitops import kstatus as health
-from kubectl_gitops.kube import Kube
+from test_health_unit import DATA, merge
 
 
 @pytest.fixture
 def kube(control_plane: Any) -> Iterator[Kube]:
-    k = Kube(str(control_plane.kubeconfig))
+    k = Kube(Overrides(kubeconfig=str(control_plane.kubeconfig)))
     yield k
     k.close()
 
@@ -44,8 +45,10 @@ def read_health(kube: Kube, group: str, kind: str, namespace: str, name: str,
         if (obj or {}).get("metadata", {}).get("resourceVersion") == \
                 (listed[0]["metadata"]["resourceVersion"] if listed else None):
             break  # one version of the object, read twice (else it changed between)
-    got = health.check(group, kind, obj, checks=checks)
-    from_list = health.check(group, kind, listed[0] if listed else None, checks=checks)
+    got = health.check(group, kind, obj, checks=checks,
+                       status_subresource=rtype.status_subresource)
+    from_list = health.check(group, kind, listed[0] if listed else None, checks=checks,
+                             status_subresource=rtype.status_subresource)
     assert (from_list.status, from_list.message) == (got.status, got.message)
     return got
 
@@ -247,7 +250,7 @@ CRD_GROUP = "health.kubectl-gitops.io"
 def widget_crds(control_plane: Any) -> Iterator[Kube]:
     """Two CRDs: ``Widget`` (status subresource, a controller writes its
     status) and ``Setting`` (no status subresource: configuration only)."""
-    kube = Kube(str(control_plane.kubeconfig))
+    kube = Kube(Overrides(kubeconfig=str(control_plane.kubeconfig)))
     crd_type = kube.resource_types()[("apiextensions.k8s.io", "CustomResourceDefinition")]
     names = []
     for kind, status in (("Widget", True), ("Setting", False)):
@@ -302,14 +305,22 @@ def test_a_custom_resource_follows_its_conditions(widget_crds: Kube, namespace: 
         assert got.shown == shown and words in got.message, (status, got)
 
 
+def test_a_custom_resource_of_a_type_without_status_is_healthy_once_applied(
+        widget_crds: Kube, namespace: str) -> None:
+    kube = widget_crds
+    apply(kube, {"apiVersion": f"{CRD_GROUP}/v1", "kind": "Setting",
+                 "metadata": {"name": "s", "namespace": namespace}, "spec": {"level": 3}})
+    assert not kube.resource_types()[(CRD_GROUP, "Setting")].status_subresource
+    assert read_health(kube, CRD_GROUP, "Setting", namespace, "s").shown == "Healthy"
+
+
 def test_a_custom_resource_meets_its_healthcheckexprs(
         widget_crds: Kube, namespace: str) -> None:
     kube = widget_crds
-    checks = health.Checks(health.parse_exprs([
+    checks = health.Checks([
         {"apiVersion": f"{CRD_GROUP}/v1", "kind": "Widget",
          "failed": "status.conditions.filter(e, e.type == 'Built').all(e, e.status == 'False')",
-         "current": "status.conditions.filter(e, e.type == 'Built').all(e, e.status == 'True')"}],
-        ".gitops.yaml"))
+         "current": "status.conditions.filter(e, e.type == 'Built').all(e, e.status == 'True')"}])
     apply(kube, {"apiVersion": f"{CRD_GROUP}/v1", "kind": "Widget",
                  "metadata": {"name": "w", "namespace": namespace}, "spec": {"size": 1}})
     assert read_health(kube, CRD_GROUP, "Widget", namespace, "w", checks).status == "Unknown"

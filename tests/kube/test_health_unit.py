@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
-from kubectl_gitops import kstatus as health
+from kubectl_gitops.kube import health
 
 DATA = Path(__file__).parent / "data" / "health"
 
@@ -94,7 +94,7 @@ FLUX = yaml.safe_load((DATA / "flux-exprs.yaml").read_text())
 
 @pytest.fixture(scope="module")
 def flux_checks() -> health.Checks:
-    checks = health.Checks(health.parse_exprs(FLUX["healthCheckExprs"], ".gitops.yaml"))
+    checks = health.Checks(FLUX["healthCheckExprs"])
     checks.compile()  # every documented expression compiles
     return checks
 
@@ -114,15 +114,16 @@ def test_flux_documented_expression_evaluates_as_flux_does(
 def test_every_documented_entry_meets_an_object(flux_checks: health.Checks) -> None:
     met = {(o["object"]["apiVersion"].rpartition("/")[0], o["object"]["kind"])
            for o in FLUX["objects"]}
-    for e in flux_checks.exprs:
-        assert any(g == e.group and (not e.kind or k == e.kind) for g, k in met), e
+    for e in flux_checks.entries:
+        group, kind = health.api_group(e["apiVersion"]), e.get("kind")
+        assert any(g == group and (not kind or k == kind) for g, k in met), e
 
 
 def test_a_kind_entry_wins_over_its_group_entry() -> None:
-    checks = health.Checks(health.parse_exprs([
+    checks = health.Checks([
         {"apiVersion": "example.com/v1", "current": "true"},
         {"apiVersion": "example.com/v1", "kind": "Gadget", "current": "false",
-         "failed": "spec.broken"}], ".gitops.yaml"))
+         "failed": "spec.broken"}])
     gadget = {"metadata": {"name": "g", "generation": 1}, "spec": {"broken": True}}
     assert health.check("example.com", "Gadget", gadget, checks=checks).status == "Failed"
     assert health.check("example.com", "Widget", gadget, checks=checks).status == "Current"
@@ -131,27 +132,9 @@ def test_a_kind_entry_wins_over_its_group_entry() -> None:
                         checks=checks).status == "Current"
 
 
-@pytest.mark.parametrize(("doc", "message"), [
-    ({"kind": "X", "current": "true"}, "healthCheckExprs[0]: apiVersion is required"),
-    ({"apiVersion": "a/v1", "kind": "X"}, "healthCheckExprs[0]: current is required"),
-    ({"apiVersion": "a/v1", "current": "true", "ready": "x"}, "unknown key(s) ready"),
-    ({"apiVersion": "a/v1", "current": True}, "current must be a string"),
-])
-def test_a_malformed_entry_is_one_line_naming_it(doc: dict[str, Any], message: str) -> None:
-    with pytest.raises(health.ExprError, match=r"^\.gitops\.yaml: .*" + _re(message)):
-        health.parse_exprs([doc], ".gitops.yaml")
-
-
-def test_two_entries_for_one_kind_are_refused() -> None:
-    entry = {"apiVersion": "a/v1", "kind": "X", "current": "true"}
-    with pytest.raises(health.ExprError, match=r"healthCheckExprs\[1\]: a second check"):
-        health.parse_exprs([entry, entry], ".gitops.yaml")
-
-
 def test_an_expression_that_does_not_compile_names_its_entry_and_key() -> None:
-    checks = health.Checks(health.parse_exprs(
-        [{"apiVersion": "a/v1", "kind": "X", "current": "status.ready ==",
-          "failed": "false"}], ".gitops.yaml"))
+    checks = health.Checks([{"apiVersion": "a/v1", "kind": "X", "current": "status.ready ==",
+                             "failed": "false"}])
     with pytest.raises(health.ExprError, match=r"^\.gitops\.yaml: healthCheckExprs\[0\]"
                                                r"\.current: "):
         checks.compile()
@@ -161,13 +144,7 @@ def test_an_expression_that_does_not_compile_names_its_entry_and_key() -> None:
 
 
 def test_an_expression_that_is_not_boolean_is_unknown() -> None:
-    checks = health.Checks(health.parse_exprs(
-        [{"apiVersion": "a/v1", "kind": "X", "current": "status.count"}], "cfg"))
+    checks = health.Checks([{"apiVersion": "a/v1", "kind": "X", "current": "status.count"}])
     got = health.check("a", "X", {"metadata": {}, "status": {"count": 3}}, checks=checks)
     assert got.status == "Unknown" and "not a boolean" in got.message
 
-
-def _re(text: str) -> str:
-    import re
-
-    return re.escape(text)
