@@ -27,7 +27,7 @@ def _pod_type(kube: Kube) -> Any:
 
 
 def pods(kube: Kube, namespace: str, selector: str) -> list[dict[str, Any]]:
-    return kube.list(_pod_type(kube), namespace, label_selector=selector)
+    return kube.list(_pod_type(kube), namespace, label_selector=selector or None)
 
 
 def set_status(kube: Kube, group: str, kind: str, namespace: str, name: str,
@@ -82,3 +82,47 @@ def eventually(what: str, fn: Callable[[], Any], timeout: float = 30) -> Any:
             return last
         time.sleep(0.2)
     raise AssertionError(f"{what}: still {last!r} after {timeout:g} s")
+
+
+class Kubelet:
+    """Plays the kubelet in the background while a sync runs: each new pod
+    of ``namespace`` is reported in the phase ``decide(pod)`` returns
+    (``Running`` means running and ready), or left alone for None. ``decide``
+    runs in this thread, so it may also look at the cluster at that moment
+    (what exists when a hook's pod starts). Use as a context manager."""
+
+    def __init__(self, kube: Kube, namespace: str,
+                 decide: Callable[[dict[str, Any]], str | None]) -> None:
+        import threading  # noqa: PLC0415
+
+        self.kube, self.namespace, self.decide = kube, namespace, decide
+        self.seen: set[str] = set()
+        self.errors: list[BaseException] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> Kubelet:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(10)
+        if self.errors:
+            raise self.errors[0]
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.2):
+            try:
+                for pod in pods(self.kube, self.namespace, ""):
+                    name = pod["metadata"]["name"]
+                    if name in self.seen or pod["metadata"].get("deletionTimestamp"):
+                        continue
+                    self.seen.add(name)
+                    phase = self.decide(pod)
+                    if phase:
+                        pod_status(self.kube, pod, RUNNING if phase == "Running"
+                                   else {"phase": phase})
+            except BaseException as e:  # noqa: BLE001 - handed to the test
+                self.errors.append(e)
+                return

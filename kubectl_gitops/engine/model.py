@@ -99,9 +99,6 @@ class Plan:
     pruning: bool
     hooks: list[Hook] = field(default_factory=list)
 
-    def hooks_of(self, phase: str) -> list[Hook]:
-        return [h for h in self.hooks if phase in h.phases]
-
     def of(self, *actions: Action) -> list[Item]:
         return [i for i in self.items if i.action in actions]
 

@@ -29,7 +29,7 @@ from kubectl_gitops import secrets
 from kubectl_gitops.engine import applyset
 from kubectl_gitops.engine import plan as plan_mod
 from kubectl_gitops.engine.app import App, source_conflict, started
-from kubectl_gitops.engine.model import Item, Plan, namespaces_of
+from kubectl_gitops.engine.model import Hook, Item, Plan, namespaces_of
 from kubectl_gitops.engine.plan import summarize_conflict
 from kubectl_gitops.errors import ClusterError, ConflictError, GitOpsError
 from kubectl_gitops.source import order
@@ -104,8 +104,12 @@ def make_plan(app: App, opts: Options) -> Plan:
 
 def depends_on(app: App) -> tuple[str, ...]:
     """The apps of ``dependsOn``, as "namespace/name" (the app's own
-    namespace when the entry names none)."""
-    return tuple(f"{d.namespace or app.parent.namespace}/{d.name}" for d in app.src.depends_on)
+    namespace when the entry names none). The app itself is left out: one
+    ``.gitops.yaml`` serves every path of its repository, so the app it
+    names may read it too."""
+    own = f"{app.parent.namespace}/{app.parent.name}"
+    deps = (f"{d.namespace or app.parent.namespace}/{d.name}" for d in app.src.depends_on)
+    return tuple(d for d in deps if d != own)
 
 
 def check_dependencies(app: App, opts: Options) -> None:
@@ -314,9 +318,12 @@ def _converge(run: _Run, lease: Lease, result: Result) -> Result:
     # Who ran it, asked while the objects are applied rather than after.
     users = started(lambda: (history.git_user(str(app.src.root)), kube.whoami()))
     widened = _widened(app, plan)
-    if plan.hooks:
+    # Hooks go with a change: a sync that writes no member (a commit that
+    # changed nothing here, a --wait re-run) runs none.
+    hooks = plan.hooks if plan.of("prune") or any(i.needs_apply for i in plan.items) else []
+    if app.src.health_checks:
         run.checks.compile()  # an expression that does not compile: before any write
-    if plan.hooks_of(order.PRE_SYNC):
+    if _of(hooks, order.PRE_SYNC):
         lease.check()
         _hooks(run, order.PRE_SYNC, result)
     if result.ok:
@@ -330,12 +337,12 @@ def _converge(run: _Run, lease: Lease, result: Result) -> Result:
         if result.ok:  # what prune kept at the last moment stays covered
             ids = [i.id for i in plan.items if i.action != "prune"]
             widened = _parent(app, applyset.group_kinds(ids), namespaces_of(ids))
-    if (opts.wait or plan.hooks_of(order.POST_SYNC)) and result.ok:
+    if (opts.wait or _of(hooks, order.POST_SYNC)) and result.ok:
         _wait_healthy(run, [i for i in plan.items if i.action != "prune"], "members", result)
-    if plan.hooks_of(order.POST_SYNC) and result.ok:
+    if _of(hooks, order.POST_SYNC) and result.ok:
         lease.check()
         _hooks(run, order.POST_SYNC, result)
-    if plan.hooks_of(order.SYNC_FAIL) and not result.ok:
+    if _of(hooks, order.SYNC_FAIL) and not result.ok:
         lease.check()
         _hooks(run, order.SYNC_FAIL, result)
     git_user, cluster_user = users()
@@ -375,6 +382,10 @@ def _apply_waves(run: _Run, lease: Lease, result: Result) -> None:
         if not result.ok and wave != waves[-1]:
             result.failures.append(f"wave {wave} failed: later waves not applied")
             return
+
+
+def _of(hooks: list[Hook], phase: str) -> bool:
+    return any(phase in h.phases for h in hooks)
 
 
 def _hooks(run: _Run, phase: str, result: Result) -> None:

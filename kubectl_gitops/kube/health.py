@@ -32,6 +32,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from kubectl_gitops.errors import ConfigError
+
 CURRENT = "Current"
 IN_PROGRESS = "InProgress"
 FAILED = "Failed"
@@ -429,7 +431,7 @@ _K8S_IO_BUILTIN = {
 
 # --- custom checks: Flux's healthCheckExprs --------------------------------------
 
-class ExprError(ValueError):
+class ExprError(ConfigError):
     """A healthCheckExprs expression that does not compile; the message names it."""
 
 
