@@ -28,11 +28,13 @@ library is imported only when an object meets such a check.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from kubectl_gitops.errors import ConfigError
+from kubectl_gitops.kube.resources import builtin_types
 
 CURRENT = "Current"
 IN_PROGRESS = "InProgress"
@@ -107,7 +109,7 @@ def check(group: str, kind: str, obj: Mapping[str, Any] | None, *,
         return rule(obj)
     if (group, kind) in _ALWAYS_CURRENT:
         return Health(CURRENT)
-    return _ready(obj) or _no_status(group, obj, status_subresource) or Health(CURRENT)
+    return _ready(obj) or _no_status(group, kind, obj, status_subresource) or Health(CURRENT)
 
 
 # --- the generic rules ---------------------------------------------------------
@@ -169,17 +171,19 @@ def _ready(obj: Mapping[str, Any]) -> Health | None:
     return Health(FAILED, f"Ready=False: {said}".rstrip(": "))
 
 
-def _no_status(group: str, obj: Mapping[str, Any], status_subresource: bool) -> Health | None:
+def _no_status(group: str, kind: str, obj: Mapping[str, Any],
+               status_subresource: bool) -> Health | None:
     """A custom resource whose controller has not written any status yet."""
-    if _status(obj) or not status_subresource or _builtin_group(group):
+    if _status(obj) or not status_subresource or (group, kind) in _builtin():
         return None
     if _int(obj.get("metadata") or {}, "generation", -1) < 0:
         return None
     return Health(IN_PROGRESS, "no status yet: waiting for its controller")
 
 
-def _builtin_group(group: str) -> bool:
-    return group in _BUILTIN_GROUPS or (group.endswith(".k8s.io") and group in _K8S_IO_BUILTIN)
+@functools.cache
+def _builtin() -> frozenset[tuple[str, str]]:
+    return frozenset(builtin_types())
 
 
 # --- the rules of built-in kinds ----------------------------------------------
@@ -419,14 +423,6 @@ _RULES = {
 }
 # Built-in kinds whose conditions say nothing about readiness to wait for.
 _ALWAYS_CURRENT = {("batch", "CronJob"), ("", "ConfigMap"), ("", "Secret")}
-_BUILTIN_GROUPS = {"", "apps", "batch", "policy", "autoscaling", "extensions"}
-_K8S_IO_BUILTIN = {
-    "admissionregistration.k8s.io", "apiextensions.k8s.io", "apiregistration.k8s.io",
-    "authentication.k8s.io", "authorization.k8s.io", "certificates.k8s.io",
-    "coordination.k8s.io", "discovery.k8s.io", "events.k8s.io",
-    "flowcontrol.apiserver.k8s.io", "internal.apiserver.k8s.io", "networking.k8s.io",
-    "node.k8s.io", "rbac.authorization.k8s.io", "resource.k8s.io", "scheduling.k8s.io",
-    "storage.k8s.io", "storagemigration.k8s.io"}
 
 
 # --- custom checks: Flux's healthCheckExprs --------------------------------------

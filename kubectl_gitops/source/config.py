@@ -7,9 +7,10 @@ optional; an unknown key is an error, never ignored.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from kubectl_gitops.errors import ConfigError
 from kubectl_gitops.source import git
@@ -99,22 +100,31 @@ def _ignore_rules(doc: object) -> tuple[Rule, ...]:
 _EXPR_KEYS = ("apiVersion", "kind", "current", "inProgress", "failed")
 
 
+def _mappings(doc: object, key: str, keys: tuple[str, ...]) \
+        -> Iterator[tuple[str, dict[Any, Any]]]:
+    """``key``'s entries, each with where it is (``.gitops.yaml: key[0]``):
+    a list of mappings of ``keys`` only."""
+    if not isinstance(doc, list):
+        raise ConfigError(f"{CONFIG_FILE}: {key} must be a list of mappings of "
+                          f"{', '.join(keys)}")
+    for i, entry in enumerate(doc):
+        at = f"{CONFIG_FILE}: {key}[{i}]"
+        if not isinstance(entry, dict):
+            raise ConfigError(f"{at}: expected a mapping of {', '.join(keys)}")
+        unknown = set(entry) - set(keys)
+        if unknown:
+            raise ConfigError(f"{at}: unknown key(s) {', '.join(sorted(map(str, unknown)))}")
+        yield at, entry
+
+
 def _health_checks(doc: object) -> tuple[dict[str, str], ...]:
     """``healthCheckExprs`` in Flux's format; its shape only (compiling the
     expressions needs the CEL library, which waits until health is read)."""
     if doc is None:
         return ()
-    if not isinstance(doc, list):
-        raise ConfigError(f"{CONFIG_FILE}: healthCheckExprs must be a list")
     out: list[dict[str, str]] = []
-    seen: dict[tuple[str, str], int] = {}
-    for i, entry in enumerate(doc):
-        at = f"{CONFIG_FILE}: healthCheckExprs[{i}]"
-        if not isinstance(entry, dict):
-            raise ConfigError(f"{at}: expected a mapping of {', '.join(_EXPR_KEYS)}")
-        unknown = set(entry) - set(_EXPR_KEYS)
-        if unknown:
-            raise ConfigError(f"{at}: unknown key(s) {', '.join(sorted(map(str, unknown)))}")
+    seen: dict[tuple[str, str], str] = {}
+    for at, entry in _mappings(doc, "healthCheckExprs", _EXPR_KEYS):
         for key, value in entry.items():
             if not isinstance(value, str):
                 raise ConfigError(f"{at}: {key} must be a string")
@@ -124,12 +134,11 @@ def _health_checks(doc: object) -> tuple[dict[str, str], ...]:
             raise ConfigError(f"{at}: current is required (the expression that is true "
                               "when the object is ready)")
         version = entry["apiVersion"]
-        key = (version.rpartition("/")[0] if "/" in version else "", entry.get("kind", ""))
-        if key in seen:
-            raise ConfigError(f"{at}: a second check for {key[1] or 'every kind'} of group "
-                              f"{key[0] or 'core'} (the first is healthCheckExprs"
-                              f"[{seen[key]}])")
-        seen[key] = i
+        gk = (version.rpartition("/")[0] if "/" in version else "", entry.get("kind", ""))
+        if gk in seen:
+            raise ConfigError(f"{at}: a second check for {gk[1] or 'every kind'} of group "
+                              f"{gk[0] or 'core'} (the first is {seen[gk].split(': ')[1]})")
+        seen[gk] = at
         out.append({k: v for k, v in entry.items() if v})
     return tuple(out)
 
@@ -138,16 +147,8 @@ def _depends_on(doc: object) -> tuple[Dependency, ...]:
     """``dependsOn: [{name, namespace}]``, as Flux writes it."""
     if doc is None:
         return ()
-    if not isinstance(doc, list):
-        raise ConfigError(f"{CONFIG_FILE}: dependsOn must be a list of {{name, namespace}}")
     out: list[Dependency] = []
-    for i, entry in enumerate(doc):
-        at = f"{CONFIG_FILE}: dependsOn[{i}]"
-        if not isinstance(entry, dict):
-            raise ConfigError(f"{at}: expected a mapping of name, namespace")
-        unknown = set(entry) - {"name", "namespace"}
-        if unknown:
-            raise ConfigError(f"{at}: unknown key(s) {', '.join(sorted(map(str, unknown)))}")
+    for at, entry in _mappings(doc, "dependsOn", ("name", "namespace")):
         name, namespace = entry.get("name"), entry.get("namespace")
         if not isinstance(name, str) or not name:
             raise ConfigError(f"{at}: name is required (the app to wait for)")

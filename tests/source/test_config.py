@@ -32,7 +32,7 @@ def test_depends_on_with_and_without_a_namespace() -> None:
 
 
 @pytest.mark.parametrize(("text", "error"), [
-    ("healthCheckExprs: {apiVersion: a/v1}\n", "healthCheckExprs must be a list"),
+    ("healthCheckExprs: {apiVersion: a/v1}\n", "healthCheckExprs must be a list of mappings"),
     ("healthCheckExprs: [{kind: X, current: 'true'}]\n",
      "healthCheckExprs[0]: apiVersion is required"),
     ("healthCheckExprs: [{apiVersion: a/v1, kind: X}]\n",
