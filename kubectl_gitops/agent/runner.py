@@ -546,7 +546,9 @@ class Agent:
                                                       run.name)
         parent = applyset.parent_from_live(run.name, run.namespace, parent_live)
         app = app_mod.App(run.src, self.kube, [m.manifest], parent, parent_live)
-        opts = sync.options_for(run.src)  # the revision's settings, as its sync had
+        # The revision's settings, as its sync had; dependsOn held back the
+        # revision, not the correction of what it already put there.
+        opts = sync.options_for(run.src, ignore_dependencies=True)
         one = sync.make_plan(app, opts)
         item = one.items[0]
         if not item.needs_apply and item.live is not None:

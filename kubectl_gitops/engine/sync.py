@@ -196,7 +196,8 @@ def run(app: App, plan: Plan, opts: Options, report: Report, *,
     if not opts.wait and settled(app, plan):  # nothing to write: nothing to wait for
         result.unchanged = _unchanged(plan)
         return result
-    check_dependencies(app, opts)
+    if _changes(plan):  # dependsOn holds back changes, not a --wait on what is there
+        check_dependencies(app, opts)
     run = _Run(app, plan, opts, report, progress)
     if lease is not None:
         return _run_held(run, lease, result)
@@ -229,7 +230,7 @@ def settled(app: App, plan: Plan) -> bool:
     takes no Lease and adds no record (a re-run of a converged sync is a
     read, as the agent's no-change tick is). The plan read everything it
     compares, so a sync still under way elsewhere shows as work to do."""
-    if plan.of("prune") or any(i.needs_apply for i in plan.items) or not app.src.sha:
+    if _changes(plan) or not app.src.sha:
         return False
     if not applyset.stored(_widened(app, plan), app.parent_live):
         return False
@@ -320,7 +321,7 @@ def _converge(run: _Run, lease: Lease, result: Result) -> Result:
     widened = _widened(app, plan)
     # Hooks go with a change: a sync that writes no member (a commit that
     # changed nothing here, a --wait re-run) runs none.
-    hooks = plan.hooks if plan.of("prune") or any(i.needs_apply for i in plan.items) else []
+    hooks = plan.hooks if _changes(plan) else []
     if app.src.health_checks:
         run.checks.compile()  # an expression that does not compile: before any write
     if _of(hooks, order.PRE_SYNC):
@@ -382,6 +383,11 @@ def _apply_waves(run: _Run, lease: Lease, result: Result) -> None:
         if not result.ok and wave != waves[-1]:
             result.failures.append(f"wave {wave} failed: later waves not applied")
             return
+
+
+def _changes(plan: Plan) -> bool:
+    """Whether the sync writes a member (apply or prune)."""
+    return bool(plan.of("prune")) or any(i.needs_apply for i in plan.items)
 
 
 def _of(hooks: list[Hook], phase: str) -> bool:

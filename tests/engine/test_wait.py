@@ -70,17 +70,21 @@ def repo(tmp_path: Path, git_env: dict, widgets: None) -> Path:
 
 
 class Controller:
-    """The widgets' controller: once the sync created a widget, it writes the
-    status ``status_of(name)`` gives (None: nothing yet)."""
+    """The widgets' controller: once the sync created a widget (and, when
+    ``after`` is given, once that is set), it writes the status
+    ``status_of(name)`` gives (None: nothing yet)."""
 
-    def __init__(self, kubeconfig: str, ns: str, status_of: Any) -> None:
+    def __init__(self, kubeconfig: str, ns: str, status_of: Any,
+                 after: threading.Event | None = None) -> None:
         self.kube = Kube(Overrides(kubeconfig=kubeconfig))
-        self.ns, self.status_of = ns, status_of
+        self.ns, self.status_of, self.after = ns, status_of, after
         self.thread = threading.Thread(target=self.run, daemon=True)
         self.error: BaseException | None = None
 
     def run(self) -> None:
         try:
+            if self.after is not None:
+                self.after.wait(120)
             for name in ("a", "b"):
                 status = self.status_of(name)
                 if status is None:
@@ -134,15 +138,26 @@ def test_wait_fails_fast_naming_a_stalled_member(repo: Path, kube_env: dict,
 
 def test_wait_succeeds_once_every_member_is_current(repo: Path, kube_env: dict,
                                                     namespace: str) -> None:
-    with Controller(kube_env["KUBECONFIG"], namespace, lambda name: READY):
-        r = _sync(repo, namespace, kube_env)
-    assert r.returncode == 0, r.stdout + r.stderr
+    waited = threading.Event()  # the widgets get their status once the sync waits
+    lines: list[str] = []
+    with Controller(kube_env["KUBECONFIG"], namespace, lambda name: READY, after=waited):
+        proc = subprocess.Popen(["kubectl", "gitops", "sync", "deploy", "-n", namespace,
+                                 "--name", "app", "--wait"], cwd=repo, env=kube_env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert proc.stdout and proc.stderr
+        for line in proc.stdout:
+            lines.append(line.rstrip("\n"))
+            if line.startswith("waiting "):
+                waited.set()
+        err = proc.stderr.read()
+        proc.wait(60)
+    assert proc.returncode == 0, "\n".join(lines) + err
     # Not a terminal: progress as plain lines, each time what is awaited changes.
-    waiting = [line for line in r.stdout.splitlines() if line.startswith("waiting ")]
+    waiting = [line for line in lines if line.startswith("waiting ")]
     assert waiting and all(line.startswith("waiting    members: ") for line in waiting)
     assert any(f"Widget {namespace}/" in line and "no status yet" in line
                for line in waiting), waiting
-    assert "synced git@" in r.stderr and "0 failed" in r.stderr
+    assert "synced git@" in err and "0 failed" in err
 
 
 def test_healthcheckexprs_decide_for_their_kind_in_wait_and_status(
@@ -193,24 +208,33 @@ def _created(env: dict, ns: str) -> bool:
 def test_on_a_terminal_progress_is_one_line_rewritten(repo: Path, kube_env: dict,
                                                       namespace: str) -> None:
     main, other = pty.openpty()
-    try:
-        with Controller(kube_env["KUBECONFIG"], namespace, lambda name: READY):
-            r = subprocess.run(["kubectl", "gitops", "sync", "deploy", "-n", namespace,
-                                "--name", "app", "--wait"], cwd=repo, env=kube_env,
-                               stdout=subprocess.PIPE, stderr=other, text=True, timeout=300)
-        os.close(other)
-        shown = b""
+    shown = bytearray()
+    waited = threading.Event()  # the widgets get their status once the line shows
+
+    def read() -> None:
         while True:
             try:
                 chunk = os.read(main, 65536)
             except OSError:
-                break
+                return
             if not chunk:
-                break
-            shown += chunk
+                return
+            shown.extend(chunk)
+            if b"waiting for members: " in shown:
+                waited.set()
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        with Controller(kube_env["KUBECONFIG"], namespace, lambda name: READY, after=waited):
+            r = subprocess.run(["kubectl", "gitops", "sync", "deploy", "-n", namespace,
+                                "--name", "app", "--wait"], cwd=repo, env=kube_env,
+                               stdout=subprocess.PIPE, stderr=other, text=True, timeout=300)
     finally:
+        os.close(other)
+        reader.join(10)
         os.close(main)
-    assert r.returncode == 0, shown
     text = shown.decode()
-    assert "waiting for members: " in text and "\r\x1b[K" in text
+    assert r.returncode == 0, text
+    assert "waiting for members: 1/3 ready; Widget " in text and "\r\x1b[K" in text
     assert "waiting" not in r.stdout  # the lines on stdout are the sync's own
