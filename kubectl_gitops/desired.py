@@ -15,12 +15,31 @@ from kubectl_gitops.resources import Mapper, offline_mapper, resolve
 from kubectl_gitops.source import Source
 
 if TYPE_CHECKING:
+    from kubectl_gitops.helm import RenderContext
     from kubectl_gitops.kube import Kube
 
 
 def default_namespace(src: Source, namespace: str | None, kube: Kube | None) -> str:
     """``--namespace``, else ``.gitops.yaml``, else the context's, else default."""
     return namespace or src.namespace or (kube.info.namespace if kube else "") or "default"
+
+
+def render_context(src: Source, kube: Kube | None, namespace: str) -> RenderContext:
+    """How charts under the source render: with the cluster's Capabilities
+    (asked once, and only when a chart renders), else the schema release's."""
+    from kubectl_gitops import helm  # noqa: PLC0415
+
+    if kube is None:
+        return helm.RenderContext.offline(src)
+    asked: list[helm.Capabilities] = []
+
+    def capabilities() -> helm.Capabilities:
+        if not asked:
+            version, api_versions = kube.capabilities()
+            asked.append(helm.Capabilities(version, tuple(api_versions)))
+        return asked[0]
+
+    return helm.RenderContext(capabilities, namespace)
 
 
 def load(src: Source, *, kube: Kube | None = None, namespace: str | None = None,
@@ -30,7 +49,8 @@ def load(src: Source, *, kube: Kube | None = None, namespace: str | None = None,
     With ``kube``, scope comes from the cluster's discovery (plus CRDs in the
     tree); without, from built-in knowledge (the offline mode of the hook).
     """
-    manifests, errors = _manifests.read(src, cache=True)
+    manifests, errors = _manifests.read(src, cache=True, render=render_context(
+        src, kube, default_namespace(src, namespace, kube)))
     mapper: Mapper = kube.mapper((m.group, m.kind) for m in manifests).with_crds(manifests) \
         if kube else offline_mapper(manifests)
     resolved, more = resolve(manifests, mapper, default_namespace(src, namespace, kube),

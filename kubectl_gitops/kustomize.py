@@ -53,6 +53,7 @@ class Walk:
     dirs: set[str] = field(default_factory=set)
     files: set[str] = field(default_factory=set)
     problems: list[tuple[str, str]] = field(default_factory=list)  # (file, message)
+    helm: bool = False  # some kustomization has helmCharts: render with helm
 
 
 def git_reader(root: Path, entries: Sequence[tuple[str, str, str]]) -> Reader:
@@ -96,6 +97,8 @@ def walk(reader: Reader, directory: str, out: Walk | None = None) -> Walk:
         return out  # kustomize reports the syntax error itself
     if not isinstance(doc, dict):
         return out
+    if doc.get("helmCharts"):
+        out.helm = True
     for kind, ref in _references(doc):
         _check(reader, directory, kfile, kind, ref, out)
     return out
@@ -122,9 +125,27 @@ def _references(doc: dict[str, Any]) -> Iterator[tuple[str, str]]:
                 yield from _generator_files(gen)
     for key in _PLUGINS:
         yield from (("tree", r) for r in _strings(doc.get(key)) if "\n" not in r)
-    for key in ("helmCharts", "helmGlobals", "helmChartInflationGenerator"):
-        if doc.get(key):
-            yield "file", f"helm chart ({key})"  # never inside: refused below
+    yield from _helm_references(doc)
+
+
+def _helm_references(doc: dict[str, Any]) -> Iterator[tuple[str, str]]:
+    """``helmCharts:``: each chart's values file, and its chart directory
+    (``helmGlobals.chartHome``, default ``charts``, then the chart's name)
+    when it does not come from a repository (``repo:``, which kustomize
+    pulls with helm). The legacy generator plugin is refused."""
+    if doc.get("helmChartInflationGenerator"):
+        yield "file", "helm chart (helmChartInflationGenerator)"  # refused below
+    globals_ = doc.get("helmGlobals") if isinstance(doc.get("helmGlobals"), dict) else {}
+    home = globals_.get("chartHome") if isinstance(globals_.get("chartHome"), str) else "charts"
+    for chart in doc.get("helmCharts") or []:
+        if not isinstance(chart, dict):
+            continue
+        if isinstance(chart.get("valuesFile"), str):
+            yield "file", chart["valuesFile"]
+        for extra in _strings(chart.get("additionalValuesFiles")):
+            yield "file", extra
+        if not chart.get("repo") and isinstance(chart.get("name"), str):
+            yield "chart", posixpath.join(home, chart["name"])
 
 
 def _generator_files(gen: dict[str, Any]) -> Iterator[tuple[str, str]]:
@@ -142,8 +163,8 @@ def _strings(value: Any) -> list[str]:
 
 def _check(reader: Reader, directory: str, kfile: str, how: str, ref: str, out: Walk) -> None:
     if ref.startswith("helm chart"):
-        out.problems.append((kfile, f"{ref}: Helm charts are not rendered; commit the "
-                            "rendered manifests instead"))
+        out.problems.append((kfile, f"{ref}: the legacy generator plugin is not run; use "
+                            "helmCharts:"))
         return
     if _REMOTE.match(ref):
         out.problems.append((kfile, f"{ref}: remote resources are refused (their content "
@@ -157,6 +178,10 @@ def _check(reader: Reader, directory: str, kfile: str, how: str, ref: str, out: 
                             "read files of the repository"))
         return
     kind = reader.kind(real)
+    if how == "chart":
+        if kind == "dir":
+            out.dirs.add(real)  # helm reads it whole; rollback restores it with PATH
+        return
     if kind == "dir" and how == "tree":
         walk(reader, real, out)
     elif kind == "file":

@@ -27,6 +27,7 @@ from kubectl_gitops.source import KUSTOMIZATION_FILES, Source, SourceFile
 
 if TYPE_CHECKING:  # loaded only for a kustomization: most apps are plain files
     from kubectl_gitops import kustomize
+    from kubectl_gitops.helm import RenderContext
 
 try:  # libyaml is ~10x faster; fall back to the pure-Python loader.
     _Loader: type = yaml.CSafeLoader
@@ -51,6 +52,12 @@ class Manifest:
     # Plain scalars kubectl (go-yaml) reads otherwise than YAML 1.1 readers,
     # as (line, message): this tool reads them as kubectl; validate says so.
     go_meanings: list[tuple[int, str]] = field(default_factory=list)
+    # Rendered by a chart: its release namespace for objects that omit one
+    # (and a cluster-scoped object's namespace is dropped, as helm does).
+    default_namespace: str | None = None
+    # Read from a SOPS-encrypted file without its key (validate): its values
+    # are ENC[...] strings, so no schema check applies to them.
+    encrypted: bool = False
 
     @property
     def api_version(self) -> str:
@@ -85,27 +92,79 @@ class Manifest:
         return f"{self.kind} {ns}/{self.name}" if ns else f"{self.kind} {self.name}"
 
 
-def read(src: Source, files: list[SourceFile] | None = None, *, cache: bool = False) \
-        -> tuple[list[Manifest], list[ManifestError]]:
+def read(src: Source, files: list[SourceFile] | None = None, *, cache: bool = False,
+         render: RenderContext | None = None) -> tuple[list[Manifest], list[ManifestError]]:
     """Every object under the source, in sorted path order, and every error.
 
     ``files``: the source's files when the caller already read them.
     ``cache``: reuse and keep what files parse to (:class:`ParseCache`).
+    ``render``: how charts render and whether SOPS files are decrypted
+    (default: offline Capabilities, decrypted with sops's own keys).
+    Files under a chart (a ``Chart.yaml`` directory, or ``helm:`` of
+    ``.gitops.yaml``) and its values files are read by the chart's render.
     """
+    from kubectl_gitops import helm  # noqa: PLC0415
+
     files = sorted(src.files() if files is None else files, key=lambda f: f.path)
+    ctx = render or helm.RenderContext.offline(src)
     kfiles = top_kustomizations(f.path for f in files)
     kdirs = [posixpath.dirname(k) for k in kfiles]
+    charts = helm.find_charts(src, [f.path for f in files], kdirs)
+    taken = {c.chart for c in charts if c.kind == "local"}
+    values = {v for c in charts for v in c.values_files}
     manifests: list[Manifest] = []
     errors: list[ManifestError] = []
     store = ParseCache.default() if cache else None
     for f in files:
-        if any(_inside(f.path, d) for d in kdirs):
-            continue  # rendered with its kustomization, not on its own
-        ms, es = store.parse(f.path, f.data) if store else parse_file(f.path, f.data)
+        if any(_inside(f.path, d) for d in kdirs) or any(_inside(f.path, c) for c in taken) \
+                or f.path in values:
+            continue  # rendered with its kustomization or chart, not on its own
+        if _encrypted(f.data):
+            ms, es = _read_encrypted(src, f, ctx)
+        else:
+            ms, es = store.parse(f.path, f.data) if store else parse_file(f.path, f.data)
         manifests += ms
         errors += es
-    ms, es = _render_kustomizations(src, kfiles)
+    ms, es = _render_kustomizations(src, kfiles, ctx)
+    manifests += ms
+    errors += es
+    ms, es = helm.render(src, charts, ctx)
     return manifests + ms, errors + es
+
+
+def _encrypted(data: bytes) -> bool:
+    from kubectl_gitops import sops  # noqa: PLC0415
+
+    return sops.encrypted(data)
+
+
+def _read_encrypted(src: Source, f: SourceFile, ctx: RenderContext) \
+        -> tuple[list[Manifest], list[ManifestError]]:
+    """A SOPS file: decrypted in memory and parsed (never cached), or,
+    without decryption (validate), its structure checked and what can be
+    read of it kept (names, kinds) with its values still encrypted."""
+    from kubectl_gitops import sops  # noqa: PLC0415
+
+    if not ctx.decrypt:
+        problems = sops.check(f.path, f.data)
+        if problems:
+            return [], problems
+        out: list[Manifest] = []
+        for doc in sops.visible(f.data):
+            ms, es = to_manifests(doc, f.path, 1)
+            if es:
+                return [], [ManifestError(f.path, None, "SOPS-encrypted with its apiVersion, "
+                                          "kind or metadata.name encrypted too: only data "
+                                          "should be (encrypted_regex: ^(data|stringData)$)")]
+            out += ms
+        for m in out:
+            m.encrypted = True
+        return out, []
+    try:
+        plaintext = sops.decrypt(f.path, f.data, src.keys)
+    except ManifestError as e:
+        return [], [e]
+    return parse_file(f.path, plaintext)
 
 
 class ParseCache:
@@ -619,7 +678,7 @@ def kubectl_binary() -> str:
     return found
 
 
-def _render_kustomizations(src: Source, kfiles: list[str]) \
+def _render_kustomizations(src: Source, kfiles: list[str], ctx: RenderContext) \
         -> tuple[list[Manifest], list[ManifestError]]:
     """Render each kustomization (by its file's path) from one export of the tree.
 
@@ -643,14 +702,59 @@ def _render_kustomizations(src: Source, kfiles: list[str]) \
             outside = src.export(base)  # the revision's blobs: bases may live outside PATH
         reader = _reader(base, outside)
         for kfile in kfiles:
-            refused = kustomize.walk(reader, posixpath.dirname(kfile)).problems
-            if refused:
-                errors += [ManifestError(path, None, f"kustomize: {msg}") for path, msg in refused]
+            walk = kustomize.walk(reader, posixpath.dirname(kfile))
+            if walk.problems:
+                errors += [ManifestError(path, None, f"kustomize: {msg}")
+                           for path, msg in walk.problems]
                 continue
-            ms, es = _render_kustomization(base, kfile)
-            manifests += ms
+            secrets, es = _kustomize_secrets(src, reader, walk, ctx)
+            if es:
+                errors += es
+                continue
+            ms, es = _render_kustomization(base, kfile, ctx if walk.helm else None)
+            manifests += _decrypted(ms, secrets, ctx)
             errors += es
     return manifests, errors
+
+
+def _kustomize_secrets(src: Source, reader: kustomize.Reader, walk: kustomize.Walk,
+                       ctx: RenderContext) -> tuple[dict[str, Any], list[ManifestError]]:
+    """The SOPS files a kustomization reads, decrypted in memory: each
+    ENC[...] string to its plaintext. Kustomize renders the encrypted
+    files as they are (it never sees a plaintext); the rendered objects
+    get their values back from this table (:func:`_decrypted`)."""
+    from kubectl_gitops import sops  # noqa: PLC0415
+
+    table: dict[str, Any] = {}
+    errors: list[ManifestError] = []
+    for path in sorted(walk.files):
+        data = reader.read(path)
+        if not sops.encrypted(data):
+            continue
+        if not ctx.decrypt:
+            errors += sops.check(path, data)
+            continue
+        try:
+            table.update(sops.plaintexts(data, sops.decrypt(path, data, src.keys)))
+        except ManifestError as e:
+            errors.append(e)
+    return table, errors
+
+
+def _decrypted(manifests: list[Manifest], table: dict[str, Any],
+               ctx: RenderContext) -> list[Manifest]:
+    """Rendered objects with their ``sops`` metadata dropped and, when
+    decrypting, every ENC[...] value replaced by its plaintext."""
+    from kubectl_gitops import sops  # noqa: PLC0415
+
+    for m in manifests:
+        if isinstance(m.obj.get("sops"), dict):
+            del m.obj["sops"]
+            if ctx.decrypt:
+                m.obj = sops.substitute(m.obj, table)
+            else:
+                m.encrypted = True
+    return manifests
 
 
 def _reader(base: Path, outside: dict[str, str]) -> kustomize.Reader:
@@ -676,16 +780,24 @@ def _reader(base: Path, outside: dict[str, str]) -> kustomize.Reader:
     return kustomize.Reader(kind=kind, read=lambda p: (base / p).read_bytes(), real=real)
 
 
-def _render_kustomization(base: Path, kfile: str) -> tuple[list[Manifest], list[ManifestError]]:
+def _render_kustomization(base: Path, kfile: str, helm_ctx: RenderContext | None = None) \
+        -> tuple[list[Manifest], list[ManifestError]]:
+    """``kubectl kustomize`` of one directory; with ``helm_ctx`` (its
+    ``helmCharts:``), with the real helm and the cluster's Capabilities."""
     try:
         # Root-only loading is kustomize's default; said here so that no
         # kustomize configuration can widen it.
-        proc = subprocess.run([kubectl_binary(), "kustomize", "--load-restrictor",
-                               "LoadRestrictionsRootOnly", str(base / posixpath.dirname(kfile))],
+        args = [kubectl_binary(), "kustomize", "--load-restrictor", "LoadRestrictionsRootOnly"]
+        if helm_ctx is not None:
+            args += _helm_flags(kfile, helm_ctx)
+        proc = subprocess.run(args + [str(base / posixpath.dirname(kfile))],
                               capture_output=True, env=git.clean_env())
     except FileNotFoundError:
         return [], [ManifestError(kfile, None, "kubectl is needed to render kustomize "
                                   "directories and was not found on PATH")]
+    except _NoHelm:
+        return [], [ManifestError(kfile, None, "helm is needed to render helmCharts and was "
+                                  "not found on PATH")]
     if proc.returncode != 0:
         err = proc.stderr.decode("utf-8", "replace").strip().splitlines()
         msg = (err[-1] if err else "failed").replace(str(base) + "/", "")
@@ -693,7 +805,45 @@ def _render_kustomization(base: Path, kfile: str) -> tuple[list[Manifest], list[
     manifests, errors = parse_file(kfile, proc.stdout)
     for m in manifests:
         m.line = 0  # lines of rendered output mean nothing to the author
+    if helm_ctx is not None:
+        manifests = _without_hooks(kfile, manifests)
     return manifests, errors
+
+
+def _without_hooks(kfile: str, manifests: list[Manifest]) -> list[Manifest]:
+    """A chart's hooks and tests, which kustomize's helm renders too, are not
+    applied, as for ``helm:`` (see helm.py)."""
+    from kubectl_gitops import helm  # noqa: PLC0415
+
+    kept, hooks = [], []
+    for m in manifests:
+        hook = helm.hook_of(m.obj)
+        if hook is None:
+            kept.append(m)
+        elif not all(e.startswith("test") for e in hook.split(",")):
+            hooks.append(f"{m} ({hook})")
+    helm.hooks_note(kfile, hooks)
+    return kept
+
+
+class _NoHelm(Exception):
+    pass
+
+
+def _helm_flags(kfile: str, ctx: RenderContext) -> list[str]:
+    """kustomize's own flags for helmCharts: the helm found on PATH and the
+    Capabilities a chart sees."""
+    from kubectl_gitops import helm  # noqa: PLC0415
+
+    try:
+        exe, _ = helm.helm_binary()
+    except FileNotFoundError:
+        raise _NoHelm from None
+    caps = ctx.capabilities()
+    args = ["--enable-helm", "--helm-command", exe, "--helm-kube-version", caps.kube_version]
+    if caps.api_versions:
+        args += ["--helm-api-versions", ",".join(caps.api_versions)]
+    return args
 
 
 def repeated_key_errors(manifests: list[Manifest]) -> list[ManifestError]:

@@ -156,13 +156,15 @@ def resolve(manifests: list[Manifest], mapper: Mapper, default_namespace: str,
             continue
         meta = m.obj["metadata"]
         if rtype is not None and not rtype.namespaced:
-            if m.namespace:
+            # A chart's cluster-scoped object may carry the release namespace:
+            # helm drops it, and so does this.
+            if m.namespace and not m.default_namespace:
                 errors.append(ManifestError(m.path, m.line, f"{m.kind} is cluster-scoped but "
                                             "has metadata.namespace; remove it", obj=str(m)))
                 continue
             meta.pop("namespace", None)
         elif rtype is not None and not m.namespace:
-            meta["namespace"] = default_namespace
+            meta["namespace"] = m.default_namespace or default_namespace
         oid = object_id(m)
         if oid in seen:
             first = seen[oid]

@@ -287,16 +287,33 @@ def renders_from(root: Path, sha: str, path: str) -> list[str]:
     kustomizations under PATH read at ``sha`` (outermost first, sorted)."""
     from kubectl_gitops import kustomize, manifests  # noqa: PLC0415 - only for kustomize trees
 
+    charted = _helm_inputs(root, sha)
     entries = source.tree_entries(root, sha)
     kfiles = manifests.top_kustomizations(p for _, _, p in entries
                                           if not path or p.startswith(path + "/"))
     if not kfiles:
-        return []
+        return _outermost(charted, path)
     reader = kustomize.git_reader(root, entries)
     walk = kustomize.Walk()
     for kfile in kfiles:
         kustomize.walk(reader, posixpath.dirname(kfile), walk)
-    return _outermost(walk.dirs | walk.files, path)
+    return _outermost(walk.dirs | walk.files | set(charted), path)
+
+
+def _helm_inputs(root: Path, sha: str) -> list[str]:
+    """A Helm app's inputs in git besides PATH: ``.gitops.yaml`` (which names
+    the chart and its version), a local chart and the values files."""
+    proc = git.run(["cat-file", "blob", f"{sha}:{source.CONFIG_FILE}"], cwd=root, check=False)
+    if proc.returncode != 0 or b"helm" not in proc.stdout:
+        return []
+    try:
+        spec = source.load_config(root, proc.stdout).helm
+    except GitOpsError:
+        return []
+    if spec is None:
+        return []
+    return [source.CONFIG_FILE, *spec.values_files, *([spec.chart] if spec.kind == "local"
+                                                      else [])]
 
 
 def _outermost(paths: Iterable[str], path: str) -> list[str]:

@@ -18,9 +18,13 @@ from kubectl_gitops import git, links
 from kubectl_gitops.errors import ConfigError, GitError, ManifestError, ManifestErrors
 
 if TYPE_CHECKING:
+    from kubectl_gitops.helm import Spec as HelmSpec
     from kubectl_gitops.ignore import Rule
+    from kubectl_gitops.sops import Keys
 
 CONFIG_FILE = ".gitops.yaml"
+SOPS_CONFIG = ".sops.yaml"  # sops's own settings, never a manifest
+CHART_FILE = "Chart.yaml"
 MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
 KUSTOMIZATION_FILES = ("kustomization.yaml", "kustomization.yml", "Kustomization")
 LINK_MODE = "120000"
@@ -38,6 +42,7 @@ class RepoConfig:
     exclude: tuple[str, ...] = ()
     ignore: tuple[Rule, ...] = ()  # fields other controllers own (see ignore.py)
     force_conflicts: bool = True  # false: refuse instead of taking drifted fields back
+    helm: HelmSpec | None = None  # a chart to render (helm.py)
 
 
 @dataclass(frozen=True)
@@ -63,6 +68,9 @@ class Source:
     # In index mode: the index to read instead of the repo's own, e.g. the
     # temporary one a pre-commit hook gets from ``git commit -a``.
     index_file: str | None = None
+    helm: HelmSpec | None = None
+    # Where sops finds its key (None: sops's own environment).
+    keys: Keys | None = field(default=None, repr=False)
     _tree_cache: dict[str, object] = field(default_factory=dict, repr=False)
 
     @property
@@ -107,6 +115,29 @@ class Source:
             return links.export(tree, [p for m, _, p in entries if m == LINK_MODE], dest)
         return {}
 
+    def entries(self, path: str) -> list[tuple[str, str, str]]:
+        """``(mode, blob sha, path)`` of everything under ``path`` at the
+        commit or in the index (not in the working tree: read the files)."""
+        if self.mode == "worktree":
+            raise ValueError("the working tree has no blob ids; read its files")
+        found = _tree_entries(self, path) if self.mode == "commit" else \
+            _index_entries(self, path)
+        return [e for e in found if e[2] == path or e[2].startswith(path + "/") or not path]
+
+    def blobs(self, shas: list[str]) -> list[bytes]:
+        return git.cat_blobs(self.root, shas)
+
+    def read(self, relpath: str) -> bytes | None:
+        """One file at the revision (or in the index, or on disk); None when
+        there is no such file."""
+        if self.mode == "worktree":
+            full = self.root / relpath
+            return full.read_bytes() if full.is_file() else None
+        spec = f"{self.sha}:{relpath}" if self.mode == "commit" else f":{relpath}"
+        proc = git.run(["cat-file", "blob", spec], cwd=self.root, check=False,
+                       env=index_env(self))
+        return proc.stdout if proc.returncode == 0 else None
+
     def reads(self, relpath: str) -> bool:
         """Whether ``relpath`` is a manifest or kustomization this source reads."""
         return (is_manifest(relpath) or posixpath.basename(relpath) in KUSTOMIZATION_FILES) \
@@ -137,7 +168,8 @@ def load_config(root: Path, data: bytes | None = None) -> RepoConfig:
         raise ConfigError(f"{CONFIG_FILE}{line}: not valid YAML") from e
     if not isinstance(doc, dict):
         raise ConfigError(f"{CONFIG_FILE}: expected a mapping of path, name, namespace, exclude")
-    unknown = set(doc) - {"path", "name", "namespace", "exclude", "ignore", "forceConflicts"}
+    unknown = set(doc) - {"path", "name", "namespace", "exclude", "ignore", "forceConflicts",
+                          "helm"}
     if unknown:
         raise ConfigError(f"{CONFIG_FILE}: unknown key(s) {', '.join(sorted(unknown))}")
     exclude = doc.get("exclude") or []
@@ -151,7 +183,16 @@ def load_config(root: Path, data: bytes | None = None) -> RepoConfig:
         raise ConfigError(f"{CONFIG_FILE}: forceConflicts must be true or false")
     return RepoConfig(path=doc.get("path"), name=doc.get("name"),
                       namespace=doc.get("namespace"), exclude=tuple(map(str, exclude)),
-                      ignore=_ignore_rules(doc.get("ignore")), force_conflicts=force)
+                      ignore=_ignore_rules(doc.get("ignore")), force_conflicts=force,
+                      helm=_helm_spec(doc.get("helm")))
+
+
+def _helm_spec(doc: object) -> HelmSpec | None:
+    if doc is None:
+        return None
+    from kubectl_gitops import helm  # noqa: PLC0415 - only for a Helm app
+
+    return helm.parse_spec(doc, CONFIG_FILE)
 
 
 def _ignore_rules(doc: object) -> tuple[Rule, ...]:
@@ -210,7 +251,7 @@ def resolve(*, repo: str | Path | None = None, path: str | None = None, ref: str
     return Source(root=root, path=rel, mode=mode, ref=ref, sha=sha,
                   name=name or cfg.name or "", namespace=namespace or cfg.namespace,
                   exclude=cfg.exclude, ignore=cfg.ignore, force_conflicts=cfg.force_conflicts,
-                  index_file=index_file)
+                  index_file=index_file, helm=cfg.helm)
 
 
 def _config_at(root: Path, mode: Mode, sha: str | None, index_file: str | None) -> RepoConfig:
@@ -223,7 +264,8 @@ def _config_at(root: Path, mode: Mode, sha: str | None, index_file: str | None) 
 
 
 def is_manifest(relpath: str) -> bool:
-    return relpath.endswith(MANIFEST_SUFFIXES) and posixpath.basename(relpath) != CONFIG_FILE
+    return relpath.endswith(MANIFEST_SUFFIXES) and \
+        posixpath.basename(relpath) not in (CONFIG_FILE, SOPS_CONFIG)
 
 
 def _under(relpath: str, base: str) -> bool:

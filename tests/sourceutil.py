@@ -162,9 +162,21 @@ class OciRegistry:
         if port is None:
             self._proc.kill()
             raise RuntimeError("crane registry serve did not start")
-        # Drain its log so that it never blocks on a full pipe.
-        threading.Thread(target=self._proc.stderr.read, daemon=True).start()
+        self._log: list[str] = []
+        # Read its log all along (so it never blocks on a full pipe): one
+        # line per request, "GET /v2/...".
+        threading.Thread(target=self._read_log, daemon=True).start()
         self.host = f"127.0.0.1:{port}"
+
+    def _read_log(self) -> None:
+        assert self._proc.stderr is not None
+        for line in self._proc.stderr:
+            self._log.append(line.rstrip("\n"))
+
+    def requests(self) -> list[str]:
+        """Every request the registry served so far (method and path)."""
+        return [m.group(0) for line in list(self._log)
+                if (m := re.search(r"(GET|HEAD|PUT|POST|PATCH|DELETE) /v2/\S*", line))]
 
     def push(self, tgz: Path, project: str = "charts") -> str:
         """Push a packaged chart; the ``oci://`` URL of its repository (no name)."""
