@@ -111,10 +111,10 @@ def _failure(status: int, stderr: bytes) -> str:
     text = stderr.decode("utf-8", "replace")
     if status == _MAC_MISMATCH or "MAC mismatch" in text:
         return "SOPS MAC does not verify: the file was changed after it was encrypted " \
-               "(re-encrypt it with sops); nothing was applied"
+               "(edit it with sops, or encrypt it again)"
     if status == _NO_KEY or "Failed to get the data key" in text:
         return "cannot decrypt with SOPS: no key given fits its recipients (set " \
-               "SOPS_AGE_KEY_FILE or --decryption-key-file); nothing was applied"
+               "SOPS_AGE_KEY_FILE or --decryption-key-file)"
     first = next((line.strip() for line in text.splitlines() if line.strip()), "")
     return f"cannot decrypt with SOPS (sops exited {status}: {first[:200]})"
 
