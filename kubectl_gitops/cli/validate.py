@@ -166,10 +166,12 @@ def _hook(kubernetes_version: str, ignore_missing_schemas: bool) -> int:
     from kubectl_gitops import validate  # noqa: PLC0415
 
     src = validate.staged_source()
-    if not validate.staged_changes_matter(src) or not validate.path_in_index(src):
+    changed = validate.staged_paths(src)
+    if not validate.staged_changes_matter(src, changed) or not validate.path_in_index(src):
         return exitcodes.OK
     result = validate.validate_source(src, validate.Options(
-        kubernetes_version=kubernetes_version, ignore_missing_schemas=ignore_missing_schemas))
+        kubernetes_version=kubernetes_version, ignore_missing_schemas=ignore_missing_schemas),
+        changed=changed)
     if result.valid:
         return exitcodes.OK
     for p in result.problems:
