@@ -217,3 +217,31 @@ def test_a_file_that_does_not_decrypt_is_one_line_exit_2_nothing_written(
     assert get("secret", "shop-api", env, namespace) is None
     assert get("configmap", "vault", env, namespace) is None
     assert leaks(tmp_path, env, namespace, [proc.stdout, proc.stderr]) == []
+
+
+def test_the_agent_decrypts_with_a_key_from_a_secret(tmp_path: Path, env: dict[str, str],
+                                                     namespace: str) -> None:
+    """The agent syncs the same repository (a Helm app with encrypted values
+    and an encrypted Secret) with the age key from a Secret; nothing on disk
+    or in its log holds the plaintext."""
+    from agentutil import AgentProc, status, wait_for
+
+    repo, key = encrypted_repo(tmp_path, env, namespace)
+    kubectl("create", "secret", "generic", "sops-age", "-n", namespace,
+            f"--from-file=age.agekey={key}", env=env)
+    key.unlink()  # the agent has only the Secret
+    a = AgentProc(tmp_path, env, "--repo", f"file://{repo}", "--ref", "main",
+                  "--decryption-secret", "sops-age", "--interval", "1s")
+    try:
+        a.wait_ready()
+        wait_for(lambda: status("vault", namespace, env).get("sync") == "Synced", 60,
+                 "the agent's first sync")
+    finally:
+        a.stop()
+    assert secret_value(env, namespace, "db", "password") == PASSWORD
+    assert secret_value(env, namespace, "shop-api", "token") == TOKEN
+    assert leaks(tmp_path, env, namespace, [a.text()]) == []
+    for f in tmp_path.glob("cache-*/**/*"):
+        if f.is_file() and not f.is_symlink():
+            assert PASSWORD.encode() not in f.read_bytes() and TOKEN.encode() not in \
+                f.read_bytes(), f

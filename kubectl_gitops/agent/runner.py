@@ -10,6 +10,7 @@ one app never write at once and a lost Lease stops writing at once.
 
 from __future__ import annotations
 
+import base64
 import functools
 import logging
 import threading
@@ -30,6 +31,7 @@ from kubectl_gitops.errors import ClusterError, GitError, GitOpsError
 from kubectl_gitops.lease import Lease, LeaseLost, identity, lease_name
 from kubectl_gitops.manifests import Manifest
 from kubectl_gitops.resources import ObjectId, ResourceType
+from kubectl_gitops.sops import Keys
 
 log = logging.getLogger("kubectl-gitops.agent")
 Key = tuple[Any, ...]
@@ -284,12 +286,32 @@ class Agent:
         run.name = spec.name if spec.named else cfg.name or spec.name
         return source.Source(root=root, path=source.normalize_path(root, spec.path or cfg.path),
                              mode="commit", ref=spec.ref, sha=sha, name=run.name,
-                             namespace=spec.namespace or cfg.namespace, exclude=cfg.exclude)
+                             namespace=spec.namespace or cfg.namespace, exclude=cfg.exclude,
+                             helm=cfg.helm)
+
+    def _decryption_keys(self, run: AppRun) -> Keys | None:
+        """The app's age keys, read from its Secret at each sync (so a
+        rotated key is used at once), kept in memory only: sops gets them in
+        its environment."""
+        ref = run.spec.decryption_secret
+        if not ref:
+            return None
+        ns, _, name = ref.rpartition("/")
+        ns = ns or run.namespace
+        secret = self.kube.get(self.kube.resource_types()[("", "Secret")], ns, name)
+        if secret is None:
+            raise GitOpsError(f"decryption Secret {ns}/{name} not found")
+        keys = [base64.b64decode(v).decode("utf-8", "replace").strip()
+                for k, v in sorted((secret.get("data") or {}).items()) if k.endswith(".agekey")]
+        if not keys:
+            raise GitOpsError(f"decryption Secret {ns}/{name} holds no *.agekey entry")
+        return Keys(key="\n".join(keys))
 
     def _sync(self, run: AppRun, src: source.Source) -> None:
         spec = run.spec
         assert src.sha and run.lease
         try:
+            src.keys = self._decryption_keys(run)
             checked = validate.validate_source(src, validate.Options(namespace=run.namespace,
                                                                    ignore_missing_schemas=True))
             if not checked.valid:
