@@ -8,6 +8,8 @@ registry serve``), sealed-secrets (a chart with CRDs) found by its
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -24,11 +26,25 @@ PODINFO = "6.9.2"
 
 @pytest.fixture
 def env(git_env: dict[str, str], kube_env: dict[str, str], tmp_path: Path) -> dict[str, str]:
-    """The cluster's environment with helm on PATH and a cache of this test's own."""
-    return {**kube_env, "PATH": tool_path(kube_env["PATH"]),
+    """The cluster's environment with helm on PATH (behind a shim that logs
+    each run's subcommand to ``helm.log``) and a cache of this test's own."""
+    path = tool_path(kube_env["PATH"])
+    real = shutil.which("helm", path=path)
+    shim = tmp_path / "shim"
+    shim.mkdir()
+    (shim / "helm").write_text(f'#!/bin/sh\necho "$1" >> {tmp_path / "helm.log"}\n'
+                               f'exec {real} "$@"\n')
+    (shim / "helm").chmod(0o755)
+    return {**kube_env, "PATH": f"{shim}{os.pathsep}{path}",
             "XDG_CACHE_HOME": str(tmp_path / "cache"),
             "HELM_CACHE_HOME": str(tmp_path / "helm-cache"),
             "HELM_CONFIG_HOME": str(tmp_path / "helm-config")}
+
+
+def helm_runs(env: dict[str, str]) -> list[str]:
+    """The subcommands of every helm run so far (helm.log of the shim)."""
+    log = Path(env["XDG_CACHE_HOME"]).parent / "helm.log"
+    return log.read_text().split() if log.exists() else []
 
 
 def podinfo_dropping_its_service(tmp_path: Path) -> Path:
@@ -114,12 +130,13 @@ def _scenario(tmp_path: Path, env: dict[str, str], ns: str, ref: dict[str, Any],
     assert [p["metadata"]["name"] for p in pods["items"]
             if "helm.sh/hook" in (p["metadata"].get("annotations") or {})] == []
 
-    # A second sync writes nothing, and fetches nothing.
-    before, asked = versions(env, ns), served()
+    # A second sync writes nothing, fetches nothing and runs no helm template.
+    before, asked, runs = versions(env, ns), served(), helm_runs(env)
     again = sync(repo, env)
     assert counts(again) == {"unchanged": 2}
     assert versions(env, ns) == before
     assert served() == asked
+    assert helm_runs(env) == runs
 
     # A values change diffs and syncs exactly those fields.
     write(repo, "deploy/values.yaml", "replicaCount: 3\nui:\n  message: from git\n")
@@ -265,3 +282,51 @@ def test_private_repository_credentials_come_from_helms_config_and_never_show(
     assert get("deployment", "podinfo", env, namespace) is not None
     for f in (tmp_path / "cache").rglob("*"):
         assert not f.is_file() or b"s3cret-pw" not in f.read_bytes(), f
+
+
+CAPABILITIES = """\
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: caps
+data:
+  kubeVersion: {{ .Capabilities.KubeVersion.Version | quote }}
+  widgets: {{ .Capabilities.APIVersions.Has "example.com/v1/Widget" | quote }}
+"""
+
+
+def test_charts_see_the_clusters_capabilities(tmp_path: Path, env: dict[str, str],
+                                              namespace: str) -> None:
+    """--kube-version and --api-versions come from the live cluster: a kind
+    only this cluster serves (a CRD made here) is seen by the chart."""
+    crd = tmp_path / "crd.yaml"
+    crd.write_text(yaml.safe_dump({
+        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": "widgets.example.com"},
+        "spec": {"group": "example.com", "scope": "Namespaced",
+                 "names": {"plural": "widgets", "singular": "widget", "kind": "Widget"},
+                 "versions": [{"name": "v1", "served": True, "storage": True, "schema": {
+                     "openAPIV3Schema": {"type": "object",
+                                         "x-kubernetes-preserve-unknown-fields": True}}}]}}))
+    kubectl("apply", "-f", str(crd), env=env)
+    try:
+        kubectl("wait", "--for=condition=Established", "crd/widgets.example.com", env=env)
+        _capabilities(tmp_path, env, namespace)
+    finally:
+        kubectl("delete", "-f", str(crd), "--wait=false", env=env)
+
+
+def _capabilities(tmp_path: Path, env: dict[str, str], namespace: str) -> None:
+    repo = make_repo(tmp_path / "git")
+    write(repo, "charts/caps/Chart.yaml", "apiVersion: v2\nname: caps\nversion: 1.0.0\n")
+    write(repo, "charts/caps/templates/cm.yaml", CAPABILITIES)
+    write(repo, ".gitops.yaml", gitops_yaml(namespace, {"chart": "charts/caps"}, path=None))
+    commit(repo, "a chart that reads Capabilities")
+    sync(repo, env)
+    server = json.loads(kubectl("version", "-o", "json", env=env).stdout)["serverVersion"]
+    data = get("configmap", "caps", env, namespace)["data"]
+    assert data == {"kubeVersion": server["gitVersion"], "widgets": "true"}
+    # Offline (validate), the schema release and helm's own API versions.
+    shown = subprocess.run(["git", "gitops", "validate", "-o", "json"], cwd=repo, env=env,
+                           capture_output=True, text=True)
+    assert shown.returncode == 0, shown.stdout + shown.stderr
