@@ -136,11 +136,12 @@ def parse_spec(doc: Any, where: str) -> Spec:
     if release is not None and (not _RELEASE.match(release) or len(release) > 53):
         raise ConfigError(f"{where}: helm.releaseName {release!r} is not a valid release "
                           "name (lower-case DNS name, at most 53 characters)")
-    spec = Spec(chart=chart.strip(), repo=(doc.get("repo") or None),
+    chart = chart.strip()
+    spec = Spec(chart=chart if "://" in chart else posixpath.normpath(chart),
+                repo=(doc.get("repo") or None),
                 version=None if version is None else str(version), release_name=release,
                 namespace=doc.get("namespace") or None,
-                values_files=tuple(posixpath.normpath(f.lstrip("./") or ".") if not
-                                   f.startswith("../") else f for f in files),
+                values_files=tuple(posixpath.normpath(f) for f in files),
                 values=values, include_crds=doc.get("includeCRDs", True),
                 plain_http=doc.get("plainHTTP", False), where=where)
     if spec.kind != "local":
@@ -149,13 +150,13 @@ def parse_spec(doc: Any, where: str) -> Spec:
         if not _EXACT.match(spec.version):
             raise ConfigError(f"{where}: helm.version {spec.version!r} must be one exact "
                               "version (a range is not pinned by the revision)")
-        if spec.kind == "repo" and not spec.repo.startswith(("https://", "http://")):  # type: ignore[union-attr]
+        if spec.kind == "repo" and not str(spec.repo).startswith(("https://", "http://")):
             raise ConfigError(f"{where}: helm.repo must be an https://, http:// or oci:// URL")
-    elif spec.chart.startswith(("/", "../")) or "://" in spec.chart:
+    elif spec.chart.startswith(("/", "../")) or spec.chart == ".." or "://" in spec.chart:
         raise ConfigError(f"{where}: helm.chart {spec.chart!r}: a local chart is a path "
                           "inside the repository (else give helm.repo or oci://)")
     for f in spec.values_files:
-        if f.startswith(("/", "../")) or "://" in f:
+        if f.startswith(("/", "../")) or f == ".." or "://" in f:
             raise ConfigError(f"{where}: helm.valuesFiles: {f!r} must be a path inside the "
                               "repository")
     return spec
@@ -579,7 +580,7 @@ def _render_one(src: Any, spec: Spec, ctx: RenderContext) -> list[Any]:
     values, secret = _values(src, spec, ctx)
     if values is None:
         return []  # encrypted values and no decryption (validate): not rendered
-    with _chart(src, spec) as (chart, digest):
+    with _ChartFiles(src, spec) as (chart, digest):
         key = None if secret else render_key(digest, values, release, namespace,
                                              ctx.capabilities(), spec.include_crds)
         rendered = cached_render(key) if key else None
@@ -651,7 +652,7 @@ def _values(src: Any, spec: Spec, ctx: RenderContext) -> tuple[bytes | None, boo
     return dump_values(merge_values(docs)), secret
 
 
-class _chart:
+class _ChartFiles:
     """The chart as helm reads it, and its digest. A local chart from git is
     written to a private temporary directory only when it must render (the
     digest alone comes from the blob ids); a chart in the working tree is
