@@ -245,3 +245,31 @@ def test_the_agent_decrypts_with_a_key_from_a_secret(tmp_path: Path, env: dict[s
         if f.is_file() and not f.is_symlink():
             assert PASSWORD.encode() not in f.read_bytes() and TOKEN.encode() not in \
                 f.read_bytes(), f
+
+
+def test_kustomize_renders_an_encrypted_secret_it_never_sees_in_plaintext(
+        tmp_path: Path, env: dict[str, str], namespace: str) -> None:
+    """kustomize renders the encrypted file (namePrefix, labels); the values
+    come back in memory; the export it renders from holds no plaintext."""
+    key = tmp_path / "age.key"
+    recipient = age_key(key, env)
+    plain = tmp_path / "db.yaml"
+    plain.write_text(yaml.safe_dump({"apiVersion": "v1", "kind": "Secret",
+                                     "metadata": {"name": "db"},
+                                     "stringData": {"password": PASSWORD}}))
+    repo = make_repo(tmp_path / "git")
+    write(repo, "deploy/db.enc.yaml", sops_encrypt(plain, recipient, env,
+                                                   encrypted_regex=DATA_ONLY))
+    plain.unlink()
+    write(repo, "deploy/kustomization.yaml", yaml.safe_dump({
+        "namePrefix": "k-", "labels": [{"pairs": {"team": "shop"}}],
+        "resources": ["db.enc.yaml"]}))
+    commit(repo, "kustomize + sops")
+    keyed = {**env, "SOPS_AGE_KEY_FILE": str(key)}
+    proc = run(["kubectl-gitops-sync", "deploy", "-n", namespace, "--name", "vault"], repo, keyed)
+    assert proc.returncode == 0, proc.stderr
+    assert secret_value(env, namespace, "k-db", "password") == PASSWORD
+    assert get("secret", "k-db", env, namespace)["metadata"]["labels"]["team"] == "shop"
+    assert leaks(tmp_path, env, namespace, [proc.stdout, proc.stderr]) == []
+    valid = run(["git", "gitops", "validate", "deploy"], repo, env)  # no key: structure only
+    assert valid.returncode == 0, valid.stderr
