@@ -30,30 +30,31 @@ podinfo_module=github.com/stefanprodan/podinfo@v1.8.1-0.20250910200901-e86405a86
 sealed_modules="github.com/bitnami-labs/sealed-secrets@v0.27.1 github.com/bitnami-labs/sealed-secrets@v0.40.0"
 export CGO_ENABLED=0 GOFLAGS=-buildvcs=false
 
-# build DIR FUNCTION FILES...: reuse DIR/bin, or make it once with FUNCTION
-# (which fills $GOBIN); FILES are what must be there.
+# build DIR FUNCTION FILES...: reuse DIR/$out (bin), or make it once with
+# FUNCTION (which fills $GOBIN); FILES are what must be there.
+out=bin
 build() {
     local dir="$1" fn="$2"; shift 2
     local name ready=1
-    for name in "$@"; do [[ -e "$dir/bin/$name" ]] || ready=0; done
+    for name in "$@"; do [[ -e "$dir/$out/$name" ]] || ready=0; done
     if (( ready )); then
-        echo "$dir/bin"
+        echo "$dir/$out"
         return
     fi
     mkdir -p "$dir"
     local tmp
     tmp="$(mktemp -d "$dir/tmp.XXXXXX")"
-    echo "build-sourcetools: making $* in $dir/bin (first time only)" >&2
+    echo "build-sourcetools: making $* in $dir/$out (first time only)" >&2
     if ! (cd "$tmp" && GOBIN="$tmp/bin" "$fn") >"$tmp/build.log" 2>&1; then
         echo "build-sourcetools: making $* failed; the end of its log:" >&2
         tail -n 20 "$tmp/build.log" >&2
         rm -rf "$tmp"
         exit 1
     fi
-    rm -rf "$dir/bin"
-    mv "$tmp/bin" "$dir/bin"
+    rm -rf "${dir:?}/$out"
+    mv "$tmp/bin" "$dir/$out"
     rm -rf "$tmp"
-    echo "$dir/bin"
+    echo "$dir/$out"
 }
 
 # `helm version` reports the pinned release, as a release build does.
@@ -103,5 +104,5 @@ want=" ${*:-helm age crane charts} "
 [[ "$want" != *" age "* ]] || build "$cache/age-$age_version" build_age age age-keygen
 [[ "$want" != *" crane "* ]] || build "$cache/crane-$crane_version" build_crane crane
 charts_id="$(echo "$podinfo_module $sealed_modules" | sha256sum | cut -c1-12)"
-[[ "$want" != *" charts "* ]] || build "$cache/charts-$charts_id" fetch_charts \
+[[ "$want" != *" charts "* ]] || out=charts build "$cache/charts-$charts_id" fetch_charts \
     podinfo-6.9.2/Chart.yaml sealed-secrets-2.16.0/Chart.yaml sealed-secrets-2.19.3/Chart.yaml
