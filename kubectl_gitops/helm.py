@@ -608,8 +608,8 @@ def _template(chart: Path, spec: Spec, release: str, namespace: str, values: byt
             raise ChartError(f"{source or 'output'}: {es[0].message}")
         for m in ms:
             hook = hook_of(m.obj)
-            if hook:
-                hooks.append(f"{m} ({hook})")
+            if hook:  # named in the release namespace, where helm would create it
+                hooks.append(f"{m.kind} {m.namespace or namespace}/{m.name} ({hook})")
             else:
                 objects.append((m.obj, path))
     return Rendered(objects, hooks)

@@ -330,3 +330,37 @@ def _capabilities(tmp_path: Path, env: dict[str, str], namespace: str) -> None:
     shown = subprocess.run(["git", "gitops", "validate", "-o", "json"], cwd=repo, env=env,
                            capture_output=True, text=True)
     assert shown.returncode == 0, shown.stdout + shown.stderr
+
+
+HOOK_JOB = """\
+apiVersion: batch/v1
+kind: Job
+metadata:
+  name: {{ .Release.Name }}-migrate
+  annotations:
+    helm.sh/hook: pre-install,pre-upgrade
+spec:
+  template:
+    spec:
+      restartPolicy: Never
+      containers: [{name: m, image: busybox}]
+"""
+
+
+def test_chart_hooks_are_not_applied_and_are_named(tmp_path: Path, env: dict[str, str],
+                                                   namespace: str) -> None:
+    repo = make_repo(tmp_path / "git")
+    write(repo, "deploy/web/Chart.yaml", "apiVersion: v2\nname: web\nversion: 1.0.0\n")
+    write(repo, "deploy/web/templates/cm.yaml",
+          "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ .Release.Name }}-cfg\n")
+    write(repo, "deploy/web/templates/hook.yaml", HOOK_JOB)
+    commit(repo, "a chart with a hook")
+    proc = gitops("sync", "deploy", "-n", namespace, "--name", "hooks", "-o", "json",
+                  cwd=repo, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert counts(json.loads(proc.stdout)) == {"created": 1}
+    assert get("configmap", "web-cfg", env, namespace) is not None
+    assert get("job", "web-migrate", env, namespace) is None
+    assert proc.stderr.splitlines() == [
+        f"note: deploy/web: Job {namespace}/web-migrate (pre-install,pre-upgrade) is a Helm "
+        "hook and is not applied (see README, Helm charts)"]
