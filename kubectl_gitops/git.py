@@ -137,12 +137,18 @@ def zsplit(data: bytes) -> list[str]:
 
 
 def toplevel(start: str | Path | None = None) -> Path:
-    """The work tree root of the repository containing ``start`` (default: cwd)."""
+    """The work tree root of the repository containing ``start`` (default:
+    cwd); of a bare repository (the agent's mirror), its git directory:
+    commits are read from git objects alone, so either serves as the root."""
     where = Path(start or os.getcwd())
     if not where.exists():
         raise GitError(f"{where}: no such directory")
     proc = run(["rev-parse", "--show-toplevel"], cwd=where, check=False)
     if proc.returncode != 0:
+        bare = run(["rev-parse", "--is-bare-repository", "--absolute-git-dir"], cwd=where,
+                   check=False).stdout.decode("utf-8", "surrogateescape").splitlines()
+        if bare[:1] == ["true"] and len(bare) == 2:
+            return Path(bare[1])
         raise GitError(f"{where}: not inside a git repository (use --repo DIR)")
     return Path(proc.stdout.decode("utf-8", "surrogateescape").strip())
 

@@ -129,6 +129,8 @@ class Lease:
         self._seen: tuple[str, str] | None = None  # (holder, renewTime) last observed
         self._seen_at = 0.0
         self._held = False
+        self._renewed_at = 0.0  # when (our clock) a write last confirmed we hold it
+        self.error = ""  # why the last renewal failed ("" when it worked)
         self._lost = threading.Event()
         self._stop = threading.Event()
         self._renewer: threading.Thread | None = None
@@ -151,8 +153,9 @@ class Lease:
     def check(self) -> None:
         """Raise :class:`LeaseLost` when the Lease was lost: stop writing at once."""
         if self._lost.is_set():
-            raise LeaseLost(f"lost the Lease {self.namespace}/{self.name} to another writer; "
-                            "stopped before writing more")
+            why = f"could not renew it: {self.error}" if self.error else "to another writer"
+            raise LeaseLost(f"lost the Lease {self.namespace}/{self.name} {why}; stopped "
+                            "before writing more")
 
     # --- taking and keeping ----------------------------------------------------
 
@@ -161,17 +164,23 @@ class Lease:
         live = self.kube.get(LEASE_TYPE, self.namespace, self.name)
         self._live = live
         now = _now()
+        started = self._clock()
         if live is None:
-            return self._write(None, self._spec(now, now, transitions=0))
-        spec = live.get("spec") or {}
-        current = spec.get("holderIdentity") or ""
-        if current == self.holder:
-            return self._write(live, {**spec, "renewTime": now.strftime(_MICRO),
-                                      "leaseDurationSeconds": self.duration})
-        if current and not self._expired(spec, now) and not _holder_gone(current):
-            return False
-        transitions = int(spec.get("leaseTransitions") or 0) + (1 if current else 0)
-        return self._write(live, self._spec(now, now, transitions=transitions))
+            won = self._write(None, self._spec(now, now, transitions=0))
+        else:
+            spec = live.get("spec") or {}
+            current = spec.get("holderIdentity") or ""
+            if current == self.holder:
+                won = self._write(live, {**spec, "renewTime": now.strftime(_MICRO),
+                                         "leaseDurationSeconds": self.duration})
+            elif current and not self._expired(spec, now) and not _holder_gone(current):
+                return False
+            else:
+                transitions = int(spec.get("leaseTransitions") or 0) + (1 if current else 0)
+                won = self._write(live, self._spec(now, now, transitions=transitions))
+        if won:
+            self._renewed_at = started
+        return won
 
     def acquire(self, timeout: float, *, poll: float = 0.5) -> None:
         """Take the Lease, waiting up to ``timeout`` seconds for its holder."""
@@ -188,11 +197,19 @@ class Lease:
         self._lost.clear()
 
     def renew(self) -> bool:
-        """Renew a held Lease; False (and ``lost``) when someone else has it now."""
+        """Renew a held Lease; False (and ``lost``) when someone else has it now,
+        or when renewals failed for two thirds of the duration: before anyone
+        else may take it, this holder stops writing (client-go's renew
+        deadline). A failure short of that is kept in ``error``."""
         try:
             ok = self.try_acquire()
-        except ClusterError:
-            return True  # a passing failure: the next renewal may succeed; expiry decides
+        except ClusterError as e:
+            self.error = str(e)
+            if self._clock() - self._renewed_at < self.duration * 2 / 3:
+                return True  # a passing failure: the next renewal may succeed
+            ok = False
+        else:
+            self.error = ""
         if not ok:
             self._lost.set()
         return ok

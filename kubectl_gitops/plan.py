@@ -213,7 +213,13 @@ def build(kube: Kube, manifests: list[Manifest], parent: applyset.Parent,
     del force_conflicts
     served = kube.resource_types()
     in_tree = crd_types(manifests)
-    new_namespaces = {m.name for m in manifests if m.kind == "Namespace" and not m.group}
+    # Namespaces that come to exist before the objects in them are applied:
+    # the revision's, and the app's own, which sync creates first when there
+    # is no parent yet (its parent and Lease live there).
+    new_namespaces = {m.name: "this revision" for m in manifests
+                      if m.kind == "Namespace" and not m.group}
+    if not parent.exists:
+        new_namespaces.setdefault(parent.namespace, "this sync (the app's namespace)")
     items: list[Item] = []
     for m in manifests:
         key = (m.group, m.kind)
@@ -357,7 +363,8 @@ class _Predictor:
     so the checks of many objects overlap the first requests) and becomes
     the item's error. Custom resources keep the apply dry-run."""
 
-    def __init__(self, kube: Kube, new_namespaces: set[str], *, force: bool = False) -> None:
+    def __init__(self, kube: Kube, new_namespaces: dict[str, str], *,
+                 force: bool = False) -> None:
         self.kube = kube
         self.new_namespaces = new_namespaces
         self.force = force
@@ -408,7 +415,8 @@ class _Predictor:
             item.predicted = self._predict(item, create_check is not None)
         except NotFoundError as e:
             if item.id.namespace in self.new_namespaces and "namespace" in str(e).lower():
-                item.note = f"namespace {item.id.namespace} is created by this revision"
+                item.note = (f"namespace {item.id.namespace} is created by "
+                             f"{self.new_namespaces[item.id.namespace]}")
             else:
                 item.error = secrets.redact(e.message, item.desired)
         except ConflictError as e:

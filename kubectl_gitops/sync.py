@@ -24,6 +24,7 @@ from kubectl_gitops.plan import Item, Plan, namespaces_of, summarize_conflict
 
 if TYPE_CHECKING:  # loaded where used: a converged re-run takes no Lease
     from kubectl_gitops.lease import Lease
+    from kubectl_gitops.source import Source
 
 Report = Callable[[str], None]
 
@@ -51,6 +52,23 @@ class Options:
     take_over: bool = False  # prune although the parent records another source
     prune_cascade: bool = False  # prune Namespaces and CRDs with what they hold
     lock_timeout: float = 60.0  # how long to wait for another sync's Lease
+
+
+def options_for(src: Source, *, force_conflicts: bool | None = None, **kw: Any) -> Options:
+    """The options a sync of ``src`` runs with: ``.gitops.yaml``'s
+    ``forceConflicts`` unless the caller decides (``--[no-]force-conflicts``).
+    The CLI and the agent both build their options here, so a setting the
+    source carries holds for both."""
+    return Options(force_conflicts=src.force_conflicts if force_conflicts is None
+                   else force_conflicts, **kw)
+
+
+def make_plan(app: App, opts: Options) -> Plan:
+    """The plan of ``app`` under ``opts``, with the source's ``ignore:`` rules:
+    the one call a CLI sync, a re-plan and the agent (a revision, or one
+    drifted member) make."""
+    return plan_mod.build(app.kube, app.manifests, app.parent, app.parent_live,
+                          prune=opts.prune, rules=app.src.ignore, cascade=opts.prune_cascade)
 
 
 @dataclass
@@ -129,7 +147,7 @@ def run(app: App, plan: Plan, opts: Options, report: Report, *,
 
     from kubectl_gitops.lease import Lease, identity, lease_name  # noqa: PLC0415
 
-    _ensure_namespace(app)  # the Lease lives there, and the revision may create it
+    ensure_namespace(app)  # the Lease lives there, and the revision may create it
     own = Lease(app.kube, app.parent.namespace, lease_name(app.parent.name),
                 holder=f"{identity('sync')} run={uuid.uuid4().hex[:8]}")
     with own.hold(opts.lock_timeout):
@@ -197,9 +215,7 @@ def _replan(app: App, plan: Plan, opts: Options) -> None:
     if problem:
         raise ClusterError(problem)
     app.parent, app.parent_live = parent, live
-    fresh = plan_mod.build(app.kube, app.manifests, parent, live, prune=plan.pruning,
-                           force_conflicts=opts.force_conflicts, rules=app.src.ignore,
-                           cascade=opts.prune_cascade)
+    fresh = make_plan(app, dataclasses.replace(opts, prune=plan.pruning))
     plan.items[:] = fresh.items
     plan.parent, plan.parent_live = parent, live
     check(app, plan, opts)
@@ -262,9 +278,11 @@ def _parent(app: App, gks: set[str], namespaces: set[str]) -> applyset.Parent:
                                source=app.source or app.parent.source)
 
 
-def _ensure_namespace(app: App) -> None:
+def ensure_namespace(app: App) -> None:
     """Without its own namespace neither the parent nor the Lease can exist;
-    the revision may create that namespace, so make sure it is there first."""
+    the revision may create that namespace, so make sure it is there first
+    (a CLI sync before it takes the Lease; the agent, the same way, when the
+    app's namespace does not exist yet)."""
     if app.parent.exists:
         return
     ns_type = app.kube.resource_types().get(("", "Namespace"))

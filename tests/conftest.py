@@ -22,7 +22,7 @@ import pytest
 if TYPE_CHECKING:
     from kubernetes.client import ApiClient
 
-CLUSTER_FIXTURES = {"control_plane", "api_client", "namespace", "kube_env"}
+CLUSTER_FIXTURES = {"control_plane", "api_client", "namespace", "fresh_namespace", "kube_env"}
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -73,22 +73,40 @@ def api_client(control_plane: Cluster) -> Iterator[ApiClient]:
         yield client
 
 
+def _reserve(request: pytest.FixtureRequest) -> str:
+    slug = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower()).strip("-")[:40].strip("-")
+    return f"t-{slug}-{uuid.uuid4().hex[:6]}"
+
+
+def _delete_namespace(api_client: ApiClient, name: str) -> None:
+    from kubernetes.client import CoreV1Api
+    from kubernetes.client.exceptions import ApiException
+
+    try:
+        CoreV1Api(api_client).delete_namespace(name)
+    except ApiException as e:
+        if e.status != 404:  # a test may delete its own namespace, or never make it
+            raise
+
+
 @pytest.fixture
 def namespace(request: pytest.FixtureRequest, api_client: ApiClient) -> Iterator[str]:
     """A fresh namespace named after the test; deleted (not awaited) afterwards."""
     from kubernetes.client import CoreV1Api, V1Namespace, V1ObjectMeta
-    from kubernetes.client.exceptions import ApiException
 
-    slug = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower()).strip("-")[:40].strip("-")
-    name = f"t-{slug}-{uuid.uuid4().hex[:6]}"
-    core = CoreV1Api(api_client)
-    core.create_namespace(V1Namespace(metadata=V1ObjectMeta(name=name)))
+    name = _reserve(request)
+    CoreV1Api(api_client).create_namespace(V1Namespace(metadata=V1ObjectMeta(name=name)))
     yield name
-    try:
-        core.delete_namespace(name)
-    except ApiException as e:
-        if e.status != 404:  # a test may delete its own namespace
-            raise
+    _delete_namespace(api_client, name)
+
+
+@pytest.fixture
+def fresh_namespace(request: pytest.FixtureRequest, api_client: ApiClient) -> Iterator[str]:
+    """A fresh namespace name that does not exist yet (an app on an empty
+    cluster creates it); deleted afterwards if it came to exist."""
+    name = _reserve(request)
+    yield name
+    _delete_namespace(api_client, name)
 
 
 @pytest.fixture

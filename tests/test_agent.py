@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -56,8 +57,8 @@ def _settings(color: str, team: str = "a") -> dict:
 
 
 def test_pull_sync_report_only_drift_and_invalid_commit(tmp_path: Path, env: dict,
-                                                        namespace: str) -> None:
-    ns = namespace
+                                                        fresh_namespace: str) -> None:
+    ns = fresh_namespace
     origin, sha1 = _origin(tmp_path, docs(_settings("blue"), deployment("web", 1)))
     a = _agent(tmp_path, env, ns, origin, "--interval", "1s")
     try:
@@ -137,8 +138,8 @@ def _corrected(ns: str, env: dict, reason_part: str, pred: object) -> None:
 
 
 def test_webhook_self_heal_backoff_and_suspend(tmp_path: Path, env: dict,
-                                               namespace: str) -> None:
-    ns = namespace
+                                               fresh_namespace: str) -> None:
+    ns = fresh_namespace
     flip = configmap("flip", {"color": "green"})
     origin, sha1 = _origin(tmp_path, docs(_settings("blue"), deployment("web", 1), flip))
     a = _agent(tmp_path, env, ns, origin, "--interval", "1h", "--self-heal",
@@ -204,8 +205,8 @@ def test_webhook_self_heal_backoff_and_suspend(tmp_path: Path, env: dict,
 
 
 def test_unreachable_remote_keeps_the_revision_and_never_prunes(tmp_path: Path, env: dict,
-                                                                namespace: str) -> None:
-    ns = namespace
+                                                                fresh_namespace: str) -> None:
+    ns = fresh_namespace
     origin, sha1 = _origin(tmp_path, docs(configmap("a"), configmap("b")))
     a = _agent(tmp_path, env, ns, origin, "--interval", "1s", "--prune")
     try:
@@ -234,8 +235,8 @@ def _holder(ns: str, env: dict) -> str:
 
 
 def test_two_agents_one_writer_and_takeover_after_a_kill_mid_sync(
-        tmp_path: Path, env: dict, namespace: str) -> None:
-    ns = namespace
+        tmp_path: Path, env: dict, fresh_namespace: str) -> None:
+    ns = fresh_namespace
     cms = [configmap(f"c{i:02}", {"v": "1"}) for i in range(60)]
     origin, sha1 = _origin(tmp_path, docs(*cms))
     args = ("--interval", "1s", "--self-heal", "--lease-duration", "4")
@@ -314,9 +315,10 @@ def test_agent_manifests_pass_a_server_dry_run(tmp_path: Path, env: dict,
 
 
 def test_status_of_an_app_synced_only_by_the_cli(tmp_path: Path, env: dict,
-                                                 namespace: str) -> None:
+                                                 fresh_namespace: str) -> None:
     repo, sha = _origin(tmp_path, docs(configmap("a"), deployment("web", 1)))
-    sync = gitops("sync", "deploy", "-n", namespace, "--name", "cli-app", cwd=repo, env=env)
+    sync = gitops("sync", "deploy", "-n", fresh_namespace, "--name", "cli-app",
+                  cwd=repo, env=env)
     assert sync.returncode == 0, sync.stderr
     out = gitops("status", "cli-app", "-o", "json", cwd=tmp_path, env=env)
     assert out.returncode == 0, out.stderr
@@ -325,14 +327,15 @@ def test_status_of_an_app_synced_only_by_the_cli(tmp_path: Path, env: dict,
         ("cli", sha, "succeeded", 2)
     # No kubelet runs here: the Deployment never becomes available.
     assert doc["health"] == "Progressing" and "Deployment" in doc["unhealthy"][0]
-    text = gitops("status", "cli-app", "-n", namespace, cwd=tmp_path, env=env).stdout
+    text = gitops("status", "cli-app", "-n", fresh_namespace, cwd=tmp_path, env=env).stdout
     assert "Managed by:  cli" in text and sha in text
-    missing = gitops("status", "nope", "-n", namespace, cwd=tmp_path, env=env)
+    missing = gitops("status", "nope", "-n", fresh_namespace, cwd=tmp_path, env=env)
     assert missing.returncode == 2 and "no application nope" in missing.stderr
 
 
-def test_config_file_reload_and_json_logs(tmp_path: Path, env: dict, namespace: str) -> None:
-    ns = namespace
+def test_config_file_reload_and_json_logs(tmp_path: Path, env: dict,
+                                          fresh_namespace: str) -> None:
+    ns = fresh_namespace
     one = make_repo(tmp_path / "one")
     write(one, ".gitops.yaml", f"name: shop\npath: deploy\nnamespace: {ns}\n")
     write(one, "deploy/all.yaml", docs(configmap("a")))
@@ -359,3 +362,309 @@ def test_config_file_reload_and_json_logs(tmp_path: Path, env: dict, namespace: 
     logs = [json.loads(line) for line in a.text().splitlines() if line.strip()]
     assert {"time", "level", "msg"} <= set(logs[0])
     assert any("reloaded" in entry["msg"] for entry in logs)
+
+
+# --- the agent as a driver of the engine, on an empty cluster -------------------------
+
+def _namespace_doc(name: str) -> dict:
+    return {"apiVersion": "v1", "kind": "Namespace",
+            "metadata": {"name": name, "labels": {"team": "shop"}}}
+
+
+def _stalled_count(a: AgentProc, reason: str) -> float:
+    return a.metric("gitops_app_stalled", reason=reason)
+
+
+def test_bootstrap_an_app_that_creates_its_own_namespace(tmp_path: Path, env: dict,
+                                                          fresh_namespace: str) -> None:
+    """The new user's first try: the revision's first file is the app's own
+    Namespace, which does not exist. An invalid first revision writes
+    nothing (not even the namespace) and keeps /readyz not ready; the fixed
+    one syncs within the interval + 5 s, the Lease in the app's namespace."""
+    ns = fresh_namespace
+    bad = deployment("web", 1)
+    bad["spec"]["replica"] = 2  # a typo the schema does not know
+    origin, _ = _origin(tmp_path, docs(_namespace_doc(ns), configmap("settings"), bad))
+    a = AgentProc(tmp_path, env, "--repo", f"file://{origin}", "--ref", "main", "--path",
+                  "deploy", "--name", "shop", "-n", ns, "--prune", "--self-heal",
+                  "--interval", "2s")
+    try:
+        wait_for(lambda: "InvalidRevision" in a.text(), 30, "the invalid revision reported")
+        assert "WARNING" in a.text() and "app shop:" in a.text()
+        assert "deploy/all.yaml:" in a.text()  # file:line
+        assert a.http("/readyz")[0] == 503
+        assert _stalled_count(a, "InvalidRevision") == 1
+        assert get("namespace", ns, env) is None  # nothing written for an invalid revision
+
+        write(origin, "deploy/all.yaml", docs(_namespace_doc(ns), configmap("settings"),
+                                              deployment("web", 1)))
+        sha = commit(origin, "fixed")
+        st = wait_for(lambda: (s := status("shop", ns, env)).get("revision") == sha and s,
+                      2 + 5, "synced within the interval + 5 s")
+        assert st["sync"] == "Synced" and st["stalled"] == "" and st["lastError"] == ""
+        assert get("namespace", ns, env)["metadata"]["labels"]["team"] == "shop"
+        lease = get("lease", "kubectl-gitops.shop", env, ns)
+        assert f"pid={a.proc.pid} " in lease["spec"]["holderIdentity"]
+        assert a.http("/readyz")[0] == 200
+        assert _stalled_count(a, "InvalidRevision") == 0
+        listed = json.loads(gitops("ls", "-n", ns, "-o", "json", cwd=tmp_path, env=env).stdout)
+        assert [(x["name"], x["managedBy"], x["revision"]) for x in listed] == \
+            [("shop", "agent", sha)]
+    finally:
+        _stopped(a)
+
+
+def test_three_apps_one_repo_three_new_namespaces(tmp_path: Path, env: dict,
+                                                  fresh_namespace: str) -> None:
+    """--config with three apps of one repository, each in a namespace of its
+    own that does not exist: all sync within the interval + 5 s, from one
+    mirror."""
+    nss = [f"{fresh_namespace}-{i}" for i in range(3)]
+    origin = make_repo(tmp_path / "origin")
+    for i, ns in enumerate(nss):
+        write(origin, f"apps/{i}/all.yaml", docs(configmap(f"c{i}")))
+    sha = commit(origin, "three apps")
+    cfg = tmp_path / "agent.yaml"
+    cfg.write_text("apps:\n" + "".join(
+        f"- name: app{i}\n  repo: file://{origin}\n  ref: main\n  path: apps/{i}\n"
+        f"  namespace: {ns}\n  interval: 2s\n" for i, ns in enumerate(nss)))
+    a = AgentProc(tmp_path, env, "--config", str(cfg))
+    try:
+        a.wait_ready()
+        for i, ns in enumerate(nss):
+            wait_for(lambda: status(f"app{i}", ns, env).get("revision") == sha, 2 + 5,
+                     f"app{i} synced within the interval + 5 s")
+            assert get("configmap", f"c{i}", env, ns) is not None
+        mirrors = [p.name for p in (tmp_path / "cache-a").iterdir()]
+        assert len(mirrors) == 1 and mirrors[0].endswith(".git"), mirrors
+        assert a.metric("gitops_git_fetch_errors_total") == 0
+    finally:
+        _stopped(a)
+        for ns in nss:
+            kubectl("delete", "namespace", ns, "--wait=false", env=env, check=False)
+
+
+def test_webhooks_in_a_row_one_fetch_each_for_three_apps_of_one_url(
+        tmp_path: Path, env: dict, fresh_namespace: str) -> None:
+    ns = fresh_namespace
+    origin = make_repo(tmp_path / "origin")
+    for i in range(3):
+        write(origin, f"apps/{i}/all.yaml", docs(configmap(f"c{i}", {"gen": "0"})))
+    sha = commit(origin, "three apps")
+    cfg = tmp_path / "agent.yaml"
+    cfg.write_text("apps:\n" + "".join(
+        f"- name: app{i}\n  repo: file://{origin}\n  ref: main\n  path: apps/{i}\n"
+        f"  namespace: {ns}\n  interval: 1h\n" for i in range(3)))
+    a = AgentProc(tmp_path, env, "--config", str(cfg))
+
+    def all_at(rev: str) -> bool:
+        return all(status(f"app{i}", ns, env).get("revision") == rev for i in range(3))
+
+    def hook() -> None:
+        assert a.http("/hooks/git", data=b"{}", headers={"X-Gitops-Secret": SECRET})[0] == 202
+
+    try:
+        a.wait_ready()
+        wait_for(lambda: all_at(sha), 30, "the first sync of all three")
+        fetches = a.metric("gitops_git_fetches_total")
+        assert fetches == 1  # one clone served all three apps
+        for n in range(1, 11):  # a push and its webhook, ten times
+            write(origin, "apps/0/all.yaml", docs(configmap("c0", {"gen": str(n)})))
+            sha = commit(origin, f"push {n}")
+            hook()
+            wait_for(lambda: status("app0", ns, env).get("revision") == sha, 10,
+                     f"push {n} synced")
+        wait_for(lambda: all_at(sha), 10, "all three at the last push")
+        assert a.metric("gitops_git_fetches_total") == fetches + 10  # one per trigger
+        fetches += 10
+
+        write(origin, "apps/1/all.yaml", docs(configmap("c1", {"gen": "burst"})))
+        sha = commit(origin, "burst")
+        for _ in range(10):  # ten at once: never more fetches than triggers
+            hook()
+        wait_for(lambda: all_at(sha), 10, "all three after the burst")
+        assert 1 <= a.metric("gitops_git_fetches_total") - fetches <= 10
+        assert (get("configmap", "c1", env, ns) or {}).get("data") == {"gen": "burst"}
+        assert a.metric("gitops_git_fetch_errors_total") == 0
+        assert not events(ns, env, "FetchFailed")
+        assert "cannot lock ref" not in a.text() and "File exists" not in a.text()
+        assert all(status(f"app{i}", ns, env)["health"] == "Healthy" for i in range(3))
+    finally:
+        _stopped(a)
+
+
+def _rbac(user: str, *, leases: bool) -> str:
+    """What the agent needs for an app of ConfigMaps; ``leases`` or not."""
+    rules = [{"apiGroups": [""], "resources": ["namespaces", "configmaps", "events"],
+              "verbs": ["*"]}]
+    if leases:
+        rules.append({"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
+                      "verbs": ["get", "create", "update"]})
+    return docs({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+                 "metadata": {"name": user}, "rules": rules},
+                {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+                 "metadata": {"name": user},
+                 "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User",
+                               "name": user}],
+                 "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                             "name": user}})
+
+
+def _clone(tmp_path: Path, origin: Path) -> Path:
+    """A clone of ``origin``: the CLI then reads the source the agent's mirror
+    reads (one remote URL), so the two hand the app over without --take-over."""
+    work = tmp_path / "work"
+    if not work.exists():
+        subprocess.run(["git", "clone", "--quiet", f"file://{origin}", str(work)], check=True,
+                       capture_output=True, timeout=60)
+    else:
+        subprocess.run(["git", "pull", "--quiet"], cwd=work, check=True, capture_output=True,
+                       timeout=60)
+    return work
+
+
+def _kubectl_apply(text: str, env: dict) -> None:
+    subprocess.run(["kubectl", "apply", "-f", "-"], input=text, env=env, check=True,
+                   capture_output=True, text=True, timeout=60)
+
+
+def test_an_agent_without_lease_rights_says_so(tmp_path: Path, env: dict,
+                                               fresh_namespace: str) -> None:
+    """RBAC without ``leases``: a WARNING within one interval, /readyz not
+    ready, the metric; once a parent exists (a CLI sync), the reason in
+    status and ls and an Event; granted the right, the agent takes over."""
+    ns = fresh_namespace
+    user = f"agent-{ns}"[:63]
+    _kubectl_apply(_rbac(user, leases=False), env)
+    origin, sha = _origin(tmp_path, docs(configmap("settings")))
+    a = AgentProc(tmp_path, env, "--repo", f"file://{origin}", "--ref", "main", "--path",
+                  "deploy", "--name", "app", "-n", ns, "--interval", "2s",
+                  "--lease-duration", "3", "--as", user)
+    try:
+        wait_for(lambda: "LeaseFailed" in a.text(), 2 + 5, "a WARNING within one interval")
+        line = next(ln for ln in a.text().splitlines() if "LeaseFailed" in ln)
+        assert "WARNING" in line and "app app:" in line and "forbidden" in line
+        assert a.http("/readyz")[0] == 503
+        assert _stalled_count(a, "LeaseFailed") == 1
+        assert a.metric("gitops_errors_total", reason="LeaseFailed") >= 1
+
+        # Repeats of the same failure are logged with backoff, not every tick.
+        wait_for(lambda: a.metric("gitops_errors_total", reason="LeaseFailed") >= 4, 20,
+                 "more tries")
+        assert a.text().count("LeaseFailed") == 1
+
+        sync = gitops("sync", "deploy", "-n", ns, "--name", "app", cwd=_clone(tmp_path, origin),
+                      env=env)
+        assert sync.returncode == 0, sync.stderr
+        st = wait_for(lambda: (s := status("app", ns, env)).get("stalled") == "LeaseFailed"
+                      and s, 10, "the reason in status")
+        assert "forbidden" in st["lastError"]
+        stalled = [c for c in st["conditions"] if c["type"] == "Stalled"]
+        assert stalled == [{**stalled[0], "status": "True", "reason": "LeaseFailed"}]
+        listed = json.loads(gitops("ls", "-n", ns, "-o", "json", cwd=tmp_path,
+                                   env=env).stdout)
+        assert listed[0]["stalled"] == "LeaseFailed"
+        assert "LeaseFailed" in gitops("ls", "-n", ns, cwd=tmp_path, env=env).stdout
+        ev = wait_for(lambda: events(ns, env, "LeaseFailed"), 10, "an Event on the parent")
+        assert ev[0]["type"] == "Warning" and "forbidden" in ev[0]["message"]
+        assert a.http("/readyz")[0] == 503
+
+        _kubectl_apply(_rbac(user, leases=True), env)
+        wait_for(lambda: (s := status("app", ns, env)).get("stalled") == "" and
+                 s.get("revision") == sha, 15, "the agent takes over once it may")
+        assert a.http("/readyz")[0] == 200
+        assert _stalled_count(a, "LeaseFailed") == 0
+        assert "works again" in a.text()
+    finally:
+        _stopped(a)
+        kubectl("delete", "clusterrole,clusterrolebinding", user, env=env, check=False)
+
+
+_IGNORE_REPLICAS = ("ignore:\n- group: apps\n  kind: Deployment\n"
+                    "  jsonPointers: [/spec/replicas]\n")
+
+
+def _web(ns: str, env: dict) -> dict:
+    obj = get("deployment", "web", env, ns) or {}
+    meta = obj.get("metadata") or {}
+    return {"replicas": obj.get("spec", {}).get("replicas"),
+            "generation": meta.get("generation"),
+            "hash": (meta.get("annotations") or {}).get("kubectl-gitops.io/applied-hash")}
+
+
+def test_ignore_rules_hold_in_the_agent_and_cli_and_agent_hand_over_unchanged(
+        tmp_path: Path, env: dict, fresh_namespace: str) -> None:
+    ns = fresh_namespace
+    origin = make_repo(tmp_path / "origin")
+    write(origin, ".gitops.yaml", _IGNORE_REPLICAS)
+    write(origin, "deploy/all.yaml", docs(_settings("blue"), deployment("web", 2)))
+    sha = commit(origin, "first")
+    args = ("--interval", "1s", "--self-heal", "--prune")
+    a = _agent(tmp_path, env, ns, origin, *args)
+    try:
+        _synced(ns, env, sha, 30, "first sync")
+        kubectl("scale", "deployment", "web", "-n", ns, "--replicas=3", env=env)
+        # A drift the agent corrects, after the scale: the scale was looked at first.
+        kubectl("patch", "configmap", "settings", "-n", ns, "-p", '{"data":{"color":"red"}}',
+                env=env)
+        _corrected(ns, env, "kubectl-patch", lambda: _data(ns, env) == {"color": "blue"})
+        assert _web(ns, env)["replicas"] == 3  # left alone, as kubectl gitops sync does
+        assert not [e for e in events(ns, env, "DriftDetected") if "Deployment" in e["message"]]
+    finally:
+        _stopped(a)
+    before = _web(ns, env)
+    records = len(history("app", ns, env))
+
+    sync = gitops("sync", "deploy", "--name", "app", "-n", ns, cwd=_clone(tmp_path, origin),
+                  env=env)
+    assert sync.returncode == 0, sync.stderr
+    assert "0 created, 0 updated" in sync.stderr
+    assert _web(ns, env) == before  # the CLI takes it back without a write
+
+    b = _agent(tmp_path, env, ns, origin, *args, tag="b")
+    try:
+        wait_for(lambda: f"pid={b.proc.pid} " in (status("app", ns, env).get("agent") or ""),
+                 30, "the agent took the app back")
+        assert _web(ns, env) == before  # same hash, no write: replicas still 3
+        assert len(history("app", ns, env)) == records
+    finally:
+        _stopped(b)
+
+
+def test_health_is_never_healthy_below_the_wanted_replicas(tmp_path: Path, env: dict,
+                                                            fresh_namespace: str) -> None:
+    """No kubelet runs here: a Deployment of 3 never has a ready replica. Read
+    from the first status on, after the first sync and after a takeover
+    (where the agent starts from a LIST of the members), status and ls never
+    say Healthy."""
+    ns = fresh_namespace
+    origin, sha = _origin(tmp_path, docs(configmap("settings"), deployment("web", 3)))
+    seen: list[str] = []
+
+    def watch_health(until: Callable[[dict], bool], bound: float) -> dict:
+        def look() -> dict | None:
+            st = status("app", ns, env)
+            if st:
+                seen.append(st["health"])
+            return st if st and until(st) else None
+        return wait_for(look, bound, "status")
+
+    a = _agent(tmp_path, env, ns, origin, "--interval", "1s")
+    try:
+        watch_health(lambda s: s.get("revision") == sha, 30)
+        for _ in range(20):  # the LIST and the watch events come in meanwhile
+            watch_health(lambda s: True, 5)
+    finally:
+        _stopped(a)
+    kubectl("annotate", "configmap", "app", "-n", ns, "kubectl-gitops.io/status-", env=env)
+    b = _agent(tmp_path, env, ns, origin, "--interval", "1s", tag="b")
+    try:
+        watch_health(lambda s: f"pid={b.proc.pid} " in s.get("agent", ""), 30)
+        for _ in range(20):
+            watch_health(lambda s: True, 5)
+    finally:
+        _stopped(b)
+    assert seen and "Healthy" not in seen, seen
+    assert set(seen) == {"Progressing"}
+    listed = json.loads(gitops("ls", "-n", ns, "-o", "json", cwd=tmp_path, env=env).stdout)
+    assert listed[0]["health"] == "Progressing"

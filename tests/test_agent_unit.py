@@ -8,8 +8,10 @@ import hmac
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
+from gitutil import commit, git_env, make_repo, write  # noqa: F401
 
 from kubectl_gitops.agent import config, drift, server
 from kubectl_gitops.agent.metrics import _is_collection
@@ -191,3 +193,101 @@ def test_bad_agent_input_is_one_line_and_exit_2(tmp_path: Path, args: list[str],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1 and line in proc.stderr, proc.stderr
+
+
+def test_one_mirror_fetch_serves_every_app_that_wants_one_since(tmp_path: Path,
+                                                                 git_env: dict) -> None:
+    """Apps of one URL share its mirror: of fetches wanted since one moment,
+    one runs git and the others use it; a failure is shared the same way."""
+    from kubectl_gitops.agent.mirror import Mirror
+
+    origin = make_repo(tmp_path / "origin")
+    write(origin, "a.yaml", "x: 1\n")
+    commit(origin, "one")
+    mirror = Mirror(str(origin), tmp_path / "cache")
+    since = time.monotonic()
+    results: list[tuple[bool, str]] = []
+    threads = [threading.Thread(target=lambda: results.append(mirror.fetch(since)))
+               for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert sorted(results) == [(False, ""), (False, ""), (True, "")]  # one clone
+    assert mirror.fetch(since) == (False, "")
+    assert mirror.fetch(time.monotonic()) == (True, "")  # wanted since later: a new fetch
+    assert mirror.fetch() == (True, "")  # no since: always
+
+    gone = Mirror(str(tmp_path / "origin") + "-gone", tmp_path / "cache")
+    later = time.monotonic()
+    ran, error = gone.fetch(later)
+    assert ran and "git fetch" in error
+    assert gone.fetch(later) == (False, error)  # the same attempt's error, not a second try
+
+
+def _stalling_agent(tmp_path: Path) -> tuple[Any, Any]:
+    from kubectl_gitops.agent.metrics import Metrics
+    from kubectl_gitops.agent.runner import Agent, AppRun, Settings
+
+    agent = Agent.__new__(Agent)
+    agent.settings = Settings(cache=tmp_path, log_backoff=10.0, log_backoff_cap=40.0)
+    agent.metrics = Metrics()
+    agent.queue = WorkQueue()
+    agent._stalls_lock = threading.Lock()
+    agent.apps = {}
+    agent.ready = threading.Event()
+    agent.stopping = threading.Event()
+    agent.synced_once = False
+    run = AppRun(config.AppSpec(name="shop", repo="/x"), None)  # type: ignore[arg-type]
+    agent.apps["shop"] = run
+    return agent, run
+
+
+def test_a_stall_is_logged_with_backoff_and_cleared(tmp_path: Path, caplog: Any,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    from kubectl_gitops.agent import runner
+
+    agent, run = _stalling_agent(tmp_path)
+    agent.ready.set()
+    assert agent.is_ready()
+    clock = [100.0]
+    monkeypatch.setattr(runner.time, "monotonic", lambda: clock[0])
+    caplog.set_level("INFO", logger="kubectl-gitops.agent")
+    for _ in range(200):  # every second for 200 s
+        agent._stall(run, "lease", "LeaseFailed", "cannot take the Lease shop/x: forbidden")
+        clock[0] += 1.0
+    warnings = [r for r in caplog.records if r.levelname == "WARNING"]
+    # At once, then 10 s, 20 s, 40 s, 40 s... later: 0, 10, 30, 70, 110, 150, 190.
+    assert len(warnings) == 7, [r.getMessage() for r in warnings]
+    assert "app shop: cannot take the Lease shop/x: forbidden (LeaseFailed)" == \
+        warnings[0].getMessage()
+    assert "times since the first" in warnings[1].getMessage()
+    assert not agent.is_ready()  # stalled before any app ever synced
+    assert agent.metrics.stalled.labels("shop", "LeaseFailed")._value.get() == 1
+    assert agent.metrics.errors.labels("shop", "LeaseFailed")._value.get() == 200
+
+    agent._stall(run, "lease", "LeaseFailed", "cannot take the Lease shop/x: timed out")
+    assert len([r for r in caplog.records if r.levelname == "WARNING"]) == 8  # new: at once
+    assert agent._stalled(run).message.endswith("timed out")
+    agent._stall(run, "fetch", "FetchFailed", "fetching ...")
+    assert agent._stalled(run).reason == "LeaseFailed"  # the Lease first
+    agent._unstall(run, "lease")
+    assert agent._stalled(run).reason == "FetchFailed"
+    assert agent.metrics.stalled.labels("shop", "LeaseFailed")._value.get() == 0
+    agent._unstall(run, "fetch")
+    assert agent._stalled(run) is None and agent.is_ready()
+    assert "works again" in caplog.records[-1].getMessage()
+
+
+def test_stalled_condition_carries_the_reason() -> None:
+    from kubectl_gitops.agent import state
+
+    st = {"sync": "Synced", "health": "Healthy", "revision": "abc", "stalled": "LeaseFailed",
+          "lastError": "cannot take the Lease a/b: forbidden"}
+    conds = {c["type"]: c for c in state.conditions(st, [])}
+    assert (conds["Stalled"]["status"], conds["Stalled"]["reason"]) == ("True", "LeaseFailed")
+    assert conds["Ready"]["status"] == "False"
+    assert "forbidden" in conds["Stalled"]["message"]
+    ok = state.conditions({**st, "stalled": "", "lastError": ""}, [])
+    assert {c["type"]: c["status"] for c in ok} == \
+        {"Ready": "True", "Reconciling": "False", "Stalled": "False"}

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -123,3 +124,46 @@ def test_hold_renews_and_notices_a_loss(kube: Kube, namespace: str) -> None:
 def test_identity_names_the_process() -> None:
     me = identity("sync")
     assert me.startswith("sync ") and f"pid={os.getpid()}" in me and "start=" in me
+
+
+def test_renewals_that_keep_failing_stop_the_holder_before_it_expires(
+        kube: Kube, namespace: str, kube_env: dict[str, str]) -> None:
+    """A holder whose renewals fail (its rights revoked) keeps the error and
+    goes on for a while, then, before anyone else may take the Lease (two
+    thirds of its duration after the last renewal), counts it lost."""
+    import yaml
+
+    from kubectl_gitops.kubeconfig import Overrides
+
+    user = f"holder-{namespace}"
+    rbac = [{"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+             "metadata": {"name": "leases", "namespace": namespace},
+             "rules": [{"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
+                        "verbs": ["get", "create", "update"]}]},
+            {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+             "metadata": {"name": "leases", "namespace": namespace},
+             "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User",
+                           "name": user}],
+             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
+                         "name": "leases"}}]
+    subprocess.run(["kubectl", "apply", "-f", "-"], input=yaml.safe_dump_all(rbac),
+                   env=kube_env, check=True, capture_output=True, text=True, timeout=60)
+    clock = [0.0]
+    lease = Lease(Kube(Overrides(kubeconfig=kube_env["KUBECONFIG"], as_user=user)), namespace,
+                  "app", holder="h", duration=3, clock=lambda: clock[0])
+    lease.acquire(timeout=5)
+    subprocess.run(["kubectl", "delete", "rolebinding", "leases", "-n", namespace],
+                   env=kube_env, check=True, capture_output=True, timeout=60)
+    clock[0] = 1.0  # one renewal period later
+    for _ in range(100):  # until the server applies the revocation
+        assert lease.renew()
+        if lease.error:
+            break
+        time.sleep(0.05)
+    assert "forbidden" in lease.error and lease.held
+    lease.check()  # still ours: nobody else may take it yet
+    clock[0] = 2.0  # two thirds of the duration without a renewal
+    assert not lease.renew()
+    assert lease.lost
+    with pytest.raises(LeaseLost, match="could not renew it: .*forbidden"):
+        lease.check()

@@ -124,7 +124,7 @@ def test_create_prediction_falls_back_when_the_object_appeared(kube_env: dict,
     parent = applyset.Parent("app", namespace)
     item = plan.Item(object_id(m), "create", kube.resource_types()[("", "ConfigMap")],
                      manifest=m, desired=plan.to_apply(m, parent.id))
-    for dry_run in plan._Predictor(kube, set()).calls([item]):
+    for dry_run in plan._Predictor(kube, {}).calls([item]):
         dry_run()
     assert not item.error, item.error
     assert item.predicted["data"] == {"k": "new"}

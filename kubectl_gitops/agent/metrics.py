@@ -28,6 +28,12 @@ class Metrics:
                                ["app"], registry=r)
         self.fetch_errors = Counter("gitops_git_fetch_errors_total", "Failed git fetches.",
                                     ["app"], registry=r)
+        self.stalled = Gauge("gitops_app_stalled", "1 while the app cannot make progress, "
+                             "by reason (LeaseFailed, FetchFailed, InvalidRevision, SyncFailed, "
+                             "Forbidden, WatchFailed, ...).", ["app", "reason"], registry=r)
+        self.errors = Counter("gitops_errors_total", "Failures that keep an app from making "
+                              "progress, each attempt counted, by reason.", ["app", "reason"],
+                              registry=r)
         self.objects = Gauge("gitops_objects_managed", "Objects the app's revision holds.",
                              ["app"], registry=r)
         self.requests = Counter("gitops_api_requests_total", "Requests to the Kubernetes API "

@@ -13,6 +13,7 @@ import re
 import shlex
 import shutil
 import threading
+import time
 from pathlib import Path
 
 from kubectl_gitops import git
@@ -39,7 +40,9 @@ def _env(token_file: str | None) -> dict[str, str]:
 
 
 class Mirror:
-    """``url`` mirrored under ``cache``; one fetch at a time."""
+    """``url`` mirrored under ``cache``: one per URL in an agent, shared by
+    every app that reads the URL, with one lock, so two apps never run git
+    in one mirror at once and a fetch one app made serves the others."""
 
     def __init__(self, url: str, cache: Path, *, token_file: str | None = None) -> None:
         self.url = url
@@ -51,31 +54,42 @@ class Mirror:
         self.dir = cache / f"{tail}-{digest}.git"
         self._env = _env(token_file)
         self._lock = threading.Lock()
+        self._tried = float("-inf")  # when (monotonic) the last attempt started
+        self._error = ""  # how it failed; "" when it worked
 
-    def fetch(self) -> None:
-        """Clone the first time, fetch afterwards; GitError (redacted) on failure."""
+    def fetch(self, since: float | None = None) -> tuple[bool, str]:
+        """Clone the first time, fetch afterwards: ``(whether this call ran
+        git, the error of the attempt that counts or "")``. With ``since``
+        (a ``time.monotonic()``), an attempt started at or after it serves,
+        whoever made it: one fetch per URL for all the apps that want one
+        since then, and one failure reported to each of them."""
         with self._lock:
+            if since is not None and self._tried >= since:
+                return False, self._error
+            self._tried = time.monotonic()
             try:
-                if (self.dir / "HEAD").is_file():
-                    git.run(["fetch", "--prune", "--quiet", "origin"], cwd=self.dir,
-                            env=self._env)
-                else:
-                    self.dir.parent.mkdir(parents=True, exist_ok=True)
-                    tmp = self.dir.with_suffix(".tmp")
-                    shutil.rmtree(tmp, ignore_errors=True)  # left by a killed clone
-                    git.run(["clone", "--mirror", "--quiet", "--", self.url, str(tmp)],
-                            cwd=self.dir.parent, env=self._env)
-                    tmp.rename(self.dir)  # a half-done clone never looks like a mirror
+                self._fetch()
             except GitError as e:
-                lines = e.stderr.splitlines()
-                why = next((ln for ln in lines if ln.startswith("fatal:")), lines[-1] if lines
-                           else str(e)).removeprefix("fatal: ")
-                raise GitError(redact(f"git fetch {self.url}: {why}"),
-                               cmd=[redact(c) for c in e.cmd], status=e.status,
-                               stderr=redact(e.stderr)) from None
+                self._error = str(e)
+            else:
+                self._error = ""
+            return True, self._error
 
-    def resolve(self, ref: str) -> str:
-        """The commit ``ref`` names in the mirror (a branch, tag or sha)."""
-        if not (self.dir / "HEAD").is_file():
-            raise GitError(f"{redact(self.url)}: not fetched yet")
-        return git.rev_parse(self.dir, ref)
+    def _fetch(self) -> None:
+        try:
+            if (self.dir / "HEAD").is_file():
+                git.run(["fetch", "--prune", "--quiet", "origin"], cwd=self.dir, env=self._env)
+            else:
+                self.dir.parent.mkdir(parents=True, exist_ok=True)
+                tmp = self.dir.with_suffix(".tmp")
+                shutil.rmtree(tmp, ignore_errors=True)  # left by a killed clone
+                git.run(["clone", "--mirror", "--quiet", "--", self.url, str(tmp)],
+                        cwd=self.dir.parent, env=self._env)
+                tmp.rename(self.dir)  # a half-done clone never looks like a mirror
+        except GitError as e:
+            lines = e.stderr.splitlines()
+            why = next((ln for ln in lines if ln.startswith("fatal:")), lines[-1] if lines
+                       else str(e)).removeprefix("fatal: ")
+            raise GitError(redact(f"git fetch {self.url}: {why}"),
+                           cmd=[redact(c) for c in e.cmd], status=e.status,
+                           stderr=redact(e.stderr)) from None

@@ -6,6 +6,17 @@ from git). A timer per app (the requeue after each reconcile), the webhook
 and the watches feed the queue; a burst collapses into one key. Everything
 that writes runs under the app's Lease and the app's own lock, so two keys of
 one app never write at once and a lost Lease stops writing at once.
+
+The agent is a driver of the engine: a revision becomes a source through
+``source.resolve`` (the mirror is a repository like any other), and a plan
+through ``sync.options_for`` and ``sync.make_plan``, the calls ``kubectl
+gitops sync`` makes, so whatever ``.gitops.yaml`` says holds here too.
+
+Nothing fails silently: a state in which an app cannot make progress is a
+:class:`Stall` (a WARNING, repeated with backoff while it lasts; the
+``Stalled`` condition with its reason; an Event once there is a parent to
+carry it; the ``gitops_app_stalled`` metric; ``/readyz`` not ready while no
+app has synced yet).
 """
 
 from __future__ import annotations
@@ -20,16 +31,17 @@ from pathlib import Path
 from typing import Any
 
 from kubectl_gitops import app as app_mod
-from kubectl_gitops import applyset, desired, health, plan, source, sync, validate
+from kubectl_gitops import applyset, desired, health, source, sync, validate
 from kubectl_gitops.agent import drift, state
 from kubectl_gitops.agent.config import AppSpec
 from kubectl_gitops.agent.metrics import CountingKube, Metrics
 from kubectl_gitops.agent.mirror import Mirror
 from kubectl_gitops.agent.watch import Watch
 from kubectl_gitops.agent.workqueue import Backoff, WorkQueue
-from kubectl_gitops.errors import ClusterError, GitError, GitOpsError
-from kubectl_gitops.lease import Lease, LeaseLost, identity, lease_name
+from kubectl_gitops.errors import ClusterError, GitOpsError, NotFoundError
+from kubectl_gitops.lease import Lease, LeaseHeld, LeaseLost, identity, lease_name
 from kubectl_gitops.manifests import Manifest
+from kubectl_gitops.plan import Plan
 from kubectl_gitops.resources import ObjectId, ResourceType
 from kubectl_gitops.sops import Keys
 
@@ -46,6 +58,8 @@ class Settings:
     heal_backoff_cap: float = 300.0
     lease_duration: int = 15
     token_file: str | None = None
+    log_backoff: float = 30.0  # an unchanged failure is logged again after this, doubling
+    log_backoff_cap: float = 1800.0
 
 
 @dataclass
@@ -53,6 +67,23 @@ class Member:
     rtype: ResourceType
     manifest: Manifest
     desired: dict[str, Any]
+
+
+@dataclass
+class Stall:
+    """Why an app cannot make progress in one area (the Lease, the fetch, a
+    watch...), and when to say so again."""
+
+    reason: str  # LeaseFailed, FetchFailed, ...: the condition's reason and the Event's
+    message: str
+    count: int = 1
+    log_at: float = 0.0  # monotonic time of the next repeat in the log
+    log_every: float = 0.0
+    evented: bool = False
+
+
+# Which stall status shows when several hold: the first of these areas.
+_AREAS = ("lease", "fetch", "revision", "sync", "watch", "heal", "status")
 
 
 @dataclass
@@ -72,11 +103,12 @@ class AppRun:
     live: dict[ObjectId, dict[str, Any]] = field(default_factory=dict)  # from the watches
     drift: dict[ObjectId, str] = field(default_factory=dict)
     watches: dict[tuple[str, str, str], Watch] = field(default_factory=dict)
-    fetch_error: str = ""
-    last_error: str = ""
+    stalls: dict[str, Stall] = field(default_factory=dict)  # area -> why no progress there
+    stall_reasons: set[str] = field(default_factory=set)  # metric labels ever set
     last_fetch: str = ""
     last_sync: str = ""
-    fetch_now: bool = True
+    # A fetch (by any app of the URL) started at or after this serves; None: none wanted.
+    fetch_since: float | None = field(default_factory=time.monotonic)
     next_fetch: float = 0.0
     status: dict[str, Any] = field(default_factory=dict)
     parent_live: dict[str, Any] | None = None
@@ -93,9 +125,12 @@ class Agent:
         self.queue: WorkQueue[Key] = WorkQueue()
         self.backoff: Backoff[Key] = Backoff(base=1.0, cap=300.0)
         self.apps: dict[str, AppRun] = {}
+        self.mirrors: dict[str, Mirror] = {}  # one per URL, shared by its apps
         self.identity = identity("agent")
         self.stopping = threading.Event()
         self.ready = threading.Event()
+        self.synced_once = False  # some app reached a revision (synced or found live)
+        self._stalls_lock = threading.Lock()
         self._threads: list[threading.Thread] = []
         self.set_apps(specs)
 
@@ -113,14 +148,18 @@ class Agent:
         for name, spec in wanted.items():
             run = self.apps.get(name)
             if run is None:
-                self.apps[name] = AppRun(spec, Mirror(spec.repo, self.settings.cache,
-                                                      token_file=self.settings.token_file))
+                self.apps[name] = AppRun(spec, self._mirror(spec.repo))
             elif run.spec != spec:
                 run.spec, run.synced_sha, run.bad_sha = spec, "", ""  # re-plan with the new spec
-                if run.mirror.url != Mirror(spec.repo, self.settings.cache).url:
-                    run.mirror = Mirror(spec.repo, self.settings.cache,
-                                        token_file=self.settings.token_file)
+                run.mirror = self._mirror(spec.repo)
+                run.fetch_since = time.monotonic()
+                self._unstall(run, "revision")
             self.queue.add(("app", name))
+
+    def _mirror(self, repo: str) -> Mirror:
+        """The one mirror of ``repo``'s URL (made on first use)."""
+        mirror = Mirror(repo, self.settings.cache, token_file=self.settings.token_file)
+        return self.mirrors.setdefault(mirror.url, mirror)
 
     def _stop_app(self, run: AppRun) -> None:
         run.stopped = True
@@ -129,12 +168,23 @@ class Agent:
         run.watches.clear()
         if run.lease is not None:
             run.lease.release()
+        for area in list(run.stalls):
+            self._unstall(run, area, quiet=True)
 
     def trigger_fetch(self) -> None:
-        """The webhook: fetch every app now."""
-        for name, run in self.apps.items():
-            run.fetch_now = True
+        """The webhook: every app wants a fetch that starts from now on; the
+        first app of a URL makes it and the others of that URL use it."""
+        now = time.monotonic()
+        for name, run in list(self.apps.items()):
+            run.fetch_since = now if run.fetch_since is None else max(run.fetch_since, now)
             self.queue.add(("app", name))
+
+    def is_ready(self) -> bool:
+        """``/readyz``: started, not stopping, and not stuck from the start: while
+        no app has ever reached a revision, any stalled app makes it not ready."""
+        if not self.ready.is_set() or self.stopping.is_set():
+            return False
+        return self.synced_once or not any(run.stalls for run in list(self.apps.values()))
 
     # --- running --------------------------------------------------------------
 
@@ -173,6 +223,7 @@ class Agent:
         if run is None or run.stopped:
             return None
         kind = key[0]
+        area = "sync" if kind == "app" else f"heal {key[2]}" if kind == "drift" else "status"
         started = time.monotonic()
         result = "ok"
         try:
@@ -181,11 +232,12 @@ class Agent:
                     after = self._reconcile_app(run)
                 elif kind == "status":
                     after = None
-                    if run.lease is not None and run.lease.held:
-                        self._status(run)
+                    self._report(run)
                 else:
                     after = self._reconcile_drift(run, key[2])
             self.backoff.forget(key)
+            if kind != "app":  # the app key clears its own, only where it got through
+                self._unstall(run, area)
             return after
         except LeaseLost as e:
             result = "lease-lost"
@@ -194,9 +246,14 @@ class Agent:
         except Exception as e:  # noqa: BLE001 - one failing key must not stop the agent
             result = "error"
             delay = self.backoff.next(key)
-            log.error("app %s: %s (retrying in %.0f s)", run.spec.name,
-                      e if isinstance(e, GitOpsError) else f"{type(e).__name__}: {e}", delay,
-                      exc_info=not isinstance(e, GitOpsError))
+            known = isinstance(e, GitOpsError)
+            reason = ("Forbidden" if isinstance(e, ClusterError) and e.status == 403 else
+                      "SyncRefused" if isinstance(e, sync.SyncRefused) else
+                      {"sync": "SyncFailed", "status": "StatusFailed"}.get(area, "HealFailed")
+                      if known else "InternalError")
+            message = "; ".join(e.lines()) if known else f"{type(e).__name__}: {e}"
+            if self._stall(run, area, reason, message) and not known:
+                log.error("app %s: internal error", run.spec.name, exc_info=True)
             return delay
         finally:
             self.metrics.reconciles.labels(run.spec.name, kind, result).inc()
@@ -204,21 +261,52 @@ class Agent:
 
     # --- leadership -------------------------------------------------------------
 
-    def _lead(self, run: AppRun) -> bool:
-        """Hold the app's Lease (the one a CLI sync takes), or try to take it."""
+    def _lead(self, run: AppRun, src: source.Source) -> bool:
+        """Hold the app's Lease (the one a CLI sync takes: ``kubectl-gitops.<app>``
+        in the app's namespace), or try to take it. Another holder makes this
+        agent a follower; an error (no rights on Leases, ...) is a stall. A
+        namespace that does not exist yet is created first, as a CLI sync
+        does, once the revision proved valid (:meth:`_bootstrap`)."""
         if run.lease is None or (run.lease.namespace, run.lease.name) != \
                 (run.namespace, lease_name(run.name)):
             run.lease = Lease(self.kube, run.namespace, lease_name(run.name),
                               holder=self.identity, duration=self.settings.lease_duration)
-        if run.lease.held:
+        lease = run.lease
+        if lease.held:
             return True
         try:
-            run.lease.acquire(0)
-        except GitOpsError:
+            try:
+                lease.acquire(0)
+            except NotFoundError:  # the namespace (the Lease itself reads as None)
+                if run.spec.suspend:
+                    return False  # asked to write nothing: not even the namespace
+                if not self._bootstrap(run, src):
+                    return False  # an invalid revision: its stall says why
+                lease.acquire(0)
+        except LeaseHeld:  # following another agent or a CLI sync is fine
+            for area in ("lease", "sync"):  # and what this agent failed to write is not its now
+                self._unstall(run, area)
             return False
-        log.info("app %s: leading (Lease %s/%s)", run.spec.name, run.namespace,
-                 run.lease.name)
+        except ClusterError as e:
+            self._stall(run, "lease", "LeaseFailed", f"cannot take the Lease "
+                        f"{lease.namespace}/{lease.name}: {e.message}")
+            return False
+        self._unstall(run, "lease")
+        log.info("app %s: leading (Lease %s/%s)", run.spec.name, run.namespace, lease.name)
         run.synced_sha = ""  # a new leader looks at everything once
+        return True
+
+    def _bootstrap(self, run: AppRun, src: source.Source) -> bool:
+        """The app's namespace does not exist (a new app, whose revision may
+        create it): create it as ``kubectl gitops sync`` does before it takes
+        its Lease there. Only for a revision that validates and plans:
+        nothing is written for an invalid one."""
+        prepared = None if src.sha == run.bad_sha else self._prepare(run, src)
+        if prepared is None:
+            return False
+        sync.ensure_namespace(prepared[0])
+        log.info("app %s: created namespace %s for its Lease and parent", run.spec.name,
+                 run.namespace)
         return True
 
     def _renew_leases(self) -> None:
@@ -226,7 +314,15 @@ class Agent:
         while not self.stopping.wait(period):
             for run in list(self.apps.values()):
                 lease = run.lease
-                if lease is not None and lease.held and not lease.renew():
+                if lease is None or not lease.held:
+                    continue
+                ok = lease.renew()
+                if lease.error:
+                    self._stall(run, "lease", "LeaseFailed", f"cannot renew the Lease "
+                                f"{lease.namespace}/{lease.name}: {lease.error}")
+                else:
+                    self._unstall(run, "lease")
+                if not ok:
                     log.warning("app %s: lost the Lease; stopped writing", run.spec.name)
                     self.queue.add(("app", run.spec.name))
 
@@ -234,60 +330,69 @@ class Agent:
 
     def _reconcile_app(self, run: AppRun) -> float:
         spec = run.spec
-        if run.fetch_now or time.monotonic() >= run.next_fetch:
-            if not self._fetch(run):
-                return min(spec.interval, self.backoff.next(("fetch", spec.name)))
-            self.backoff.forget(("fetch", spec.name))
-        sha = run.mirror.resolve(spec.ref)
-        src = self._source(run, sha)
+        failed = self._fetch(run)
+        if failed is not None:
+            self._report(run)
+            return failed  # the last good revision stays; nothing is synced or pruned
+        src = self._source(run)
         run.namespace = desired.default_namespace(src, spec.namespace, self.kube)
-        if not self._lead(run):
+        if not self._lead(run, src):
+            self._report(run)
             return min(spec.interval, self.settings.lease_duration / 3)
         if ("", "parent", run.namespace) not in run.watches:  # else the watch keeps it fresh
             run.parent_live = self.kube.get(applyset.PARENT_TYPE, run.namespace, run.name)
         if run.spec.suspend or state.suspended(run.parent_live):
+            self._unstall(run, "sync")
             self._status(run)
             return spec.interval
         if run.status.get("suspended"):  # resumed: correct what was only reported
             for oid in run.drift:
                 self.queue.add(("drift", spec.name, oid))
-        if sha != run.synced_sha and sha != run.bad_sha:
+        assert src.sha
+        if src.sha != run.synced_sha and src.sha != run.bad_sha:
             self._sync(run, src)
+        self._unstall(run, "sync")
         self._status(run)
         return spec.interval
 
-    def _fetch(self, run: AppRun) -> bool:
-        run.fetch_now = False
-        run.next_fetch = time.monotonic() + run.spec.interval
-        self.metrics.fetches.labels(run.spec.name).inc()
-        try:
-            run.mirror.fetch()
-        except GitError as e:
-            self.metrics.fetch_errors.labels(run.spec.name).inc()
-            first = not run.fetch_error
-            run.fetch_error = f"fetching {e}"
-            log.error("app %s: %s; keeping revision %s", run.spec.name, run.fetch_error,
-                      run.synced_sha[:12] or "(none yet)")
-            if run.namespace and run.lease is not None and run.lease.held:
-                if first:
-                    self._event(run, "FetchFailed", run.fetch_error, warning=True)
-                self._status(run)
-            return False  # the last good revision stays; nothing is synced or pruned
+    def _fetch(self, run: AppRun) -> float | None:
+        """Fetch when the interval is due or a fetch was asked for; None when
+        the mirror is as fresh as wanted, else the seconds until the next try.
+        Apps of one URL share its fetches: one per interval, one per webhook."""
+        spec, now = run.spec, time.monotonic()
+        since = run.fetch_since
+        if now >= run.next_fetch:  # any fetch of the URL in the last half interval serves
+            due = now - spec.interval / 2
+            since = due if since is None else max(due, since)
+        if since is None:
+            return None
+        ran, error = run.mirror.fetch(since)
+        run.fetch_since = None
+        if ran:
+            self.metrics.fetches.labels(spec.name).inc()
+        if error:
+            if ran:
+                self.metrics.fetch_errors.labels(spec.name).inc()
+            delay = min(spec.interval, self.backoff.next(("fetch", spec.name)))
+            run.next_fetch = run.fetch_since = time.monotonic() + delay  # a new try then
+            self._stall(run, "fetch", "FetchFailed", f"fetching {error}; keeping revision "
+                        f"{run.synced_sha[:12] or '(none yet)'}")
+            return delay
+        run.next_fetch = now + spec.interval
+        self.backoff.forget(("fetch", spec.name))
         run.last_fetch = state.now()
-        if run.fetch_error:
-            log.info("app %s: fetch works again", run.spec.name)
-        run.fetch_error = ""
-        return True
+        self._unstall(run, "fetch")
+        return None
 
-    def _source(self, run: AppRun, sha: str) -> source.Source:
-        root = run.mirror.dir
-        cfg = source._config_at(root, "commit", sha, None)  # .gitops.yaml of that commit
+    def _source(self, run: AppRun) -> source.Source:
+        """The revision ``ref`` names in the mirror, as ``kubectl gitops sync``
+        resolves a repository: its ``.gitops.yaml`` (path, name, namespace,
+        exclude, ignore, forceConflicts) read from that commit."""
         spec = run.spec
-        run.name = spec.name if spec.named else cfg.name or spec.name
-        return source.Source(root=root, path=source.normalize_path(root, spec.path or cfg.path),
-                             mode="commit", ref=spec.ref, sha=sha, name=run.name,
-                             namespace=spec.namespace or cfg.namespace, exclude=cfg.exclude,
-                             helm=cfg.helm)
+        src = source.resolve(repo=run.mirror.dir, ref=spec.ref, path=spec.path,
+                             name=spec.name if spec.named else None, namespace=spec.namespace)
+        run.name = src.name or spec.name
+        return src
 
     def _decryption_keys(self, run: AppRun) -> Keys | None:
         """The app's age keys, read from its Secret at each sync (so a
@@ -299,17 +404,21 @@ class Agent:
         ns, _, name = ref.rpartition("/")
         ns = ns or run.namespace
         secret = self.kube.get(self.kube.resource_types()[("", "Secret")], ns, name)
-        if secret is None:
-            raise GitOpsError(f"decryption Secret {ns}/{name} not found")
+        if secret is None:  # the cluster's state, not the revision's: retried
+            raise ClusterError(f"decryption Secret {ns}/{name} not found")
         keys = [base64.b64decode(v).decode("utf-8", "replace").strip()
                 for k, v in sorted((secret.get("data") or {}).items()) if k.endswith(".agekey")]
         if not keys:
-            raise GitOpsError(f"decryption Secret {ns}/{name} holds no *.agekey entry")
+            raise ClusterError(f"decryption Secret {ns}/{name} holds no *.agekey entry")
         return Keys(key="\n".join(keys))
 
-    def _sync(self, run: AppRun, src: source.Source) -> None:
+    def _prepare(self, run: AppRun, src: source.Source) \
+            -> tuple[app_mod.App, Plan, sync.Options] | None:
+        """Validate, load and plan the revision, and check it as sync does
+        before its first write; None (a stall, not retried until the revision
+        changes) when the revision itself is at fault."""
         spec = run.spec
-        assert src.sha and run.lease
+        assert src.sha
         try:
             src.keys = self._decryption_keys(run)
             checked = validate.validate_source(src, validate.Options(namespace=run.namespace,
@@ -317,18 +426,26 @@ class Agent:
             if not checked.valid:
                 raise GitOpsError("; ".join(p.render() for p in checked.problems))
             app = app_mod.load(src, self.kube, name=run.name, namespace=run.namespace)
-            the_plan = plan.build(self.kube, app.manifests, app.parent, app.parent_live,
-                                  prune=spec.prune, force_conflicts=False)
-            opts = sync.Options(prune=spec.prune, force_conflicts=True)
+            opts = sync.options_for(src, prune=spec.prune)
+            the_plan = sync.make_plan(app, opts)
             sync.check(app, the_plan, opts)
-        except ClusterError:
+        except (ClusterError, sync.SyncRefused):
             raise  # the cluster, not the revision: retried with backoff
         except GitOpsError as e:
             run.bad_sha = src.sha
-            run.last_error = f"revision {src.sha[:12]} not applied: " + "; ".join(e.lines())
-            log.error("app %s: %s", spec.name, run.last_error)
-            self._event(run, "InvalidRevision", run.last_error, warning=True)
+            self._stall(run, "revision", "InvalidRevision",
+                        f"revision {src.sha[:12]} not applied: " + "; ".join(e.lines()))
+            return None
+        self._unstall(run, "revision")
+        return app, the_plan, opts
+
+    def _sync(self, run: AppRun, src: source.Source) -> None:
+        spec = run.spec
+        prepared = self._prepare(run, src)
+        if prepared is None:
             return
+        app, the_plan, opts = prepared
+        assert src.sha and run.lease
         changed = any(i.needs_apply for i in the_plan.items) or the_plan.of("prune")
         if changed:
             run.lease.check()
@@ -339,15 +456,12 @@ class Agent:
                        f"{counts['updated']} updated, {counts['pruned']} pruned, "
                        f"{counts['unchanged']} unchanged, {counts['failed']} failed")
             log.info("app %s: %s", spec.name, summary)
-            if not result.ok:
-                run.last_error = "; ".join(result.failures)
-                self._event(run, "SyncFailed", f"{summary}: {run.last_error}", warning=True)
-                run.parent_live = self.kube.get(applyset.PARENT_TYPE, run.namespace, run.name)
-                self._status(run)
-                raise GitOpsError(f"sync of {src.sha[:12]} failed: {run.last_error}")
-            self._event(run, "Synced", summary)
             run.parent_live = self.kube.get(applyset.PARENT_TYPE, run.namespace, run.name)
-        run.src, run.synced_sha, run.bad_sha, run.last_error = src, src.sha, "", ""
+            if not result.ok:
+                raise GitOpsError(f"{summary}: {'; '.join(result.failures)}")
+            self._event(run, "Synced", summary)
+        run.src, run.synced_sha, run.bad_sha = src, src.sha, ""
+        self.synced_once = True
         run.last_sync = state.now()
         self.metrics.last_sync.labels(spec.name).set(time.time())
         run.members = {i.id: Member(i.rtype, i.manifest, i.desired) for i in the_plan.items
@@ -369,6 +483,7 @@ class Agent:
         for key in list(run.watches):
             if key not in wanted:
                 run.watches.pop(key).stop()
+                self._unstall(run, f"watch {'/'.join(key)}", quiet=True)
         selector = f"{applyset.PART_OF_LABEL}={set_id}"
         # The parent too (by its ID label): suspend and resume act at once.
         wanted[("", "parent", run.namespace)] = applyset.PARENT_TYPE
@@ -378,7 +493,18 @@ class Agent:
             parent = key[1] == "parent"
             run.watches[key] = Watch(
                 self.kube, rtype, key[2], f"{applyset.ID_LABEL}={set_id}" if parent else selector,
-                functools.partial(self._on_parent if parent else self._on_event, run)).start()
+                functools.partial(self._on_parent if parent else self._on_event, run),
+                on_error=functools.partial(self._on_watch_error, run, "/".join(key))).start()
+
+    def _on_watch_error(self, run: AppRun, key: str, message: str) -> None:
+        """A watch cannot read its type (forbidden, gone...): the app's health
+        and drift there are unknown until it can again."""
+        if run.stopped:
+            return
+        if message:
+            self._stall(run, f"watch {key}", "WatchFailed", message)
+        else:
+            self._unstall(run, f"watch {key}")
 
     def _on_event(self, run: AppRun, ev: str, oid: ObjectId, obj: dict[str, Any]) -> None:
         if ev == "DELETED":
@@ -411,8 +537,9 @@ class Agent:
         parent_live = run.parent_live = self.kube.get(applyset.PARENT_TYPE, run.namespace,
                                                       run.name)
         parent = applyset.parent_from_live(run.name, run.namespace, parent_live)
-        one = plan.build(self.kube, [m.manifest], parent, parent_live, prune=False,
-                         force_conflicts=False)
+        app = app_mod.App(run.src, self.kube, [m.manifest], parent, parent_live)
+        opts = sync.options_for(run.src)  # the revision's settings, as its sync had
+        one = sync.make_plan(app, opts)
         item = one.items[0]
         if not item.needs_apply and item.live is not None:
             self._no_drift(run, oid)  # only fields git does not declare changed
@@ -431,8 +558,7 @@ class Agent:
         if wait > 0:
             return wait  # a second writer cannot make this loop faster than the backoff
         run.lease.check()
-        app = app_mod.App(run.src, self.kube, [m.manifest], parent, parent_live)
-        result = sync.run(app, one, sync.Options(force_conflicts=True),
+        result = sync.run(app, one, opts,
                           lambda line: log.info("app %s: %s", run.spec.name, line),
                           lease=run.lease)
         n, _ = run.heals.get(oid, (0, 0.0))
@@ -465,14 +591,79 @@ class Agent:
         if run.drift.pop(oid, None) is not None:
             self._status(run)
 
+    # --- stalls -------------------------------------------------------------------------
+
+    def _stall(self, run: AppRun, area: str, reason: str, message: str) -> bool:
+        """``run`` cannot make progress in ``area``: a WARNING now, again with
+        backoff while the same failure lasts; the condition, the Event (at the
+        next status write) and the metric. True when this logged."""
+        now = time.monotonic()
+        name = run.spec.name
+        with self._stalls_lock:
+            old = run.stalls.get(area)
+            if old is not None and (old.reason, old.message) == (reason, message):
+                old.count += 1
+                logged = now >= old.log_at
+                if logged:
+                    log.warning("app %s: %s (%s; %d times since the first, still failing)",
+                                name, message, reason, old.count)
+                    old.log_at = now + old.log_every
+                    old.log_every = min(old.log_every * 2, self.settings.log_backoff_cap)
+                self.metrics.errors.labels(name, reason).inc()
+                return logged
+            first = self.settings.log_backoff
+            run.stalls[area] = Stall(reason, message, log_at=now + first, log_every=first * 2)
+            self._stalled_metric(run)
+        log.warning("app %s: %s (%s)", name, message, reason)
+        self.metrics.errors.labels(name, reason).inc()
+        self.queue.add(("status", name))  # the condition and the Event
+        return True
+
+    def _unstall(self, run: AppRun, area: str, *, quiet: bool = False) -> None:
+        with self._stalls_lock:
+            old = run.stalls.pop(area, None)
+            if old is None:
+                return
+            self._stalled_metric(run)
+        if not quiet:
+            log.info("app %s: works again (%s, %d failure%s before)", run.spec.name,
+                     old.reason, old.count, "" if old.count == 1 else "s")
+            self.queue.add(("status", run.spec.name))
+
+    def _stalled_metric(self, run: AppRun) -> None:
+        now = {s.reason for s in run.stalls.values()}
+        for reason in run.stall_reasons | now:
+            self.metrics.stalled.labels(run.spec.name, reason).set(1 if reason in now else 0)
+        run.stall_reasons |= now
+
+    def _stalled(self, run: AppRun) -> Stall | None:
+        """The stall status shows: the first by area (the Lease before the
+        fetch before the revision...)."""
+        with self._stalls_lock:
+            found = sorted(run.stalls.items(), key=lambda kv: (
+                _AREAS.index(kv[0].split(" ")[0]) if kv[0].split(" ")[0] in _AREAS
+                else len(_AREAS), kv[0]))
+        return found[0][1] if found else None
+
     # --- status and events --------------------------------------------------------------
+
+    def _report(self, run: AppRun) -> None:
+        """Write the status where this agent should: as the app's leader, or,
+        when it cannot take the Lease for an error (not because another holds
+        it: nobody may be leading to say so), on a parent that exists."""
+        if run.lease is not None and run.lease.held:
+            self._status(run)
+        elif "lease" in run.stalls and run.namespace:
+            run.parent_live = self.kube.get(applyset.PARENT_TYPE, run.namespace, run.name)
+            self._status(run)
 
     def _health(self, run: AppRun) -> str:
         worst = "Healthy"
         for oid in run.members:
             obj = run.live.get(oid)
             if obj is None:
-                continue  # not seen yet (or deleted: that is drift)
+                worst = "Progressing"  # not seen yet (a watch's first LIST to come) or deleted
+                continue
             try:
                 ok, _ = health.check(obj)
             except ValueError:
@@ -485,18 +676,24 @@ class Agent:
         """Write the status annotation when anything but its times changed."""
         if run.parent_live is None:
             return  # no parent yet: nothing to annotate (the log and metrics say it)
-        error = run.fetch_error or run.last_error
+        stall = self._stalled(run)
         st: dict[str, Any] = {
             "revision": run.synced_sha, "ref": run.spec.ref,
-            "sync": "OutOfSync" if run.drift or run.last_error else
+            "sync": "OutOfSync" if run.drift or {"revision", "sync"} & set(run.stalls) else
             "Synced" if run.synced_sha else "Unknown",
-            "health": "Degraded" if run.fetch_error else self._health(run),
+            "health": "Degraded" if "fetch" in run.stalls else self._health(run),
             "driftCount": len(run.drift), "drift": sorted(run.drift.values())[:20],
-            "lastError": error, "suspended": run.spec.suspend or state.suspended(run.parent_live),
+            "lastError": stall.message if stall else "", "stalled": stall.reason if stall else "",
+            "suspended": run.spec.suspend or state.suspended(run.parent_live),
             "selfHeal": run.spec.self_heal, "prune": run.spec.prune,
             "agent": self.identity, "lastFetchTime": run.last_fetch,
             "lastSyncTime": run.last_sync,
         }
+        leading = run.lease is not None and run.lease.held
+        for s in list(run.stalls.values()):
+            if not s.evented:  # once per failure, now that there is a parent to carry it
+                s.evented = True
+                self._event(run, s.reason, s.message, warning=True)
         bare = {k: v for k, v in st.items() if k not in ("lastFetchTime",)}
         old = {k: v for k, v in run.status.items() if k not in ("lastFetchTime", "conditions")}
         if bare == old:
@@ -504,7 +701,8 @@ class Agent:
         st["conditions"] = state.conditions(st, run.status.get("conditions") or
                                             state.status_of(run.parent_live).get("conditions")
                                             or [])
-        if run.lease is not None:
+        if leading:
+            assert run.lease is not None
             run.lease.check()
         state.write_status(self.kube, run.namespace, run.name, st)
         run.status = st

@@ -48,7 +48,7 @@ def serve(agent: Agent, address: str, port: int, secret: bytes | None) -> Thread
                 alive = not agent.stopping.is_set()
                 self._send(200 if alive else 503, b"ok\n" if alive else b"stopping\n")
             elif self.path == "/readyz":
-                ok = agent.ready.is_set() and not agent.stopping.is_set()
+                ok = agent.is_ready()
                 self._send(200 if ok else 503, b"ok\n" if ok else b"not ready\n")
             elif self.path == "/metrics":
                 self._send(200, agent.metrics.text(), "text/plain; version=0.0.4")

@@ -34,12 +34,13 @@ def now() -> str:
 
 def conditions(st: dict[str, Any], previous: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """kstatus ``Ready``/``Reconciling``/``Stalled``, keeping each
-    ``lastTransitionTime`` while its status holds."""
-    stalled = bool(st.get("lastError"))
+    ``lastTransitionTime`` while its status holds. A stalled app's reason
+    says why (``LeaseFailed``, ``FetchFailed``, ``InvalidRevision``...)."""
+    stalled = bool(st.get("lastError") or st.get("stalled"))
     reconciling = not stalled and (st.get("health") == "Progressing"
                                    or st.get("sync") != "Synced")
     ready = not stalled and not reconciling and st.get("health") == "Healthy"
-    reason = ("Suspended" if st.get("suspended") else "Failed" if stalled
+    reason = ("Suspended" if st.get("suspended") else st.get("stalled") or "Failed" if stalled
               else "Progressing" if st.get("health") == "Progressing"
               else st.get("sync", "Unknown") if reconciling else "Succeeded")
     message = st.get("lastError") or f"{st.get('sync')}, {st.get('health')} at " \
@@ -167,6 +168,7 @@ def read(kube: Kube, parent_live: dict[str, Any], *, with_health: bool = True) \
         "sync": st.get("sync", "Unknown"), "health": st.get("health", "Unknown"),
         "driftCount": st.get("driftCount", 0), "drift": st.get("drift", []),
         "lastError": st.get("lastError", "") or "; ".join(last.get("failures") or []),
+        "stalled": st.get("stalled", ""),
         "lastFetchTime": st.get("lastFetchTime", ""),
         "lastSyncTime": st.get("lastSyncTime") or last.get("time", ""),
         "lastResult": last.get("result", ""), "suspended": suspended(parent_live),

@@ -18,17 +18,23 @@ from kubectl_gitops.resources import ObjectId, ResourceType
 log = logging.getLogger("kubectl-gitops.agent")
 
 # (event type, object id, the object): ADDED, MODIFIED, DELETED, or SYNCED
-# for each object the (re-)LIST found.
+# for each object the (re-)LIST found. Every object carries its apiVersion
+# and kind, as a GET's does (a LIST's items come without them).
 Handler = Callable[[str, ObjectId, dict[str, Any]], None]
+# Why the watch cannot read its type ("" once it reads again).
+ErrorHandler = Callable[[str], None]
 
 
 class Watch:
     """One (type, namespace) by a label selector, on a thread of its own."""
 
     def __init__(self, kube: Kube, rtype: ResourceType, namespace: str, selector: str,
-                 handler: Handler, *, timeout: int = 300) -> None:
+                 handler: Handler, *, timeout: int = 300,
+                 on_error: ErrorHandler | None = None) -> None:
         self.kube, self.rtype, self.namespace = kube, rtype, namespace
         self.selector, self.handler, self.timeout = selector, handler, timeout
+        self.on_error = on_error
+        self._failing = False
         self.stopped = threading.Event()
         self.synced = threading.Event()  # the first LIST is in
         self._thread = threading.Thread(target=self._run, daemon=True,
@@ -49,11 +55,21 @@ class Watch:
     def _list(self) -> str:
         path = Kube.path(self.rtype, self.namespace)
         doc = self.kube.request("GET", path, params={"labelSelector": self.selector})
+        api_version = doc.get("apiVersion") or (f"{self.rtype.group}/{self.rtype.version}"
+                                                if self.rtype.group else self.rtype.version)
         for obj in doc.get("items") or []:
+            obj.setdefault("apiVersion", api_version)  # health reads the group from it
             obj.setdefault("kind", self.rtype.kind)
             self.handler("SYNCED", self._id(obj), obj)
         self.synced.set()
+        self._reads()
         return str((doc.get("metadata") or {}).get("resourceVersion", ""))
+
+    def _reads(self) -> None:
+        if self._failing:
+            self._failing = False
+            if self.on_error is not None:
+                self.on_error("")
 
     def _run(self) -> None:
         rv = ""
@@ -63,10 +79,16 @@ class Watch:
                 if not rv:
                     rv = self._list()
                 rv = self._follow(rv)
+                self._reads()
                 delay = 1.0
             except ClusterError as e:
-                log.warning("watch %s in %s: %s; retrying in %.0f s", self.rtype.kind,
-                            self.namespace or "the cluster", e, delay)
+                self._failing = True
+                if self.on_error is not None:  # the owner reports it (with its backoff)
+                    self.on_error(f"cannot watch {self.rtype.kind} in "
+                                  f"{self.namespace or 'the cluster'}: {e}")
+                else:
+                    log.warning("watch %s in %s: %s; retrying in %.0f s", self.rtype.kind,
+                                self.namespace or "the cluster", e, delay)
                 self.stopped.wait(delay)
                 delay = min(delay * 2, 60.0)
 

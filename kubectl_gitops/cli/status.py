@@ -47,7 +47,13 @@ def _rows(apps: list[dict[str, Any]]) -> list[list[str]]:
     return [[a["namespace"], a["name"], str(a["revision"])[:12] or "-",
              a["sync"] + (" (suspended)" if a["suspended"] else ""), a["health"],
              str(a["driftCount"]), a["managedBy"], a["lastSyncTime"] or "-",
-             (a["lastError"] or "")[:60]] for a in apps]
+             _error(a)] for a in apps]
+
+
+def _error(a: dict[str, Any]) -> str:
+    """``LeaseFailed: cannot take the Lease ...``: why a stalled app is stuck."""
+    text = f"{a['stalled']}: {a['lastError']}" if a.get("stalled") else a["lastError"] or ""
+    return text[:80]
 
 
 _HEAD = ["NAMESPACE", "NAME", "REVISION", "SYNC", "HEALTH", "DRIFT", "BY", "LAST SYNC",
@@ -92,7 +98,8 @@ def _detail(a: dict[str, Any]) -> None:
                        ("revision", "Revision"), ("sync", "Sync"), ("health", "Health"),
                        ("suspended", "Suspended"), ("driftCount", "Drift"),
                        ("lastSyncTime", "Last sync"), ("lastResult", "Last result"),
-                       ("lastFetchTime", "Last fetch"), ("lastError", "Last error")):
+                       ("lastFetchTime", "Last fetch"), ("stalled", "Stalled"),
+                       ("lastError", "Last error")):
         click.echo(f"{label + ':':<13}{a.get(key) if a.get(key) not in (None, '') else '-'}")
     for line in a.get("drift") or []:
         click.echo(f"  drift: {line}")

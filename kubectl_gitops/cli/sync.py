@@ -63,20 +63,19 @@ def command(path_arg: str | None, path: str | None, repo: str | None, ref: str |
     is invalid.
     """
     from kubectl_gitops import app as app_mod  # noqa: PLC0415 - keep --help fast
-    from kubectl_gitops import plan, source, sync  # noqa: PLC0415
+    from kubectl_gitops import source, sync  # noqa: PLC0415
 
     seconds = parse_duration(timeout)
     src = source.resolve(repo=repo, path=pick_path(path_arg, path), ref=ref,
                          working_tree=working_tree, name=name, namespace=namespace)
-    opts = sync.Options(prune=prune, dry_run=dry_run, allow_empty=allow_empty, adopt=adopt,
-                        force_conflicts=src.force_conflicts if force_conflicts is None
-                        else force_conflicts, wait=wait, timeout=seconds or float("inf"),
-                        take_over=take_over, prune_cascade=prune_cascade,
-                        lock_timeout=parse_duration(lock_timeout))
+    opts = sync.options_for(src, force_conflicts=force_conflicts, prune=prune,
+                            dry_run=dry_run, allow_empty=allow_empty, adopt=adopt, wait=wait,
+                            timeout=seconds or float("inf"), take_over=take_over,
+                            prune_cascade=prune_cascade,
+                            lock_timeout=parse_duration(lock_timeout))
     kube = app_mod.connect(cluster, concurrency=concurrency, deadline=seconds or None)
     app = app_mod.load(src, kube, name=name, namespace=namespace)
-    the_plan = plan.build(kube, app.manifests, app.parent, app.parent_live, prune=prune,
-                          rules=src.ignore, cascade=prune_cascade)
+    the_plan = sync.make_plan(app, opts)
     quiet = output == "json"
     report = (lambda _line: None) if quiet else click.echo
     _print_kept(the_plan, quiet)
