@@ -177,8 +177,13 @@ def _wait_for_child(proc: subprocess.Popen[str], name: str) -> bool:
 
 
 def _children(pid: int) -> list[int]:
+    """Descendants of ``pid`` (any of them may end while this looks)."""
     out = []
-    for task in Path(f"/proc/{pid}/task").glob("*"):
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except OSError:
+        return []
+    for task in tasks:
         try:
             out += [int(c) for c in (task / "children").read_text().split()]
         except OSError:
