@@ -6,6 +6,9 @@ VENV    ?= .venv
 PYTHON  ?= python3
 PY      := $(VENV)/bin/python
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+# testing/ (the local control plane, test helpers) is a package of the
+# checkout, not of the installation: importable here whatever the install.
+export PYTHONPATH := $(CURDIR)$(if $(PYTHONPATH),:$(PYTHONPATH))
 
 .PHONY: install venv controlplane sourcetools peers test unit cluster cluster-down demo bench dist release clean
 
@@ -43,10 +46,10 @@ unit: venv
 	$(PY) -m pytest -q -m "not cluster"
 
 cluster: venv controlplane
-	@$(PY) -m kubectl_gitops.controlplane up
+	@$(PY) -m testing.controlplane up
 
 cluster-down: venv
-	@$(PY) -m kubectl_gitops.controlplane down
+	@$(PY) -m testing.controlplane down
 
 demo: venv controlplane sourcetools
 	$(PY) examples/demo.py

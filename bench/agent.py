@@ -42,9 +42,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 
-from kubectl_gitops.applyset import PARENT_TYPE  # noqa: E402
-from kubectl_gitops.kube import Kube  # noqa: E402
-from kubectl_gitops.resources import ResourceType  # noqa: E402
+from kubectl_gitops.engine.applyset import PARENT_TYPE  # noqa: E402
+from kubectl_gitops.kube.client import Kube  # noqa: E402
+from kubectl_gitops.kube.resources import ResourceType  # noqa: E402
 
 CM = ResourceType("", "ConfigMap", True, plural="configmaps", version="v1")
 

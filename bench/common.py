@@ -1,6 +1,6 @@
 """Shared helpers for the cluster benchmarks (bench/diff.py, bench/sync.py).
 
-A fresh local control plane per run (kubectl_gitops.controlplane, in a temp
+A fresh local control plane per run (testing.controlplane, in a temp
 state dir, stopped at the end), a generated git repository of N objects
 (ConfigMaps, Deployments and Services spread over 5 namespaces), commands
 run as subprocesses exactly as a user types them (``kubectl gitops ...``
@@ -35,7 +35,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kubectl_gitops.kube import Kube
+from kubectl_gitops.kube.client import Kube
+from kubectl_gitops.kube.kubeconfig import Overrides
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = ROOT / ".venv" / "bin"
@@ -145,7 +146,7 @@ class Cluster:
 
     def kube(self) -> Kube:
         """A client for the bench's own untimed bookkeeping."""
-        return Kube(str(self.kubeconfig), concurrency=5)
+        return Kube(Overrides(kubeconfig=str(self.kubeconfig)), concurrency=5)
 
 
 @contextlib.contextmanager
@@ -163,14 +164,15 @@ def cluster(reuse: str | None = None) -> Iterator[Cluster]:
         say(f"control plane up in {time.perf_counter() - started:.1f}s ({state})")
         yield Cluster(kubeconfig, state, owned=True)
     finally:
-        subprocess.run([str(PYTHON), "-m", "kubectl_gitops.controlplane", "down",
-                        "--state-dir", str(state)], capture_output=True)
+        subprocess.run([str(PYTHON), "-m", "testing.controlplane", "down",
+                        "--state-dir", str(state)], capture_output=True, cwd=ROOT)
         shutil.rmtree(state, ignore_errors=True)
 
 
 def _up(state: Path) -> Path:
-    proc = subprocess.run([str(PYTHON), "-m", "kubectl_gitops.controlplane", "up",
-                           "--state-dir", str(state)], capture_output=True, text=True)
+    # cwd: testing/ is a package of the checkout, not of the installation.
+    proc = subprocess.run([str(PYTHON), "-m", "testing.controlplane", "up",
+                           "--state-dir", str(state)], capture_output=True, text=True, cwd=ROOT)
     if proc.returncode != 0:
         die(f"cannot start the control plane: {proc.stderr.strip()}")
     return Path(proc.stdout.strip().splitlines()[-1])

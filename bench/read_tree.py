@@ -2,7 +2,7 @@
 """Benchmark: read and parse a committed tree of N manifests at HEAD.
 
 Generates a repository of N manifests (mixed kinds, multi-document files,
-several directories), commits it, then times ``source.resolve`` +
+several directories), commits it, then times ``tree.resolve`` +
 ``desired.load`` (offline mapper, in-process) over several rounds and prints
 the median wall time, the median CPU time (this process and its git
 children: steadier on a shared machine), objects/second and the cost per
@@ -28,7 +28,8 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from kubectl_gitops import desired, git, source
+from kubectl_gitops.engine import desired
+from kubectl_gitops.source import git, tree
 
 # --- one template per kind; {n} makes names unique --------------------------
 
@@ -190,7 +191,7 @@ def make_repo(root: Path, n_objects: int) -> int:
 
 def read_once(root: Path) -> int:
     git.repo.cache_clear()  # a fresh run opens the repository anew
-    src = source.resolve(repo=root)
+    src = tree.resolve(repo=root)
     return len(desired.load(src))
 
 

@@ -62,7 +62,8 @@ import common  # bench/, the script's directory, is first on sys.path
 import peers
 import yaml
 
-from kubectl_gitops.kube import Kube
+from kubectl_gitops.kube.client import Kube
+from kubectl_gitops.kube.kubeconfig import Overrides
 
 OURS = "kubectl gitops sync --prune"
 APPLY = "kubectl apply"
@@ -132,7 +133,7 @@ def floor(repo: common.Repo, kubeconfig: Path) -> common.Timing:
     the applies are timed; no sync can take less on the same cluster."""
     objs = [doc for path in sorted(repo.apps.glob("*.yaml"))
             for doc in yaml.safe_load_all(path.read_text()) if doc]
-    kube = Kube(str(kubeconfig), concurrency=16)
+    kube = Kube(Overrides(kubeconfig=str(kubeconfig)), concurrency=16)
     types = kube.resource_types()
     work = [(types[(o["apiVersion"].rpartition("/")[0], o["kind"])], o) for o in objs]
     start = time.perf_counter()

@@ -104,7 +104,7 @@ def kubeconform_schemas() -> tuple[Path, str]:
     """kubernetes-validate's strict schemas, rewritten once for kubeconform:
     ``$id`` dropped and ``/api/_definitions.json#`` made relative, so every
     reference resolves to the file beside it instead of the network."""
-    from kubectl_gitops import schema  # noqa: PLC0415
+    from kubectl_gitops.kube import schema  # noqa: PLC0415
 
     release, source = schema.schema_dir(common_version())
     dest_root = CACHE / "kubeconform-schemas"

@@ -35,8 +35,9 @@ def sh(cmd: str, repo: Path, env: dict[str, str], ok: tuple[int, ...] = (0,)) ->
 
 
 def cluster_kubeconfig() -> str:
-    proc = subprocess.run([sys.executable, "-m", "kubectl_gitops.controlplane", "up"],
-                          stdout=subprocess.PIPE, text=True)
+    # cwd: testing/ is a package of the checkout, not of the installation.
+    proc = subprocess.run([sys.executable, "-m", "testing.controlplane", "up"],
+                          stdout=subprocess.PIPE, text=True, cwd=HERE.parent)
     if proc.returncode != 0:
         sys.exit("demo: the local control plane did not start (see above)")
     return proc.stdout.strip().splitlines()[-1]

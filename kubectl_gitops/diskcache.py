@@ -1,6 +1,8 @@
-"""Private JSON files under ``$XDG_CACHE_HOME/kubectl-gitops/`` (default
-``~/.cache/...``): the discovery cache (kube.py) and the parsed-manifest
-cache (manifests.py) keep their entries here.
+"""The cache directory, ``$XDG_CACHE_HOME/kubectl-gitops/`` (default
+``~/.cache/...``), worked out in one place (:func:`directory`) for every
+cache: discovery (kube/client.py), parsed manifests (source/manifests.py),
+stripped schemas (kube/schema.py), the agent's git mirrors; and private
+JSON files in it.
 
 Files are 0600 in 0700 directories owned by the user, opened without
 following symlinks, and written whole (write, then rename). Anything
@@ -21,7 +23,8 @@ from typing import Any
 
 def directory(*parts: str) -> str | None:
     """``$XDG_CACHE_HOME/kubectl-gitops/<parts>``, or None when there is no
-    usable (absolute) cache home."""
+    usable (absolute) cache home: then nothing is cached (a relative one
+    would put files wherever the command runs)."""
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     if not os.path.isabs(base):
         return None

@@ -1,7 +1,9 @@
-"""Shared fixtures: a real local control plane, one namespace per test.
+"""Shared fixtures: a real local control plane, one namespace per test, an
+isolated git config, this package's executables on PATH. Helpers are in the
+top-level ``testing`` package (``testing.git``, ``testing.kube``...).
 
 Integration tests run against etcd + kube-apiserver + kube-controller-manager
-started by ``kubectl_gitops.controlplane`` (or an already running cluster whose
+started by ``testing.controlplane`` (or an already running cluster whose
 kubeconfig is in ``$KUBECTL_GITOPS_KUBECONFIG``, e.g. from ``controlplane up``).
 They are never skipped: if the control plane cannot start, they fail.
 """
@@ -18,6 +20,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+
+from testing.cli import BIN
+from testing.git import isolate_git
 
 if TYPE_CHECKING:
     from kubernetes.client import ApiClient
@@ -57,7 +62,7 @@ def control_plane() -> Iterator[Cluster]:
                                     "unset it to start a control plane for this session")
         yield Cluster(path)
         return
-    from kubectl_gitops.controlplane import ControlPlane
+    from testing.controlplane import ControlPlane
 
     # Any failure to start raises here, which fails (never skips) the tests.
     with ControlPlane() as cp:
@@ -118,3 +123,15 @@ def kube_env(control_plane: Cluster) -> dict[str, str]:
     env["KUBECONFIG"] = str(control_plane.kubeconfig)
     env["PATH"] = os.pathsep.join([bin_dir, env.get("PATH", "")])
     return env
+
+
+@pytest.fixture
+def git_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
+    """Isolated git config for this test; yields the resulting environment."""
+    yield isolate_git(monkeypatch, tmp_path / ".gitconfig-home")
+
+
+@pytest.fixture
+def env(git_env: dict[str, str]) -> dict[str, str]:
+    """The isolated git environment with this package's executables first on PATH."""
+    return {**git_env, "PATH": os.pathsep.join([str(BIN), git_env.get("PATH", "")])}

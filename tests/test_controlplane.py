@@ -20,15 +20,15 @@ import pytest
 from kubernetes.client import AppsV1Api, CoreV1Api, VersionApi
 from kubernetes.client.exceptions import ApiException
 
-from kubectl_gitops import controlplane
-from kubectl_gitops.controlplane import (
+from testing import controlplane
+from testing.controlplane import (
     TOOLS_DIR,
     ControlPlane,
     ControlPlaneError,
     binaries_dir,
     pid_alive,
 )
-from kubectl_gitops.controlplane import free_ports as real_free_ports
+from testing.controlplane import free_ports as real_free_ports
 
 pytestmark = pytest.mark.cluster
 
@@ -174,7 +174,7 @@ def test_components_die_with_their_parent(tmp_path: Path) -> None:
     # parent-death signal must still take the components down.
     code = ("import json, sys, time\n"
             "from pathlib import Path\n"
-            "from kubectl_gitops.controlplane import ControlPlane\n"
+            "from testing.controlplane import ControlPlane\n"
             "cp = ControlPlane(data_dir=Path(sys.argv[1])).start()\n"
             "print(json.dumps(cp.pids), flush=True)\n"
             "time.sleep(600)\n")
@@ -255,7 +255,7 @@ def controlplane_cli(*args: str, state_dir: Path) -> subprocess.CompletedProcess
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
     return subprocess.run(
-        [sys.executable, "-m", "kubectl_gitops.controlplane", *args, "--state-dir", str(state_dir)],
+        [sys.executable, "-m", "testing.controlplane", *args, "--state-dir", str(state_dir)],
         env=env, capture_output=True, text=True, timeout=600)
 
 

@@ -20,14 +20,15 @@ import shutil
 import subprocess
 import sys
 import tarfile
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from kubeutil import configmap, docs
 
 from kubectl_gitops.cli.dispatch import KUBECTL_COMMANDS
 from kubectl_gitops.versions import KUBERNETES_VERSION
+from testing.kube import configmap, docs
 
 ROOT = Path(__file__).resolve().parent.parent
 DEV_BIN = Path(sys.executable).parent
@@ -200,9 +201,9 @@ def test_installed_wheel_works_through_kubectl_git_and_man(
     where = sh([inst.python, "-c", "import kubectl_gitops; print(kubectl_gitops.__file__)"],
                cwd=work, env=env).stdout
     assert where.startswith(str(tmp_path)) and not where.startswith(str(ROOT))
-    # The local control plane needs the checkout's tools/: not installed.
+    # The local control plane and the test helpers (testing/) are not installed.
     cp = sh([inst.python, "-c", "import importlib.util as u; "
-             "print(u.find_spec('kubectl_gitops.controlplane'))"], cwd=work, env=env).stdout
+             "print(u.find_spec('testing'))"], cwd=work, env=env).stdout
     assert cp == "None\n"
 
     _plugin_list_shows_exactly_our_plugins(inst, env, work)
@@ -228,6 +229,17 @@ def test_installed_wheel_works_through_kubectl_git_and_man(
     assert diff.returncode == 1, diff.stderr
     assert "+++ git@" in diff.stdout and f"ConfigMap {namespace}/settings" in diff.stdout
     assert "1 to create, 0 to update, 0 to delete, 0 unchanged" in diff.stdout + diff.stderr
+
+
+def test_the_wheel_holds_the_product_package_only(release: Release) -> None:
+    names = zipfile.ZipFile(release.wheel).namelist()
+    tops = {n.split("/")[0] for n in names}
+    assert tops == {"kubectl_gitops", f"kubectl_gitops-{VERSION}.dist-info",
+                    f"kubectl_gitops-{VERSION}.data"}
+    assert not [n for n in names if "controlplane" in n or n.startswith("testing/")]
+    # The data files the package reads through importlib.resources.
+    assert {"kubectl_gitops/validate/git_hooks/pre-commit",
+            "kubectl_gitops/cli/completion/gitops.bash"} <= set(names)
 
 
 def _plugin_list_shows_exactly_our_plugins(inst: Installed, env: dict[str, str],

@@ -14,12 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from kubectl_gitops import durations
 from kubectl_gitops.errors import ConfigError
 
 _KEYS = {"name", "repo", "ref", "path", "namespace", "interval", "prune", "selfHeal", "suspend",
          "decryptionSecret"}
-_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)?$")
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
 
 
 @dataclass(frozen=True)
@@ -38,11 +37,11 @@ class AppSpec:
 
 
 def duration(value: Any, where: str) -> float:
-    """``30``, ``30s``, ``5m``, ``1h`` or ``500ms`` as seconds."""
-    m = _DURATION.match(str(value).strip())
-    if not m:
-        raise ConfigError(f"{where}: {value!r} is not a duration like 30s, 5m or 1h")
-    seconds = float(m.group(1)) * _UNITS[m.group(2)]
+    """A positive duration (:mod:`kubectl_gitops.durations`: ``30s``, ``1m30s``, ``90``)."""
+    try:
+        seconds = durations.parse(str(value))
+    except ValueError as e:
+        raise ConfigError(f"{where}: {e}") from None
     if seconds <= 0:
         raise ConfigError(f"{where}: the interval must be more than 0")
     return seconds

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from kubectl_gitops.kube import Kube
+from kubectl_gitops.kube.client import Kube
 
 
 class Metrics:

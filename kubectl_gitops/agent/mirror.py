@@ -16,8 +16,8 @@ import threading
 import time
 from pathlib import Path
 
-from kubectl_gitops import git
 from kubectl_gitops.errors import GitError
+from kubectl_gitops.source import git
 
 _USERINFO = re.compile(r"(\w+://)[^/@\s]+@")
 

@@ -8,7 +8,7 @@ that writes runs under the app's Lease and the app's own lock, so two keys of
 one app never write at once and a lost Lease stops writing at once.
 
 The agent is a driver of the engine: a revision becomes a source through
-``source.resolve`` (the mirror is a repository like any other), and a plan
+``tree.resolve`` (the mirror is a repository like any other), and a plan
 through ``sync.options_for`` and ``sync.make_plan``, the calls ``kubectl
 gitops sync`` makes, so whatever ``.gitops.yaml`` says holds here too.
 
@@ -30,20 +30,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kubectl_gitops import app as app_mod
-from kubectl_gitops import applyset, desired, health, source, sync, validate
-from kubectl_gitops.agent import drift, state
+from kubectl_gitops.agent import state
 from kubectl_gitops.agent.config import AppSpec
 from kubectl_gitops.agent.metrics import CountingKube, Metrics
 from kubectl_gitops.agent.mirror import Mirror
 from kubectl_gitops.agent.watch import Watch
 from kubectl_gitops.agent.workqueue import Backoff, WorkQueue
+from kubectl_gitops.engine import app as app_mod
+from kubectl_gitops.engine import applyset, desired, plan, status, sync
+from kubectl_gitops.engine.model import Plan
 from kubectl_gitops.errors import ClusterError, GitOpsError, NotFoundError
-from kubectl_gitops.lease import Lease, LeaseHeld, LeaseLost, identity, lease_name
-from kubectl_gitops.manifests import Manifest
-from kubectl_gitops.plan import Plan
-from kubectl_gitops.resources import ObjectId, ResourceType
-from kubectl_gitops.sops import Keys
+from kubectl_gitops.kube import health
+from kubectl_gitops.kube.lease import Lease, LeaseHeld, LeaseLost, identity, lease_name
+from kubectl_gitops.kube.resources import ObjectId, ResourceType
+from kubectl_gitops.source import tree
+from kubectl_gitops.source.manifests import Manifest
+from kubectl_gitops.validate import checks
+from kubectl_gitops.source.sops import Keys
 
 log = logging.getLogger("kubectl-gitops.agent")
 Key = tuple[Any, ...]
@@ -96,7 +99,7 @@ class AppRun:
     lock: threading.Lock = field(default_factory=threading.Lock)
     lease: Lease | None = None
     namespace: str = ""
-    src: source.Source | None = None
+    src: tree.Source | None = None
     synced_sha: str = ""  # the revision live (synced or found unchanged)
     bad_sha: str = ""  # a revision that failed validation: not retried until it changes
     members: dict[ObjectId, Member] = field(default_factory=dict)
@@ -261,7 +264,7 @@ class Agent:
 
     # --- leadership -------------------------------------------------------------
 
-    def _lead(self, run: AppRun, src: source.Source) -> bool:
+    def _lead(self, run: AppRun, src: tree.Source) -> bool:
         """Hold the app's Lease (the one a CLI sync takes: ``kubectl-gitops.<app>``
         in the app's namespace), or try to take it. Another holder makes this
         agent a follower; an error (no rights on Leases, ...) is a stall. A
@@ -296,7 +299,7 @@ class Agent:
         run.synced_sha = ""  # a new leader looks at everything once
         return True
 
-    def _bootstrap(self, run: AppRun, src: source.Source) -> bool:
+    def _bootstrap(self, run: AppRun, src: tree.Source) -> bool:
         """The app's namespace does not exist (a new app, whose revision may
         create it): create it as ``kubectl gitops sync`` does before it takes
         its Lease there. Only for a revision that validates and plans:
@@ -341,7 +344,7 @@ class Agent:
             return min(spec.interval, self.settings.lease_duration / 3)
         if ("", "parent", run.namespace) not in run.watches:  # else the watch keeps it fresh
             run.parent_live = self.kube.get(applyset.PARENT_TYPE, run.namespace, run.name)
-        if run.spec.suspend or state.suspended(run.parent_live):
+        if run.spec.suspend or status.suspended(run.parent_live):
             self._unstall(run, "sync")
             self._status(run)
             return spec.interval
@@ -384,13 +387,13 @@ class Agent:
         self._unstall(run, "fetch")
         return None
 
-    def _source(self, run: AppRun) -> source.Source:
+    def _source(self, run: AppRun) -> tree.Source:
         """The revision ``ref`` names in the mirror, as ``kubectl gitops sync``
         resolves a repository: its ``.gitops.yaml`` (path, name, namespace,
         exclude, ignore, forceConflicts) read from that commit."""
         spec = run.spec
-        src = source.resolve(repo=run.mirror.dir, ref=spec.ref, path=spec.path,
-                             name=spec.name if spec.named else None, namespace=spec.namespace)
+        src = tree.resolve(repo=run.mirror.dir, ref=spec.ref, path=spec.path,
+                           name=spec.name if spec.named else None, namespace=spec.namespace)
         run.name = src.name or spec.name
         return src
 
@@ -412,7 +415,7 @@ class Agent:
             raise ClusterError(f"decryption Secret {ns}/{name} holds no *.agekey entry")
         return Keys(key="\n".join(keys))
 
-    def _prepare(self, run: AppRun, src: source.Source) \
+    def _prepare(self, run: AppRun, src: tree.Source) \
             -> tuple[app_mod.App, Plan, sync.Options] | None:
         """Validate, load and plan the revision, and check it as sync does
         before its first write; None (a stall, not retried until the revision
@@ -421,8 +424,8 @@ class Agent:
         assert src.sha
         try:
             src.keys = self._decryption_keys(run)
-            checked = validate.validate_source(src, validate.Options(namespace=run.namespace,
-                                                                   ignore_missing_schemas=True))
+            checked = checks.validate_source(src, checks.Options(namespace=run.namespace,
+                                                                 ignore_missing_schemas=True))
             if not checked.valid:
                 raise GitOpsError("; ".join(p.render() for p in checked.problems))
             app = app_mod.load(src, self.kube, name=run.name, namespace=run.namespace)
@@ -439,7 +442,7 @@ class Agent:
         self._unstall(run, "revision")
         return app, the_plan, opts
 
-    def _sync(self, run: AppRun, src: source.Source) -> None:
+    def _sync(self, run: AppRun, src: tree.Source) -> None:
         spec = run.spec
         prepared = self._prepare(run, src)
         if prepared is None:
@@ -515,13 +518,13 @@ class Agent:
         if m is None or run.stopped:
             return
         self.queue.add(("status", run.spec.name), 1.0)  # health may have changed
-        if ev == "DELETED" or not drift.matches(m.desired, obj):
+        if ev == "DELETED" or not plan.known_unchanged(m.desired, obj):
             self.queue.add(("drift", run.spec.name, oid), self.settings.debounce)
 
     def _on_parent(self, run: AppRun, ev: str, _oid: ObjectId, obj: dict[str, Any]) -> None:
-        was = state.suspended(run.parent_live)
+        was = status.suspended(run.parent_live)
         run.parent_live = None if ev == "DELETED" else obj
-        if state.suspended(run.parent_live) != was and ev != "SYNCED":
+        if status.suspended(run.parent_live) != was and ev != "SYNCED":
             log.info("app %s: %s", run.spec.name,
                      "suspended" if not was else "resumed")
             self.queue.add(("app", run.spec.name))
@@ -531,7 +534,7 @@ class Agent:
         if m is None or run.lease is None or not run.lease.held or run.src is None:
             return None
         live = self.kube.get(m.rtype, oid.namespace, oid.name)
-        if live is not None and drift.matches(m.desired, live):
+        if live is not None and plan.known_unchanged(m.desired, live):
             self._no_drift(run, oid)
             return None
         parent_live = run.parent_live = self.kube.get(applyset.PARENT_TYPE, run.namespace,
@@ -544,7 +547,7 @@ class Agent:
         if not item.needs_apply and item.live is not None:
             self._no_drift(run, oid)  # only fields git does not declare changed
             return None
-        what = f"{oid}: {drift.describe(item)}"
+        what = f"{oid}: {plan.drift_line(item)}"
         if run.drift.get(oid) != what:
             if oid not in run.drift:
                 self.metrics.drift_detected.labels(run.spec.name).inc()
@@ -552,7 +555,7 @@ class Agent:
             log.warning("app %s: drift: %s", run.spec.name, what)
             self._event(run, "DriftDetected", what, warning=True)
             self._status(run)
-        if not run.spec.self_heal or run.spec.suspend or state.suspended(parent_live):
+        if not run.spec.self_heal or run.spec.suspend or status.suspended(parent_live):
             return None  # reported only; resuming looks at it again
         wait = self._heal_wait(run, oid)
         if wait > 0:
@@ -684,7 +687,7 @@ class Agent:
             "health": "Degraded" if "fetch" in run.stalls else self._health(run),
             "driftCount": len(run.drift), "drift": sorted(run.drift.values())[:20],
             "lastError": stall.message if stall else "", "stalled": stall.reason if stall else "",
-            "suspended": run.spec.suspend or state.suspended(run.parent_live),
+            "suspended": run.spec.suspend or status.suspended(run.parent_live),
             "selfHeal": run.spec.self_heal, "prune": run.spec.prune,
             "agent": self.identity, "lastFetchTime": run.last_fetch,
             "lastSyncTime": run.last_sync,
@@ -699,7 +702,7 @@ class Agent:
         if bare == old:
             return
         st["conditions"] = state.conditions(st, run.status.get("conditions") or
-                                            state.status_of(run.parent_live).get("conditions")
+                                            status.status_of(run.parent_live).get("conditions")
                                             or [])
         if leading:
             assert run.lease is not None

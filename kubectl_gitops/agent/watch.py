@@ -12,8 +12,8 @@ from collections.abc import Callable
 from typing import Any
 
 from kubectl_gitops.errors import ClusterError
-from kubectl_gitops.kube import Kube
-from kubectl_gitops.resources import ObjectId, ResourceType
+from kubectl_gitops.kube.client import Kube
+from kubectl_gitops.kube.resources import ObjectId, ResourceType
 
 log = logging.getLogger("kubectl-gitops.agent")
 

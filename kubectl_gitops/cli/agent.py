@@ -18,7 +18,7 @@ from kubectl_gitops.cli.common import cluster_options, handle_errors, run
 
 if TYPE_CHECKING:
     from kubectl_gitops.agent.config import AppSpec
-    from kubectl_gitops.kubeconfig import Overrides
+    from kubectl_gitops.kube.kubeconfig import Overrides
 
 _CTX = {"help_option_names": ["-h", "--help"]}
 
@@ -134,9 +134,7 @@ def command(ctx: click.Context, repo: str | None, ref: str, path: str | None,
     _logging(log_format, cluster.verbosity >= 4)  # -v 4: the agent's debug lines
     specs = _specs(config, repo, ref, path, name, namespace, interval, prune, self_heal,
                    decryption_secret)
-    cache = Path(cache_dir or os.path.join(os.environ.get("XDG_CACHE_HOME") or
-                                           os.path.expanduser("~/.cache"),
-                                           "kubectl-gitops", "agent"))
+    cache = Path(cache_dir or _cache_dir())
     secret = _secret(webhook_secret_file) if webhook_secret_file else None
     settings = runner.Settings(cache=cache, workers=workers,
                                debounce=cfg.duration(debounce, "--debounce"),
@@ -147,6 +145,18 @@ def command(ctx: click.Context, repo: str | None, ref: str, path: str | None,
     host, port = _listen(listen)
     httpd = server.serve(agent, host, port, secret) if port else None
     return _run(agent, config, specs) if httpd is None else _serving(agent, httpd, config, specs)
+
+
+def _cache_dir() -> str:
+    """Where the agent keeps its git mirrors by default."""
+    from kubectl_gitops import diskcache  # noqa: PLC0415
+    from kubectl_gitops.errors import ConfigError  # noqa: PLC0415
+
+    cache = diskcache.directory("agent")
+    if cache is None:
+        raise ConfigError("no cache directory ($XDG_CACHE_HOME, else $HOME, is not an "
+                          "absolute path); give one with --cache-dir")
+    return cache
 
 
 def _secret(path: str) -> bytes:

@@ -7,7 +7,6 @@ core and return an exit status from :mod:`kubectl_gitops.exitcodes`.
 from __future__ import annotations
 
 import functools
-import inspect
 import os
 import stat
 import sys
@@ -89,27 +88,19 @@ def cluster_options(fn: F) -> F:
     """kubectl's connection flags, with kubectl's meaning.
 
     The command gets ``namespace`` and ``cluster`` (a
-    :class:`kubectl_gitops.kubeconfig.Overrides`) instead of the individual
+    :class:`kubectl_gitops.kube.kubeconfig.Overrides`) instead of the individual
     flags; ``app.connect(cluster)`` turns it into a connection.
     """
-    # A command written against the older contract (``kubeconfig, context``)
-    # gets the flags as ``kubeconfig``, which ``app.connect`` also accepts, so
-    # no flag (--as above all) is ever silently dropped.
-    legacy = "cluster" not in inspect.signature(fn).parameters
-
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from kubectl_gitops.kubeconfig import Overrides  # noqa: PLC0415 - keeps --help fast
+        from kubectl_gitops.kube.kubeconfig import Overrides  # noqa: PLC0415 - keeps --help fast
 
         values = {name: kwargs.pop(name, None) for name in _CLUSTER_PARAMS}
         values["cluster"] = values.pop("cluster_name")
         values["as_groups"] = tuple(values["as_groups"] or ())
         values["insecure_skip_tls_verify"] = bool(values["insecure_skip_tls_verify"])
         values["verbosity"] = values["verbosity"] or 0
-        flags = Overrides(**values)
-        if legacy:
-            return fn(*args, kubeconfig=flags, context=None, **kwargs)
-        return fn(*args, cluster=flags, **kwargs)
+        return fn(*args, cluster=Overrides(**values), **kwargs)
 
     # A command's own option of the same name wins (validate's --cluster flag).
     taken = {o for p in getattr(fn, "__click_params__", []) for o in p.opts}
@@ -158,10 +149,10 @@ def parse_timeout(_ctx: click.Context | None, param: click.Parameter | None,
     """A click callback: kubectl's duration forms (``30s``, ``1m30s``, ``0``) as seconds."""
     if value is None:
         return None
-    from kubectl_gitops.kubeconfig import parse_duration  # noqa: PLC0415
+    from kubectl_gitops import durations  # noqa: PLC0415
 
     try:
-        return parse_duration(value)
+        return durations.parse(value)
     except ValueError as e:
         raise click.BadParameter(str(e), param=param) from None
 
@@ -170,12 +161,6 @@ def pick_path(path_arg: str | None, path: str | None) -> str | None:
     if path_arg and path and path_arg != path:
         raise click.UsageError("give the path either as an argument or as --path, not both")
     return path_arg or path
-
-
-def kubeconfig_value(value: Any) -> Any:
-    """Kept for callers written before ``cluster_options`` passed ``cluster``:
-    the kubeconfig loader now reads every file of $KUBECONFIG itself."""
-    return value
 
 
 def report(lines: list[str]) -> None:

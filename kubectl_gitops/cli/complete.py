@@ -170,8 +170,8 @@ def _users(words: list[str], partial: str) -> Candidates:
 
 
 def _refs(words: list[str], partial: str) -> Candidates:
-    from kubectl_gitops import git  # noqa: PLC0415
     from kubectl_gitops.errors import GitError  # noqa: PLC0415
+    from kubectl_gitops.source import git  # noqa: PLC0415
 
     try:
         out = git.out(["for-each-ref", "--format=%(refname:short)\t%(subject)",
@@ -186,11 +186,12 @@ def _refs(words: list[str], partial: str) -> Candidates:
 def _cluster_list(words: list[str], path: str, params: dict[str, str]) -> list[dict[str, Any]]:
     """Items of one LIST (metadata only), or nothing when the cluster does not answer."""
     from kubectl_gitops.errors import GitOpsError  # noqa: PLC0415
-    from kubectl_gitops.kube import Kube  # noqa: PLC0415
+    from kubectl_gitops.kube.client import Kube  # noqa: PLC0415
+    from kubectl_gitops.kube.kubeconfig import Overrides  # noqa: PLC0415
 
     try:
-        kube = Kube(_flag(words, "--kubeconfig"), _flag(words, "--context"),
-                    timeout=CLUSTER_TIMEOUT)
+        kube = Kube(Overrides(kubeconfig=_flag(words, "--kubeconfig"),
+                              context=_flag(words, "--context")), timeout=CLUSTER_TIMEOUT)
         doc = kube.request("GET", path, params=params, accept=(
             "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,application/json"))
     except (GitOpsError, OSError):
@@ -200,7 +201,7 @@ def _cluster_list(words: list[str], path: str, params: dict[str, str]) -> list[d
 
 def _applysets(words: list[str], partial: str) -> Candidates:
     """Applications this tool manages: ApplySet parents whose tooling is ours."""
-    from kubectl_gitops import applyset  # noqa: PLC0415
+    from kubectl_gitops.engine import applyset  # noqa: PLC0415
 
     ns = _flag(words, "-n", "--namespace")
     path = f"/api/v1/namespaces/{ns}/configmaps" if ns else "/api/v1/configmaps"
@@ -243,16 +244,6 @@ def answer(group: click.Group, words: list[str]) -> int:
     return exitcodes.OK
 
 
-def kubectl_complete_main() -> None:
-    """``kubectl_complete-gitops[-SUB]``: the name says which command kubectl completes."""
-    from kubectl_gitops.cli.dispatch import kubectl_group  # noqa: PLC0415
-
-    name = Path(sys.argv[0]).name.removesuffix(".exe")
-    sub = name.partition("kubectl_complete-gitops")[2].lstrip("-")
-    prefix = [sub.replace("_", "-")] if sub else []
-    sys.exit(answer(kubectl_group, prefix + sys.argv[1:]))
-
-
 # --- kubectl gitops completion SHELL ----------------------------------------------------
 
 SHELLS = ("bash", "zsh", "fish")
@@ -279,5 +270,5 @@ def command(shell: str) -> int:
 
 
 def script(shell: str) -> str:
-    return (resources.files("kubectl_gitops") / "completion" / f"gitops.{shell}") \
+    return (resources.files("kubectl_gitops.cli") / "completion" / f"gitops.{shell}") \
         .read_text(encoding="utf-8")

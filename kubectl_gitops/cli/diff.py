@@ -14,8 +14,8 @@ from kubectl_gitops.cli.common import (cluster_options, handle_errors, parse_tim
                                        pick_path, run, source_options)
 
 if TYPE_CHECKING:  # type names only: the modules load lazily, after --help
-    from kubectl_gitops.kubeconfig import Overrides
-    from kubectl_gitops.plan import Plan
+    from kubectl_gitops.engine.model import Plan
+    from kubectl_gitops.kube.kubeconfig import Overrides
 
 
 def use_color(no_color: bool) -> bool:
@@ -52,11 +52,12 @@ def command(path_arg: str | None, path: str | None, repo: str | None, ref: str |
 
     Exit status: 0 no differences, 1 differences, 2 error (as kubectl diff).
     """
-    from kubectl_gitops import app as app_mod  # noqa: PLC0415 - keep --help fast
-    from kubectl_gitops import diff, plan, source, sync  # noqa: PLC0415
+    from kubectl_gitops.engine import app as app_mod  # noqa: PLC0415 - keep --help fast
+    from kubectl_gitops.engine import diff, plan, sync  # noqa: PLC0415
+    from kubectl_gitops.source import tree  # noqa: PLC0415
 
-    src = source.resolve(repo=repo, path=pick_path(path_arg, path), ref=ref,
-                         working_tree=working_tree, name=name, namespace=namespace)
+    src = tree.resolve(repo=repo, path=pick_path(path_arg, path), ref=ref,
+                       working_tree=working_tree, name=name, namespace=namespace)
     kube = app_mod.connect(cluster, concurrency=concurrency, deadline=timeout or None)
     app = app_mod.load(src, kube, name=name, namespace=namespace)
     the_plan = plan.build(kube, app.manifests, app.parent, app.parent_live, prune=prune,
@@ -94,7 +95,7 @@ def command(path_arg: str | None, path: str | None, repo: str | None, ref: str |
     conflict = app_mod.source_conflict(app)
     if conflict:
         click.echo(f"warning: {conflict}; sync refuses it without --take-over", err=True)
-    for item in the_plan.items:  # members prune keeps, and why (see kubectl_gitops.prune)
+    for item in the_plan.items:  # members prune keeps, and why (see kubectl_gitops.engine.prune)
         if item.kept:
             click.echo(f"kept {item.id}: {item.kept}", err=True)
     _summary(the_plan, prune, app.parent_live is not None)

@@ -3,13 +3,16 @@
 kubectl finds ``kubectl-gitops-diff`` for ``kubectl gitops diff`` on its own;
 git looks up only the first word, so ``git gitops rollback`` arrives here as
 ``git-gitops rollback``. Subcommand modules are imported only when chosen, so
-``--help`` never pays for the Kubernetes client.
+``--help`` never pays for the Kubernetes client. The completion entry
+points (``kubectl_complete-gitops*``, cobra's ``__complete``) start here too:
+:mod:`kubectl_gitops.cli.complete` answers for the groups defined here.
 """
 
 from __future__ import annotations
 
 import importlib
 import sys
+from pathlib import Path
 from typing import Any
 
 import click
@@ -100,6 +103,16 @@ def kubectl_main() -> None:
 
 def git_main() -> None:
     _main(git_group, "git gitops")
+
+
+def kubectl_complete_main() -> None:
+    """``kubectl_complete-gitops[-SUB]``: the name says which command kubectl completes."""
+    from kubectl_gitops.cli import complete  # noqa: PLC0415
+
+    name = Path(sys.argv[0]).name.removesuffix(".exe")
+    sub = name.partition("kubectl_complete-gitops")[2].lstrip("-")
+    prefix = [sub.replace("_", "-")] if sub else []
+    sys.exit(complete.answer(kubectl_group, prefix + sys.argv[1:]))
 
 
 def _main(group: click.Group, prog_name: str) -> None:

@@ -11,7 +11,7 @@ from kubectl_gitops import exitcodes
 from kubectl_gitops.cli.common import cluster_options, handle_errors, run
 
 if TYPE_CHECKING:  # the loader is imported only once a cluster is needed
-    from kubectl_gitops.kubeconfig import Overrides
+    from kubectl_gitops.kube.kubeconfig import Overrides
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -24,10 +24,11 @@ if TYPE_CHECKING:  # the loader is imported only once a cluster is needed
 def command(repo: str | None, name: str | None, cluster: Overrides, namespace: str | None,
             output: str) -> int:
     """Show the sync records kept in the cluster for an application."""
-    from kubectl_gitops import app as app_mod  # noqa: PLC0415
-    from kubectl_gitops import desired, history, source  # noqa: PLC0415
+    from kubectl_gitops.engine import app as app_mod  # noqa: PLC0415
+    from kubectl_gitops.engine import desired, history  # noqa: PLC0415
+    from kubectl_gitops.source import tree  # noqa: PLC0415
 
-    src = source.resolve(repo=repo, name=name, namespace=namespace)
+    src = tree.resolve(repo=repo, name=name, namespace=namespace)
     kube = app_mod.connect(cluster)
     ns = desired.default_namespace(src, namespace, kube)
     app = app_mod.name_in_cluster(src, kube, name, ns)

@@ -9,12 +9,14 @@ from typing import TYPE_CHECKING
 
 import click
 
-from kubectl_gitops import exitcodes, rollback, source
+from kubectl_gitops import exitcodes
 from kubectl_gitops.cli import common
-from kubectl_gitops.source import Source
+from kubectl_gitops.engine import rollback
+from kubectl_gitops.source import tree
+from kubectl_gitops.source.tree import Source
 
 if TYPE_CHECKING:
-    from kubectl_gitops.kubeconfig import Overrides
+    from kubectl_gitops.kube.kubeconfig import Overrides
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -50,7 +52,7 @@ def command(rev: str | None, to: str | None, steps: int | None, last_synced: boo
     Exit status: 0 done, 1 nothing to roll back, 2 error.
     """
     target = _check_options(rev, to, steps, last_synced, dry_run, sync, prune, push)
-    src = source.resolve(repo=repo, path=path, name=name)
+    src = tree.resolve(repo=repo, path=path, name=name)
     synced = functools.partial(_synced, src, name, cluster, namespace) if last_synced else None
     finished = None if dry_run else rollback.finish_interrupted(src.root)
     if finished:
@@ -104,11 +106,10 @@ def _check_options(rev: str | None, to: str | None, steps: int | None, last_sync
 
 def _synced(src: Source, name: str | None, cluster: Overrides,
             namespace: str | None) -> Iterable[str]:
-    return rollback.synced_revisions(src, name=name, kubeconfig=cluster, context=None,
-                                     namespace=namespace)
+    return rollback.synced_revisions(src, name=name, cluster=cluster, namespace=namespace)
 
 
-def _show(plan: rollback.Plan) -> int:
+def _show(plan: rollback.Restore) -> int:
     head, target = rollback.describe(plan.root, plan.head), rollback.describe(
         plan.root, plan.target)
     click.echo(f"Would roll back {plan.label}{plan.also()} to {target}, replacing {head}:")

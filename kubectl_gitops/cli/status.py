@@ -12,8 +12,8 @@ from kubectl_gitops import exitcodes
 from kubectl_gitops.cli.common import cluster_options, handle_errors, run
 
 if TYPE_CHECKING:
-    from kubectl_gitops.kube import Kube
-    from kubectl_gitops.kubeconfig import Overrides
+    from kubectl_gitops.kube.client import Kube
+    from kubectl_gitops.kube.kubeconfig import Overrides
 
 _CTX = {"help_option_names": ["-h", "--help"]}
 # Here -n narrows where to look (cluster_options leaves a command's own -n alone).
@@ -22,17 +22,17 @@ _NAMESPACE = click.option("-n", "--namespace", metavar="NS",
 
 
 def _kube(cluster: Overrides) -> Kube:
-    from kubectl_gitops import app as app_mod  # noqa: PLC0415
+    from kubectl_gitops.engine import app as app_mod  # noqa: PLC0415
 
     return app_mod.connect(cluster)
 
 
 def _find(kube: Kube, name: str, namespace: str | None) -> dict[str, Any]:
     """The parent of app ``name``: in ``namespace``, else the one in any namespace."""
-    from kubectl_gitops.agent import state  # noqa: PLC0415
+    from kubectl_gitops.engine import status  # noqa: PLC0415
     from kubectl_gitops.errors import ConfigError  # noqa: PLC0415
 
-    found = [p for p in state.list_parents(kube, namespace) if p["metadata"]["name"] == name]
+    found = [p for p in status.list_parents(kube, namespace) if p["metadata"]["name"] == name]
     if not found:
         where = f"namespace {namespace}" if namespace else "any namespace"
         raise ConfigError(f"no application {name} in {where} (kubectl gitops ls lists them)")
@@ -79,11 +79,11 @@ def command(name: str | None, cluster: Overrides, namespace: str | None,
 
     Without NAME, every app (as ls). Reads the cluster only.
     """
-    from kubectl_gitops.agent import state  # noqa: PLC0415
+    from kubectl_gitops.engine import status  # noqa: PLC0415
 
     kube = _kube(cluster)
-    parents = [_find(kube, name, namespace)] if name else state.list_parents(kube, namespace)
-    apps = [state.read(kube, p) for p in parents]
+    parents = [_find(kube, name, namespace)] if name else status.list_parents(kube, namespace)
+    apps = [status.read(kube, p) for p in parents]
     if output == "json":
         click.echo(json.dumps(apps[0] if name else apps, indent=2))
     elif name:
@@ -118,10 +118,10 @@ def _detail(a: dict[str, Any]) -> None:
 @handle_errors
 def ls_command(cluster: Overrides, namespace: str | None, output: str) -> int:
     """Every app this tool manages, with its state (no member reads: fast)."""
-    from kubectl_gitops.agent import state  # noqa: PLC0415
+    from kubectl_gitops.engine import status  # noqa: PLC0415
 
     kube = _kube(cluster)
-    apps = [state.read(kube, p, with_health=False) for p in state.list_parents(kube, namespace)]
+    apps = [status.read(kube, p, with_health=False) for p in status.list_parents(kube, namespace)]
     if output == "json":
         click.echo(json.dumps(apps, indent=2))
     else:
@@ -136,11 +136,11 @@ def _flip(on: bool) -> click.Command:
     @_NAMESPACE
     @handle_errors
     def flip(name: str, cluster: Overrides, namespace: str | None) -> int:
-        from kubectl_gitops.agent import state  # noqa: PLC0415
+        from kubectl_gitops.engine import status  # noqa: PLC0415
 
         kube = _kube(cluster)
         parent = _find(kube, name, namespace)
-        state.set_suspended(kube, parent["metadata"]["namespace"], name, on)
+        status.set_suspended(kube, parent["metadata"]["namespace"], name, on)
         click.echo(f"{'suspended' if on else 'resumed'} {name} in namespace "
                    f"{parent['metadata']['namespace']}", err=True)
         return exitcodes.OK

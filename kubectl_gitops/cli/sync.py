@@ -12,15 +12,10 @@ from kubectl_gitops.cli.common import (cluster_options, handle_errors, parse_tim
                                        pick_path, run, source_options)
 
 if TYPE_CHECKING:  # type names only: the modules load lazily, after --help
-    from kubectl_gitops.kubeconfig import Overrides
-    from kubectl_gitops.plan import Plan
-    from kubectl_gitops.source import Source
-    from kubectl_gitops.sync import Result
-
-
-def parse_duration(value: str) -> float:
-    """``90``, ``90s``, ``5m``, ``1h`` or ``1m30s`` as seconds (kubectl's --timeout forms)."""
-    return parse_timeout(None, None, value) or 0.0
+    from kubectl_gitops.engine.model import Plan
+    from kubectl_gitops.engine.sync import Result
+    from kubectl_gitops.kube.kubeconfig import Overrides
+    from kubectl_gitops.source.tree import Source
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -39,14 +34,15 @@ def parse_duration(value: str) -> float:
               "ApplySet or deployment tool.")
 @click.option("--wait", is_flag=True, help="Wait until rollouts, Jobs, CRDs and PVCs are "
               "healthy.")
-@click.option("--timeout", default="5m", show_default=True, help="Give up when the whole "
+@click.option("--timeout", default="5m", show_default=True, callback=parse_timeout,
+              help="Give up when the whole "
               "sync, --wait included, takes longer (0: no limit).")
 @click.option("--prune-cascade", is_flag=True, help="Prune Namespaces, CRDs and owners even "
               "when that deletes objects that are not members (named in the plan).")
 @click.option("--take-over", is_flag=True, help="Prune although the ApplySet records another "
               "source (repo, path), and record this one.")
-@click.option("--lock-timeout", default="60s", show_default=True, help="How long to wait for "
-              "another sync of this app to finish.")
+@click.option("--lock-timeout", default="60s", show_default=True, callback=parse_timeout,
+              help="How long to wait for another sync of this app to finish.")
 @click.option("--concurrency", type=click.IntRange(1, 256), default=16, show_default=True,
               help="Requests to the API server at once.")
 @click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text",
@@ -55,25 +51,24 @@ def parse_duration(value: str) -> float:
 def command(path_arg: str | None, path: str | None, repo: str | None, ref: str | None,
             working_tree: bool, name: str | None, cluster: Overrides, namespace: str | None,
             prune: bool, dry_run: bool, force_conflicts: bool | None,
-            allow_empty: bool, adopt: bool, wait: bool, timeout: str, prune_cascade: bool,
-            take_over: bool, lock_timeout: str, concurrency: int, output: str) -> int:
+            allow_empty: bool, adopt: bool, wait: bool, timeout: float, prune_cascade: bool,
+            take_over: bool, lock_timeout: float, concurrency: int, output: str) -> int:
     """Converge the cluster to a git revision.
 
     Exit status: 0 converged, 2 error. Nothing is written when any manifest
     is invalid.
     """
-    from kubectl_gitops import app as app_mod  # noqa: PLC0415 - keep --help fast
-    from kubectl_gitops import source, sync  # noqa: PLC0415
+    from kubectl_gitops.engine import app as app_mod  # noqa: PLC0415 - keep --help fast
+    from kubectl_gitops.engine import sync  # noqa: PLC0415
+    from kubectl_gitops.source import tree  # noqa: PLC0415
 
-    seconds = parse_duration(timeout)
-    src = source.resolve(repo=repo, path=pick_path(path_arg, path), ref=ref,
-                         working_tree=working_tree, name=name, namespace=namespace)
+    src = tree.resolve(repo=repo, path=pick_path(path_arg, path), ref=ref,
+                       working_tree=working_tree, name=name, namespace=namespace)
     opts = sync.options_for(src, force_conflicts=force_conflicts, prune=prune,
                             dry_run=dry_run, allow_empty=allow_empty, adopt=adopt, wait=wait,
-                            timeout=seconds or float("inf"), take_over=take_over,
-                            prune_cascade=prune_cascade,
-                            lock_timeout=parse_duration(lock_timeout))
-    kube = app_mod.connect(cluster, concurrency=concurrency, deadline=seconds or None)
+                            timeout=timeout or float("inf"), take_over=take_over,
+                            prune_cascade=prune_cascade, lock_timeout=lock_timeout)
+    kube = app_mod.connect(cluster, concurrency=concurrency, deadline=timeout or None)
     app = app_mod.load(src, kube, name=name, namespace=namespace)
     the_plan = sync.make_plan(app, opts)
     quiet = output == "json"
@@ -126,7 +121,7 @@ def _summary(src: Source, result: Result, dry_run: bool, the_plan: Plan) -> None
 
 def _as_json(src: Source, the_plan: Plan, result: Result, dry_run: bool) -> dict[str, object]:
     """The shape diff -o json has too (see diff.document)."""
-    from kubectl_gitops import diff  # noqa: PLC0415
+    from kubectl_gitops.engine import diff  # noqa: PLC0415
 
     rendered = [diff.render(i, src.revision) for i in diff.changed(the_plan)]
     done = None if dry_run else {"counts": result.counts(), "failures": result.failures,

@@ -10,13 +10,13 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from kubectl_gitops import exitcodes
-from kubectl_gitops.errors import UsageError
 from kubectl_gitops.cli.common import (cluster_options, handle_errors, pick_path, run,
                                        source_options)
+from kubectl_gitops.errors import UsageError
 from kubectl_gitops.versions import KUBERNETES_VERSION
 
 if TYPE_CHECKING:  # the loader is imported only once a cluster is needed
-    from kubectl_gitops.kubeconfig import Overrides
+    from kubectl_gitops.kube.kubeconfig import Overrides
 
 BYPASS = "commit blocked; fix and `git add` the files, or bypass with git commit --no-verify"
 
@@ -59,30 +59,30 @@ def command(args: tuple[str, ...], staged: bool, path: str | None, repo: str | N
 
     Exit status: 0 valid, 1 invalid, 2 error.
     """
-    from kubectl_gitops import validate  # noqa: PLC0415 - keeps --help fast
+    from kubectl_gitops.validate import checks  # noqa: PLC0415 - keeps --help fast
 
     files, path = _split_args(args, path, staged or working_tree or bool(ref))
-    opts = validate.Options(kubernetes_version=kubernetes_version, namespace=namespace,
-                            ignore_missing_schemas=ignore_missing_schemas)
+    opts = checks.Options(kubernetes_version=kubernetes_version, namespace=namespace,
+                          ignore_missing_schemas=ignore_missing_schemas)
     if use_cluster:
-        from kubectl_gitops.app import connect  # noqa: PLC0415
+        from kubectl_gitops.engine.app import connect  # noqa: PLC0415
 
         opts.kube = connect(cluster)
     if files:
-        result = validate.validate_files(files, opts, repo=repo)
+        result = checks.validate_files(files, opts, repo=repo)
     else:
         kw = {"repo": repo, "path": path, "name": name, "namespace": namespace}
-        src = validate.staged_source(**kw) if staged else \
+        src = checks.staged_source(**kw) if staged else \
             _resolve(ref=ref, working_tree=working_tree, **kw)
-        result = validate.validate_source(src, opts)
+        result = checks.validate_source(src, opts)
     _print(result, output)
     return exitcodes.OK if result.valid else exitcodes.INVALID
 
 
 def _resolve(**kw: Any) -> Any:
-    from kubectl_gitops import source  # noqa: PLC0415
+    from kubectl_gitops.source import tree  # noqa: PLC0415
 
-    return source.resolve(**kw)
+    return tree.resolve(**kw)
 
 
 def _split_args(args: tuple[str, ...], path: str | None,
@@ -138,7 +138,8 @@ def install_hooks_command(uninstall: bool, repo: str | None) -> int:
     Respects core.hooksPath, is idempotent, and keeps an existing pre-commit
     hook: it is renamed and still runs first.
     """
-    from kubectl_gitops import git, hooks  # noqa: PLC0415
+    from kubectl_gitops.source import git  # noqa: PLC0415
+    from kubectl_gitops.validate import hooks  # noqa: PLC0415
 
     root = git.toplevel(repo)
     click.echo(hooks.uninstall(root) if uninstall else hooks.install(root))
@@ -163,13 +164,13 @@ def hook_command(kubernetes_version: str, ignore_missing_schemas: bool) -> int:
 
 @handle_errors
 def _hook(kubernetes_version: str, ignore_missing_schemas: bool) -> int:
-    from kubectl_gitops import validate  # noqa: PLC0415
+    from kubectl_gitops.validate import checks  # noqa: PLC0415
 
-    src = validate.staged_source()
-    changed = validate.staged_paths(src)
-    if not validate.staged_changes_matter(src, changed) or not validate.path_in_index(src):
+    src = checks.staged_source()
+    changed = checks.staged_paths(src)
+    if not checks.staged_changes_matter(src, changed) or not checks.path_in_index(src):
         return exitcodes.OK
-    result = validate.validate_source(src, validate.Options(
+    result = checks.validate_source(src, checks.Options(
         kubernetes_version=kubernetes_version, ignore_missing_schemas=ignore_missing_schemas),
         changed=changed)
     if result.valid:

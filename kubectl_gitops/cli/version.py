@@ -11,14 +11,17 @@ import json
 import platform
 import subprocess
 from importlib import metadata
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from kubectl_gitops import __version__, exitcodes
-from kubectl_gitops.cli.common import cluster_options, handle_errors, kubeconfig_value, run
+from kubectl_gitops.cli.common import cluster_options, handle_errors, run
 from kubectl_gitops.errors import GitOpsError
 from kubectl_gitops.versions import KUBERNETES_VERSION
+
+if TYPE_CHECKING:
+    from kubectl_gitops.kube.kubeconfig import Overrides
 
 # A version request should not hang a shell prompt on a dead cluster.
 SERVER_TIMEOUT = 5.0
@@ -31,12 +34,11 @@ SERVER_TIMEOUT = 5.0
 @click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text",
               show_default=True)
 @handle_errors
-def command(client_only: bool, kubeconfig: str | None, context: str | None,
-            namespace: str | None, output: str) -> int:
+def command(client_only: bool, cluster: Overrides, namespace: str | None, output: str) -> int:
     """Show the tool, git, Python, schema and server versions."""
     info = client_versions()
     if not client_only:
-        info.update(server_version(kubeconfig_value(kubeconfig), context))
+        info.update(server_version(cluster))
     click.echo(json.dumps(info, indent=2) if output == "json" else render(info))
     return exitcodes.OK
 
@@ -50,12 +52,12 @@ def client_versions() -> dict[str, Any]:
     }
 
 
-def server_version(kubeconfig: str | None, context: str | None) -> dict[str, Any]:
+def server_version(cluster: Overrides) -> dict[str, Any]:
     """``serverVersion`` (the API server's /version document), or ``serverError``."""
-    from kubectl_gitops.kube import Kube  # noqa: PLC0415 - the client only when asked
+    from kubectl_gitops.kube.client import Kube  # noqa: PLC0415 - the client only when asked
 
     try:
-        kube = Kube(kubeconfig, context, timeout=SERVER_TIMEOUT)
+        kube = Kube(cluster, timeout=SERVER_TIMEOUT)
         return {"serverVersion": kube.request("GET", "/version")}
     except GitOpsError as e:
         return {"serverError": str(e)}
@@ -70,7 +72,7 @@ def _git_version() -> str | None:
 
 
 def _schemas() -> dict[str, Any]:
-    from kubectl_gitops import schema  # noqa: PLC0415
+    from kubectl_gitops.kube import schema  # noqa: PLC0415
 
     try:
         package = metadata.version("kubernetes-validate")

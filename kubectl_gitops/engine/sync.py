@@ -1,0 +1,455 @@
+"""Converge the cluster to a plan: validate, plan, apply in order, prune last.
+
+Nothing is written when any manifest is invalid, when any object's dry-run
+failed, or when ownership checks fail. The ApplySet parent is widened to the
+union of old and new members before anything is applied and narrowed only
+after a successful prune, so an interrupted sync never loses track of an
+object and re-running it converges.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from kubectl_gitops import secrets
+from kubectl_gitops.engine import applyset
+from kubectl_gitops.engine import plan as plan_mod
+from kubectl_gitops.engine.app import App, source_conflict, started
+from kubectl_gitops.engine.model import Item, Plan, namespaces_of
+from kubectl_gitops.engine.plan import summarize_conflict
+from kubectl_gitops.errors import ClusterError, ConflictError, GitOpsError
+
+if TYPE_CHECKING:  # loaded where used: a converged re-run takes no Lease
+    from kubectl_gitops.kube.lease import Lease
+    from kubectl_gitops.source.tree import Source
+
+Report = Callable[[str], None]
+
+
+class SyncRefused(GitOpsError):
+    """The sync was refused before anything was written."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("; ".join(problems))
+
+    def lines(self) -> list[str]:
+        return self.problems
+
+
+@dataclass
+class Options:
+    prune: bool = False
+    dry_run: bool = False
+    allow_empty: bool = False
+    adopt: bool = False
+    force_conflicts: bool = True  # git is the source of truth: take drifted fields back
+    wait: bool = False
+    timeout: float = 300.0
+    take_over: bool = False  # prune although the parent records another source
+    prune_cascade: bool = False  # prune Namespaces and CRDs with what they hold
+    lock_timeout: float = 60.0  # how long to wait for another sync's Lease
+
+
+def options_for(src: Source, *, force_conflicts: bool | None = None, **kw: Any) -> Options:
+    """The options a sync of ``src`` runs with: ``.gitops.yaml``'s
+    ``forceConflicts`` unless the caller decides (``--[no-]force-conflicts``).
+    The CLI and the agent both build their options here, so a setting the
+    source carries holds for both."""
+    return Options(force_conflicts=src.force_conflicts if force_conflicts is None
+                   else force_conflicts, **kw)
+
+
+def make_plan(app: App, opts: Options) -> Plan:
+    """The plan of ``app`` under ``opts``, with the source's ``ignore:`` rules:
+    the one call a CLI sync, a re-plan and the agent (a revision, or one
+    drifted member) make."""
+    return plan_mod.build(app.kube, app.manifests, app.parent, app.parent_live,
+                          prune=opts.prune, rules=app.src.ignore, cascade=opts.prune_cascade)
+
+
+@dataclass
+class Result:
+    created: list[Item] = field(default_factory=list)
+    updated: list[Item] = field(default_factory=list)
+    pruned: list[Item] = field(default_factory=list)
+    unchanged: int = 0
+    failures: list[str] = field(default_factory=list)
+    waited: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+    def counts(self) -> dict[str, int]:
+        return {"created": len(self.created), "updated": len(self.updated),
+                "pruned": len(self.pruned), "unchanged": self.unchanged,
+                "failed": len(self.failures)}
+
+
+def check(app: App, plan: Plan, opts: Options) -> None:
+    """Everything that must hold before the first write; raises with all problems.
+
+    A problem of one object found while planning (the server refuses its
+    dry-run, a foreign owner, a conflict under ``--no-force-conflicts``)
+    refuses the whole sync, and diff reports the same problem first. Only
+    what no dry-run can see (a custom resource of a CRD this sync creates)
+    fails at apply time, and then the other objects are still applied."""
+    problems: list[str] = []
+    if opts.prune and not app.manifests and not opts.allow_empty:
+        problems.append(f"the revision holds no objects under {app.src.path or 'the repo root'}; "
+                        "refusing to prune everything (pass --allow-empty to do so)")
+    problems += foreign_owners(plan, app.parent.id, adopt=opts.adopt)
+    problems = plan.problems(force_conflicts=opts.force_conflicts) + problems
+    if problems:
+        raise SyncRefused(problems)
+
+
+def foreign_owners(plan: Plan, set_id: str, *, adopt: bool) -> list[str]:
+    """Objects another ApplySet or tool owns: refused, or (``adopt``) marked
+    as taken over. Diff asks this too, to say first what sync refuses."""
+    problems = []
+    for item in plan.items:
+        owner = applyset.foreign_owner(item.live, set_id) if item.live else None
+        if not owner or item.action == "prune":
+            continue
+        if adopt:
+            item.adopted = owner  # taking over means taking its fields too
+        else:
+            problems.append(f"{item.id}: already owned by {owner}; not taking it over "
+                            "(pass --adopt to take ownership)")
+    return problems
+
+
+def run(app: App, plan: Plan, opts: Options, report: Report, *,
+        lease: Lease | None = None) -> Result:
+    """Carry out ``plan``, holding the app's Lease throughout.
+
+    A caller that already holds the Lease (the agent) passes it: it is
+    checked before each phase of writes, and neither taken nor released
+    here. Otherwise the sync takes it, waiting up to ``opts.lock_timeout``.
+    """
+    check(app, plan, opts)
+    check_source(app, opts)
+    result = Result()
+    if opts.dry_run:
+        result.unchanged = _unchanged(plan)
+        return result
+    if lease is not None:
+        return _run_held(app, plan, opts, report, lease, result)
+    if not opts.wait and settled(app, plan):
+        result.unchanged = _unchanged(plan)
+        return result
+    import uuid  # noqa: PLC0415
+
+    from kubectl_gitops.kube.lease import Lease, identity, lease_name  # noqa: PLC0415
+
+    ensure_namespace(app)  # the Lease lives there, and the revision may create it
+    own = Lease(app.kube, app.parent.namespace, lease_name(app.parent.name),
+                holder=f"{identity('sync')} run={uuid.uuid4().hex[:8]}")
+    with own.hold(opts.lock_timeout):
+        return _run_held(app, plan, opts, report, own, result)
+
+
+def check_source(app: App, opts: Options) -> None:
+    """A sync from another source than the one the parent records is refused
+    unless --take-over: it would prune what the other source holds, and what
+    it applied would become the other source's to prune."""
+    conflict = source_conflict(app)
+    if conflict and not opts.take_over:
+        raise SyncRefused([f"{conflict}: refusing to sync into another source's app (pass "
+                           "--take-over to make this source the app's, or choose another "
+                           "--name)"])
+
+
+def settled(app: App, plan: Plan) -> bool:
+    """Whether a sync would write nothing but a repeat of the newest record:
+    no object to apply or prune, the parent already lists these members, and
+    its newest record is this revision of this path, succeeded. Then sync
+    takes no Lease and adds no record (a re-run of a converged sync is a
+    read, as the agent's no-change tick is). The plan read everything it
+    compares, so a sync still under way elsewhere shows as work to do."""
+    if plan.of("prune") or any(i.needs_apply for i in plan.items) or not app.src.sha:
+        return False
+    if not applyset.stored(_widened(app, plan), app.parent_live):
+        return False
+    last = app.parent.history[0] if app.parent.history else {}
+    return (last.get("revision") == app.src.sha and last.get("path") == (app.src.path or ".")
+            and last.get("result") == "succeeded")
+
+
+def _unchanged(plan: Plan) -> int:
+    return len([i for i in plan.items if i.action != "prune" and not i.needs_apply])
+
+
+class _Stale(Exception):
+    """The parent changed since the plan read it: another sync ran in between."""
+
+
+_REPLANS = 5
+
+
+def _run_held(app: App, plan: Plan, opts: Options, report: Report, lease: Lease,
+              result: Result) -> Result:
+    for _ in range(_REPLANS):
+        try:
+            return _converge(app, plan, opts, report, lease, result)
+        except _Stale:
+            lease.check()
+            _replan(app, plan, opts)
+    from kubectl_gitops.kube.lease import lease_name  # noqa: PLC0415
+
+    raise ClusterError(f"{app.parent.label} kept changing while this sync held the Lease "
+                       f"{app.parent.namespace}/{lease_name(app.parent.name)}; another tool "
+                       "writes it without the Lease")
+
+
+def _replan(app: App, plan: Plan, opts: Options) -> None:
+    """Plan again from the parent as it is now (under the Lease)."""
+    live = app.kube.get(applyset.PARENT_TYPE, app.parent.namespace, app.parent.name)
+    parent = applyset.parent_from_live(app.parent.name, app.parent.namespace, live)
+    problem = applyset.check_parent(parent, live)
+    if problem:
+        raise ClusterError(problem)
+    app.parent, app.parent_live = parent, live
+    fresh = make_plan(app, dataclasses.replace(opts, prune=plan.pruning))
+    plan.items[:] = fresh.items
+    plan.parent, plan.parent_live = parent, live
+    check(app, plan, opts)
+    check_source(app, opts)
+
+
+def _converge(app: App, plan: Plan, opts: Options, report: Report, lease: Lease,
+              result: Result) -> Result:
+    kube = app.kube
+    writer = _ParentWriter(app, lease)
+    result.unchanged = _unchanged(plan)
+    result.failures = []  # a pass after a re-plan reports its own
+    widened = _widened(app, plan)
+    if not applyset.stored(widened, app.parent_live):
+        lease.check()
+        writer.write(widened, lambda h: h)  # nothing to widen otherwise
+    from kubectl_gitops.engine import history  # noqa: PLC0415
+
+    # Who ran it, asked while the objects are applied rather than after.
+    users = started(lambda: (history.git_user(str(app.src.root)), kube.whoami()))
+    for phase in (0, 1, 2):
+        batch = [i for i in plan.items if i.needs_apply and i.phase == phase
+                 and i.action != "prune"]
+        if batch:
+            lease.check()
+        _apply(app, batch, opts, result, report)
+        if phase == 0:
+            _wait_established(app, batch, result, deadline=time.monotonic() + 60)
+    if opts.prune and result.ok:
+        lease.check()
+        _prune(app, plan, opts, result, report)
+        if result.ok:  # what prune kept at the last moment stays covered
+            ids = [i.id for i in plan.items if i.action != "prune"]
+            widened = _parent(app, applyset.group_kinds(ids), namespaces_of(ids))
+    if opts.wait and result.ok:
+        _wait_healthy(app, plan, opts.timeout, result, report)
+    git_user, cluster_user = users()
+    rec = history.record(revision=app.src.sha, ref=app.src.ref, path=app.src.path,
+                         git_user=git_user, cluster_user=cluster_user,
+                         result="succeeded" if result.ok else "failed",
+                         counts=result.counts(), failures=result.failures)
+    lease.check()
+    writer.write(widened, lambda h: history.appended(h, rec))
+    return result
+
+
+def _widened(app: App, plan: Plan) -> applyset.Parent:
+    """The parent as it must be before any apply: what it records, widened
+    by every object the revision holds."""
+    ids = [i.id for i in plan.items if i.action != "prune"]
+    return _parent(app, app.parent.group_kinds | applyset.group_kinds(ids),
+                   app.parent.namespaces | namespaces_of(ids))
+
+
+def _parent(app: App, gks: set[str], namespaces: set[str]) -> applyset.Parent:
+    """The parent to write: these members, the salt the plan hashed with,
+    and this sync's source (check_source refused any other)."""
+    return dataclasses.replace(app.parent, group_kinds=set(gks),
+                               namespaces=set(namespaces) | {app.parent.namespace},
+                               source=app.source or app.parent.source)
+
+
+def ensure_namespace(app: App) -> None:
+    """Without its own namespace neither the parent nor the Lease can exist;
+    the revision may create that namespace, so make sure it is there first
+    (a CLI sync before it takes the Lease; the agent, the same way, when the
+    app's namespace does not exist yet)."""
+    if app.parent.exists:
+        return
+    ns_type = app.kube.resource_types().get(("", "Namespace"))
+    if ns_type and app.kube.get(ns_type, "", app.parent.namespace) is None:
+        app.kube.apply(ns_type, {"apiVersion": "v1", "kind": "Namespace",
+                                 "metadata": {"name": app.parent.namespace}})
+
+
+class _ParentWriter:
+    """Writes to the parent carry the resourceVersion last read (optimistic
+    concurrency), so no history record and no member kind is ever lost.
+
+    A conflict on a sync's first write means another sync ran since the
+    plan read the parent: the plan is stale (:class:`_Stale`, sync plans
+    again). A conflict later (a writer without the Lease) re-reads the
+    parent and writes the union of both, history appended to the current.
+    """
+
+    def __init__(self, app: App, lease: Lease) -> None:
+        self.app = app
+        self.lease = lease
+        self.live = app.parent_live
+        self.history = app.parent.history  # as the parent holds it now
+        self.written = False
+
+    def write(self, parent: applyset.Parent,
+              history_of: Callable[[list[dict[str, Any]]], list[dict[str, Any]]]) -> None:
+        kube = self.app.kube
+        for _ in range(10):
+            hist = history_of(self.history)
+            obj = parent.to_object(history=hist)
+            try:
+                if self.live is None:
+                    self.live = kube.create(applyset.PARENT_TYPE, obj)
+                else:
+                    obj["metadata"]["resourceVersion"] = self.live["metadata"]["resourceVersion"]
+                    self.live = kube.apply(applyset.PARENT_TYPE, obj, force=True)
+                self.written, self.history = True, hist
+                self.app.parent_live = self.live
+                return
+            except ClusterError as e:
+                if e.status != 409:
+                    raise
+                if not self.written:
+                    raise _Stale() from e
+            self.lease.check()
+            self.live = kube.get(applyset.PARENT_TYPE, parent.namespace, parent.name)
+            now = applyset.parent_from_live(parent.name, parent.namespace, self.live)
+            parent = dataclasses.replace(parent, group_kinds=parent.group_kinds | now.group_kinds,
+                                         namespaces=parent.namespaces | now.namespaces)
+            self.history = now.history
+        raise ClusterError(f"{parent.label}: changed by another writer on every try; "
+                           "sync again")
+
+
+def _apply(app: App, items: list[Item], opts: Options, result: Result, report: Report) -> None:
+    """Apply concurrently, reporting each object as it lands (a killed sync
+    shows how far it got)."""
+    lock = threading.Lock()
+
+    def one(item: Item) -> None:
+        assert item.rtype and item.desired
+        try:
+            app.kube.apply(item.rtype, item.desired,
+                           force=opts.force_conflicts or bool(item.adopted))
+        except ClusterError as e:
+            msg = secrets.redact(summarize_conflict(e.message) if isinstance(e, ConflictError)
+                                 else e.message, item.desired)
+            with lock:
+                result.failures.append(f"{item.id}: {msg}")
+                report(f"failed     {item.id}: {msg}")
+            return
+        with lock:
+            (result.created if item.action == "create" else result.updated).append(item)
+            report(f"{'created   ' if item.action == 'create' else 'configured'} {item.id}")
+
+    list(app.kube.map(one, items))
+
+
+def _wait_established(app: App, items: list[Item], result: Result, deadline: float) -> None:
+    crds = [i for i in items if i.id.kind == "CustomResourceDefinition" and i.rtype]
+    if not crds:
+        return
+    from kubectl_gitops.kube import health  # noqa: PLC0415
+
+    for item in crds:
+        while True:
+            live = app.kube.get(item.rtype, "", item.id.name)  # type: ignore[arg-type]
+            if live and health.check(live)[0]:
+                break
+            if time.monotonic() > deadline:
+                result.failures.append(f"{item.id}: not Established after 60 s")
+                break
+            time.sleep(0.2)
+    app.kube.forget_discovery()
+
+
+def _prune(app: App, plan: Plan, opts: Options, result: Result, report: Report) -> None:
+    for phase in (2, 1, 0):  # reverse apply order
+        if phase == 0:
+            _guard_again(app, plan, opts, report)
+        batch = [i for i in plan.of("prune") if i.phase == phase]
+
+        def one(item: Item) -> str | None:
+            assert item.rtype and item.live
+            try:
+                app.kube.delete(item.rtype, item.id.namespace, item.id.name,
+                                uid=item.live["metadata"].get("uid"))
+            except ClusterError as e:
+                return f"{item.id}: prune failed: {secrets.redact(e.message, item.live)}"
+            return None
+
+        for item, failure in zip(batch, app.kube.map(one, batch)):
+            if failure:
+                result.failures.append(failure)
+                report(f"failed     {failure}")
+            else:
+                result.pruned.append(item)
+                report(f"pruned     {item.id}")
+
+
+def _guard_again(app: App, plan: Plan, opts: Options, report: Report) -> None:
+    """What a Namespace or CRD holds is listed again right before it is
+    deleted: a non-member may have arrived since the plan (no cost when
+    neither is pruned)."""
+    before = {id(i) for i in plan.items if i.kept}
+    from kubectl_gitops.engine import prune as prune_guard  # noqa: PLC0415
+
+    prune_guard.guard(app.kube, plan.items, app.parent, app.kube.resource_types(),
+                      cascade=opts.prune_cascade, dependents=False)
+    for item in plan.items:
+        if item.kept and id(item) not in before:
+            report(f"kept       {item.id}: {item.kept}")
+
+
+def _wait_healthy(app: App, plan: Plan, timeout: float, result: Result, report: Report) -> None:
+    from kubectl_gitops.kube import health  # noqa: PLC0415 - only with --wait
+
+    # Never past the run's own deadline (sync --timeout bounds the whole sync).
+    deadline = min(time.monotonic() + timeout, app.kube.deadline_at or float("inf"))
+    pending = [i for i in plan.items if i.action != "prune" and i.rtype]
+    last = ""
+    while pending:
+        still: list[Item] = []
+        waiting: list[str] = []
+        for item, live in zip(pending, app.kube.map(
+                lambda i: app.kube.get(i.rtype, i.id.namespace, i.id.name), pending)):
+            try:
+                ok, why = health.check(live) if live else (False, "not found")
+            except ValueError as e:
+                result.failures.append(f"{item.id}: {e}")
+                continue
+            if not ok:
+                still.append(item)
+                waiting.append(f"{item.id} ({why})")
+        pending = still
+        if not pending:
+            return
+        line = f"waiting for {len(pending)}: " + ", ".join(waiting[:3]) + \
+            (" ..." if len(waiting) > 3 else "")
+        if line != last:
+            report(line)
+            last = line
+        if time.monotonic() > deadline:
+            result.failures.append(f"timed out after {timeout:g} s waiting for: "
+                                   + ", ".join(waiting))
+            return
+        time.sleep(1.0)

@@ -1,0 +1,101 @@
+"""``.gitops.yaml``: the settings a revision carries at its repository root.
+
+Read from the same place as the manifests (a commit, the index or the
+working tree), so an old commit brings its own settings. Every key is
+optional; an unknown key is an error, never ignored.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+from kubectl_gitops.errors import ConfigError
+from kubectl_gitops.source import git
+
+if TYPE_CHECKING:
+    from kubectl_gitops.source.helm import Spec as HelmSpec
+    from kubectl_gitops.source.ignore import Rule
+
+CONFIG_FILE = ".gitops.yaml"
+
+Mode = Literal["commit", "worktree", "index"]
+
+
+@dataclass(frozen=True)
+class RepoConfig:
+    """``.gitops.yaml`` at the repo root; every key is optional."""
+
+    path: str | None = None
+    name: str | None = None
+    namespace: str | None = None
+    exclude: tuple[str, ...] = ()
+    ignore: tuple[Rule, ...] = ()  # fields other controllers own (see ignore.py)
+    force_conflicts: bool = True  # false: refuse instead of taking drifted fields back
+    helm: HelmSpec | None = None  # a chart to render (helm.py)
+
+
+def load(root: Path, data: bytes | None = None) -> RepoConfig:
+    """Parse ``.gitops.yaml`` (from ``data`` when given, else the work tree)."""
+    import yaml  # noqa: PLC0415
+
+    if data is None:
+        cfg = root / CONFIG_FILE
+        if not cfg.is_file():
+            return RepoConfig()
+        data = cfg.read_bytes()
+    try:
+        doc = yaml.load(data, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)) or {}
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark else ""
+        raise ConfigError(f"{CONFIG_FILE}{line}: not valid YAML") from e
+    if not isinstance(doc, dict):
+        raise ConfigError(f"{CONFIG_FILE}: expected a mapping of path, name, namespace, exclude")
+    unknown = set(doc) - {"path", "name", "namespace", "exclude", "ignore", "forceConflicts",
+                          "helm"}
+    if unknown:
+        raise ConfigError(f"{CONFIG_FILE}: unknown key(s) {', '.join(sorted(unknown))}")
+    exclude = doc.get("exclude") or []
+    if isinstance(exclude, str):
+        exclude = [exclude]
+    for key in ("path", "name", "namespace"):
+        if doc.get(key) is not None and not isinstance(doc[key], str):
+            raise ConfigError(f"{CONFIG_FILE}: {key} must be a string")
+    force = doc.get("forceConflicts", True)
+    if not isinstance(force, bool):
+        raise ConfigError(f"{CONFIG_FILE}: forceConflicts must be true or false")
+    return RepoConfig(path=doc.get("path"), name=doc.get("name"),
+                      namespace=doc.get("namespace"), exclude=tuple(map(str, exclude)),
+                      ignore=_ignore_rules(doc.get("ignore")), force_conflicts=force,
+                      helm=_helm_spec(doc.get("helm")))
+
+
+def _helm_spec(doc: object) -> HelmSpec | None:
+    if doc is None:
+        return None
+    from kubectl_gitops.source import helm  # noqa: PLC0415 - only for a Helm app
+
+    return helm.parse_spec(doc, CONFIG_FILE)
+
+
+def _ignore_rules(doc: object) -> tuple[Rule, ...]:
+    if doc is None:
+        return ()
+    from kubectl_gitops.source import ignore  # noqa: PLC0415 - the hook rarely needs it
+
+    try:
+        return ignore.parse(doc, CONFIG_FILE)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+
+
+def at(root: Path, mode: Mode, sha: str | None, index_file: str | None = None) -> RepoConfig:
+    """The settings of a commit (``sha``), the index or the working tree."""
+    if mode == "worktree":
+        return load(root)
+    spec = f"{sha}:{CONFIG_FILE}" if mode == "commit" else f":{CONFIG_FILE}"
+    env = {"GIT_INDEX_FILE": index_file} if index_file and mode == "index" else None
+    proc = git.run(["cat-file", "blob", spec], cwd=root, check=False, env=env)
+    return load(root, proc.stdout) if proc.returncode == 0 else RepoConfig()
