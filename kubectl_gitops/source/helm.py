@@ -560,17 +560,19 @@ def _release(name: str) -> str:
 Parse = Callable[[str, bytes], tuple[list[Any], list[ManifestError]]]
 
 
-def render(src: Any, specs: list[Spec], ctx: RenderContext, parse: Parse) \
+def render(src: Any, specs: list[Spec], ctx: RenderContext, parse: Parse,
+           read: dict[str, bytes] | None = None) \
         -> tuple[list[tuple[dict[str, Any], str, str]], list[ManifestError]]:
     """Every chart's objects as ``(object, where, release namespace)``, and
-    one error per chart that fails."""
+    one error per chart that fails. ``read``: files already read (values
+    files under PATH), by path."""
     manifests: list[tuple[dict[str, Any], str, str]] = []
     errors: list[ManifestError] = []
     for spec in specs:
         if ctx.only is not None and not ctx.only(spec):
             continue
         try:
-            manifests += _render_one(src, spec, ctx, parse)
+            manifests += _render_one(src, spec, ctx, parse, read or {})
         except ChartError as e:
             errors.append(ManifestError(spec.where, None, f"helm: {e}"))
         except ManifestError as e:  # a values file that does not decrypt, or does not parse
@@ -581,11 +583,11 @@ def render(src: Any, specs: list[Spec], ctx: RenderContext, parse: Parse) \
     return manifests, errors
 
 
-def _render_one(src: Any, spec: Spec, ctx: RenderContext, parse: Parse) \
-        -> list[tuple[dict[str, Any], str, str]]:
+def _render_one(src: Any, spec: Spec, ctx: RenderContext, parse: Parse,
+                read: dict[str, bytes]) -> list[tuple[dict[str, Any], str, str]]:
     namespace = spec.namespace or ctx.namespace
     release = spec.release_name or _release(spec.name)
-    values, secret = _values(src, spec, ctx)
+    values, secret = _values(src, spec, ctx, read)
     if values is None:
         return []  # encrypted values and no decryption (validate): not rendered
     with _ChartFiles(src, spec) as (chart, digest):
@@ -620,7 +622,8 @@ def _template(chart: Path, spec: Spec, release: str, namespace: str, values: byt
     return Rendered(objects, hooks)
 
 
-def _values(src: Any, spec: Spec, ctx: RenderContext) -> tuple[bytes | None, bool]:
+def _values(src: Any, spec: Spec, ctx: RenderContext,
+            read: dict[str, bytes]) -> tuple[bytes | None, bool]:
     """The merged values (``valuesFiles`` in order, then ``values``) and
     whether any file was decrypted; None when an encrypted file is not to
     be decrypted."""
@@ -631,7 +634,7 @@ def _values(src: Any, spec: Spec, ctx: RenderContext) -> tuple[bytes | None, boo
     docs: list[Any] = []
     secret = False
     for path in spec.values_files:
-        data = src.read(path)
+        data = read[path] if path in read else src.read(path)
         if data is None:
             raise ChartError(f"valuesFiles: {path}: no such file in {src.revision}")
         if sops.encrypted(data):

@@ -124,7 +124,8 @@ def read(src: Source, files: list[SourceFile] | None = None, *, cache: bool = Fa
     ms, es = _render_kustomizations(src, kfiles, ctx)
     manifests += ms
     errors += es
-    rendered, es = helm.render(src, charts, ctx, parse_file)
+    rendered, es = helm.render(src, charts, ctx, parse_file,
+                               {f.path: f.data for f in files if f.path in values})
     manifests += [Manifest(obj, path, 0, default_namespace=ns) for obj, path, ns in rendered]
     return manifests, errors + es
 
