@@ -3,8 +3,9 @@
 
 Starts the embedded local control plane if needed (`make cluster`), copies
 examples/shop into a fresh git repository, and walks through diff, sync, a
-committed change, diff again, sync --prune after removing a file, and
-history, every step through the real `kubectl gitops ...` and `git`.
+committed change, diff again, sync --prune after removing a file, an
+upstream Helm chart (podinfo) joining the app, and history, every step
+through the real `kubectl gitops ...`, `git` and `helm`.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))  # testing/: helm and the upstream charts (make sourcetools)
 BIN = Path(sys.executable).parent
 BOLD, DIM, RESET = ("\x1b[1m", "\x1b[2m", "\x1b[0m") if sys.stdout.isatty() else ("", "", "")
 
@@ -61,8 +63,10 @@ def main() -> None:
     say("Starting (or reusing) the embedded local control plane")
     kubeconfig = cluster_kubeconfig()
     print(f"kubeconfig: {kubeconfig}")
+    from testing.sources import tool_path, upstream_chart
+
     env = {**os.environ, "KUBECONFIG": kubeconfig, "NO_COLOR": "1",
-           "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+           "PATH": tool_path(os.environ.get("PATH", "")),
            "GIT_AUTHOR_NAME": "Demo Dev", "GIT_AUTHOR_EMAIL": "dev@example.com",
            "GIT_COMMITTER_NAME": "Demo Dev", "GIT_COMMITTER_EMAIL": "dev@example.com"}
     fresh_namespace(env, "shop")
@@ -97,6 +101,12 @@ def main() -> None:
         sh("kubectl gitops diff --prune -o table", repo, env, ok=(1,))
         sh("kubectl gitops sync --prune", repo, env)
         sh("kubectl get cronjobs -n shop", repo, env)
+
+        say("A Helm chart joins the app: podinfo's upstream chart, found by its Chart.yaml")
+        shutil.copytree(upstream_chart("podinfo", "6.9.2"), repo / "deploy" / "podinfo")
+        sh("git add deploy/podinfo && git commit -qm 'shop: podinfo 6.9.2' && "
+           "kubectl gitops diff -o table", repo, env, ok=(1,))
+        sh("kubectl gitops sync --prune && kubectl get deployments -n shop", repo, env)
 
         say("History: every sync is recorded in the ApplySet parent in the cluster")
         sh("kubectl gitops history", repo, env)

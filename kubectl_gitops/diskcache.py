@@ -59,6 +59,16 @@ def read_json(path: str) -> Any:
 def write_json(path: str, doc: Any) -> None:
     """Write ``doc`` to ``path`` whole, in a private directory (made if
     missing); any failure leaves no file behind and is ignored."""
+    try:
+        data = json.dumps(doc, separators=(",", ":")).encode("utf-8")
+    except (ValueError, TypeError):
+        return
+    write_bytes(path, data)
+
+
+def write_bytes(path: str, data: bytes) -> None:
+    """Write ``data`` to ``path`` whole (write, then rename), in a private
+    directory (made if missing); any failure leaves no file and is ignored."""
     folder = os.path.dirname(path)
     try:
         _makedirs(folder)
@@ -68,14 +78,14 @@ def write_json(path: str, doc: Any) -> None:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
                      0o600)
         try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(doc, f, separators=(",", ":"))
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
             os.replace(tmp, path)
         except BaseException:
             with suppress(OSError):
                 os.unlink(tmp)
             raise
-    except (OSError, ValueError, TypeError):
+    except OSError:
         pass
 
 

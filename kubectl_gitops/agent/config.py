@@ -2,7 +2,9 @@
 
 ``agent.yaml`` is a mapping with an ``apps:`` list (or just the list); each
 app has ``repo`` (a git URL or path), and optionally ``name``, ``ref``,
-``path``, ``namespace``, ``interval``, ``prune``, ``selfHeal``, ``suspend``.
+``path``, ``namespace``, ``interval``, ``prune``, ``selfHeal``, ``suspend``,
+``decryptionSecret`` (``NAME`` in the app's namespace, or ``NAMESPACE/NAME``:
+a Secret whose ``*.agekey`` entries hold the age keys of its SOPS files).
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ from typing import Any
 from kubectl_gitops import durations
 from kubectl_gitops.errors import ConfigError
 
-_KEYS = {"name", "repo", "ref", "path", "namespace", "interval", "prune", "selfHeal", "suspend"}
+_KEYS = {"name", "repo", "ref", "path", "namespace", "interval", "prune", "selfHeal", "suspend",
+         "decryptionSecret"}
 
 
 @dataclass(frozen=True)
@@ -30,6 +33,7 @@ class AppSpec:
     self_heal: bool = False
     suspend: bool = False
     named: bool = True  # False: .gitops.yaml's name, else ``name`` (from the URL)
+    decryption_secret: str | None = None  # NAME or NAMESPACE/NAME: age keys for SOPS
 
 
 def duration(value: Any, where: str) -> float:
@@ -87,4 +91,13 @@ def _spec(path: Path, index: int, entry: Any) -> AppSpec:
                    interval=duration(entry.get("interval", "1m"), f"{where}.interval"),
                    prune=bool(entry.get("prune", False)),
                    self_heal=bool(entry.get("selfHeal", False)),
-                   suspend=bool(entry.get("suspend", False)), named="name" in entry)
+                   suspend=bool(entry.get("suspend", False)), named="name" in entry,
+                   decryption_secret=_secret_ref(entry.get("decryptionSecret"), where))
+
+
+def _secret_ref(value: Any, where: str) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not re.match(r"^([a-z0-9.-]+/)?[a-z0-9.-]+$", value):
+        raise ConfigError(f"{where}: decryptionSecret must be NAME or NAMESPACE/NAME")
+    return value

@@ -21,6 +21,7 @@ app has synced yet).
 
 from __future__ import annotations
 
+import base64
 import functools
 import logging
 import threading
@@ -45,6 +46,7 @@ from kubectl_gitops.kube.resources import ObjectId, ResourceType
 from kubectl_gitops.source import tree
 from kubectl_gitops.source.manifests import Manifest
 from kubectl_gitops.validate import checks
+from kubectl_gitops.source.sops import Keys
 
 log = logging.getLogger("kubectl-gitops.agent")
 Key = tuple[Any, ...]
@@ -399,6 +401,24 @@ class Agent:
         run.name = src.name or spec.name
         return src
 
+    def _decryption_keys(self, run: AppRun) -> Keys | None:
+        """The app's age keys, read from its Secret at each sync (so a
+        rotated key is used at once), kept in memory only: sops gets them in
+        its environment."""
+        ref = run.spec.decryption_secret
+        if not ref:
+            return None
+        ns, _, name = ref.rpartition("/")
+        ns = ns or run.namespace
+        secret = self.kube.get(self.kube.resource_types()[("", "Secret")], ns, name)
+        if secret is None:  # the cluster's state, not the revision's: retried
+            raise ClusterError(f"decryption Secret {ns}/{name} not found")
+        keys = [base64.b64decode(v).decode("utf-8", "replace").strip()
+                for k, v in sorted((secret.get("data") or {}).items()) if k.endswith(".agekey")]
+        if not keys:
+            raise ClusterError(f"decryption Secret {ns}/{name} holds no *.agekey entry")
+        return Keys(key="\n".join(keys))
+
     def _prepare(self, run: AppRun, src: tree.Source) \
             -> tuple[app_mod.App, Plan, sync.Options] | None:
         """Validate, load and plan the revision, and check it as sync does
@@ -407,6 +427,7 @@ class Agent:
         spec = run.spec
         assert src.sha
         try:
+            src.keys = self._decryption_keys(run)
             checked = checks.validate_source(src, checks.Options(namespace=run.namespace,
                                                                  ignore_missing_schemas=True))
             if not checked.valid:

@@ -37,6 +37,9 @@ def _app_options(fn: Any) -> Any:
                      help="How often to fetch (30s, 5m, 1h)."),
         click.option("--prune", is_flag=True, help="Delete members git no longer holds."),
         click.option("--self-heal", is_flag=True, help="Re-apply members that drift."),
+        click.option("--decryption-secret", metavar="[NS/]NAME", help="A Secret whose "
+                     "*.agekey entries decrypt the app's SOPS files (default namespace: "
+                     "the app's)."),
     ]):
         fn = opt(fn)
     return fn
@@ -44,7 +47,7 @@ def _app_options(fn: Any) -> Any:
 
 def _specs(config: str | None, repo: str | None, ref: str, path: str | None,
            name: str | None, namespace: str | None, interval: str, prune: bool,
-           self_heal: bool) -> list[AppSpec]:
+           self_heal: bool, decryption_secret: str | None = None) -> list[AppSpec]:
     from kubectl_gitops.agent import config as cfg  # noqa: PLC0415
 
     if config and repo:
@@ -55,7 +58,8 @@ def _specs(config: str | None, repo: str | None, ref: str, path: str | None,
         raise click.UsageError("give an app with --repo URL, or apps with --config FILE")
     return [cfg.AppSpec(name=name or cfg.name_from_url(repo), repo=repo, ref=ref, path=path,
                         namespace=namespace, interval=cfg.duration(interval, "--interval"),
-                        prune=prune, self_heal=self_heal, named=bool(name))]
+                        prune=prune, self_heal=self_heal, named=bool(name),
+                        decryption_secret=decryption_secret)]
 
 
 class _Json(logging.Formatter):
@@ -112,6 +116,7 @@ def _listen(value: str) -> tuple[str, int]:
 @handle_errors
 def command(ctx: click.Context, repo: str | None, ref: str, path: str | None,
             name: str | None, interval: str, prune: bool, self_heal: bool,
+            decryption_secret: str | None,
             cluster: Overrides, namespace: str | None, config: str | None, cache_dir: str | None, listen: str,
             webhook_secret_file: str | None, git_token_file: str | None, log_format: str,
             workers: int, debounce: str, heal_backoff: str, lease_duration: int) -> int:
@@ -127,7 +132,8 @@ def command(ctx: click.Context, repo: str | None, ref: str, path: str | None,
     from kubectl_gitops.agent.metrics import CountingKube  # noqa: PLC0415
 
     _logging(log_format, cluster.verbosity >= 4)  # -v 4: the agent's debug lines
-    specs = _specs(config, repo, ref, path, name, namespace, interval, prune, self_heal)
+    specs = _specs(config, repo, ref, path, name, namespace, interval, prune, self_heal,
+                   decryption_secret)
     cache = Path(cache_dir or _cache_dir())
     secret = _secret(webhook_secret_file) if webhook_secret_file else None
     settings = runner.Settings(cache=cache, workers=workers,
@@ -222,7 +228,8 @@ def _mtime(path: str | None) -> float:
               "Containerfile).")
 @handle_errors
 def manifests_command(repo: str | None, ref: str, path: str | None, name: str | None,
-                      interval: str, prune: bool, self_heal: bool, namespace: str,
+                      interval: str, prune: bool, self_heal: bool,
+                      decryption_secret: str | None, namespace: str,
                       cluster_wide: bool, image: str | None) -> int:
     """Print what running the agent in a cluster takes (apply with kubectl apply -f -)."""
     import yaml  # noqa: PLC0415
@@ -234,6 +241,8 @@ def manifests_command(repo: str | None, ref: str, path: str | None, name: str | 
                            "interval": interval, "prune": prune, "selfHeal": self_heal}
     if path:
         app["path"] = path
+    if decryption_secret:
+        app["decryptionSecret"] = decryption_secret
     if not cluster_wide:
         app["namespace"] = namespace  # a namespaced agent may write only there
     config = yaml.safe_dump({"apps": [app]}, sort_keys=False)

@@ -63,7 +63,19 @@ def source_options(*, positional_path: bool = True, ref: bool = True) -> Callabl
     opts.append(click.option("--name", metavar="NAME", help="Application / ApplySet name "
                              "(default: name: from .gitops.yaml, else the remote "
                              "repository's name and the path)."))
+    opts.append(click.option("--decryption-key-file", metavar="FILE", expose_value=False,
+                             type=click.Path(exists=True, dir_okay=False),
+                             callback=_decryption_key_file,
+                             help="The age key that decrypts SOPS files (default: "
+                                  "$SOPS_AGE_KEY_FILE)."))
     return _compose(*opts)
+
+
+def _decryption_key_file(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    """sops reads its key from the environment: set it for the sops this
+    run starts (and for a sync that ``rollback --sync`` runs)."""
+    if value:
+        os.environ["SOPS_AGE_KEY_FILE"] = os.path.abspath(value)
 
 
 _CLUSTER_PARAMS = ("kubeconfig", "context", "cluster_name", "user", "server", "token",

@@ -167,10 +167,12 @@ def _hook(kubernetes_version: str, ignore_missing_schemas: bool) -> int:
     from kubectl_gitops.validate import checks  # noqa: PLC0415
 
     src = checks.staged_source()
-    if not checks.staged_changes_matter(src) or not checks.path_in_index(src):
+    changed = checks.staged_paths(src)
+    if not checks.staged_changes_matter(src, changed) or not checks.path_in_index(src):
         return exitcodes.OK
     result = checks.validate_source(src, checks.Options(
-        kubernetes_version=kubernetes_version, ignore_missing_schemas=ignore_missing_schemas))
+        kubernetes_version=kubernetes_version, ignore_missing_schemas=ignore_missing_schemas),
+        changed=changed)
     if result.valid:
         return exitcodes.OK
     for p in result.problems:

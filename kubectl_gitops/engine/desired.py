@@ -19,11 +19,30 @@ from kubectl_gitops.source.tree import Source
 
 if TYPE_CHECKING:
     from kubectl_gitops.kube.client import Kube
+    from kubectl_gitops.source.helm import RenderContext
 
 
 def default_namespace(src: Source, namespace: str | None, kube: Kube | None) -> str:
     """``--namespace``, else ``.gitops.yaml``, else the context's, else default."""
     return namespace or src.namespace or (kube.info.namespace if kube else "") or "default"
+
+
+def render_context(src: Source, kube: Kube | None, namespace: str) -> RenderContext:
+    """How charts under the source render: with the cluster's Capabilities
+    (asked once, and only when a chart renders), else the schema release's."""
+    from kubectl_gitops.source import helm  # noqa: PLC0415
+
+    if kube is None:
+        return helm.RenderContext.offline(src)
+    asked: list[helm.Capabilities] = []
+
+    def capabilities() -> helm.Capabilities:
+        if not asked:
+            version, api_versions = kube.capabilities()
+            asked.append(helm.Capabilities(version, tuple(api_versions)))
+        return asked[0]
+
+    return helm.RenderContext(capabilities, namespace)
 
 
 def load(src: Source, *, kube: Kube | None = None, namespace: str | None = None,
@@ -33,7 +52,8 @@ def load(src: Source, *, kube: Kube | None = None, namespace: str | None = None,
     With ``kube``, scope comes from the cluster's discovery (plus CRDs in the
     tree); without, from built-in knowledge (the offline mode of the hook).
     """
-    manifests, errors = _manifests.read(src, cache=True)
+    manifests, errors = _manifests.read(src, cache=True, render=render_context(
+        src, kube, default_namespace(src, namespace, kube)))
     mapper: Mapper = kube.mapper((m.group, m.kind) for m in manifests) \
         .with_types(crd_types(manifests)) if kube else offline_mapper(manifests)
     resolved, more = resolve(manifests, mapper, default_namespace(src, namespace, kube),
@@ -92,13 +112,15 @@ def resolve(manifests: list[Manifest], mapper: Mapper, default_namespace: str,
             continue
         meta = m.obj["metadata"]
         if rtype is not None and not rtype.namespaced:
-            if m.namespace:
+            # A chart's cluster-scoped object may carry the release namespace:
+            # helm drops it, and so does this.
+            if m.namespace and not m.default_namespace:
                 errors.append(ManifestError(m.path, m.line, f"{m.kind} is cluster-scoped but "
                                             "has metadata.namespace; remove it", obj=str(m)))
                 continue
             meta.pop("namespace", None)
         elif rtype is not None and not m.namespace:
-            meta["namespace"] = default_namespace
+            meta["namespace"] = m.default_namespace or default_namespace
         errors += [ManifestError(m.path, m.line, p, obj=str(m)) for p in order.problems(m.obj)]
         if not m.name:  # a hook with generateName: each run creates another
             out.append(m)

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 
 from kubectl_gitops import exitcodes
 from kubectl_gitops.errors import GitError, GitOpsError, UsageError
-from kubectl_gitops.source import git, tree
+from kubectl_gitops.source import config, git, tree
 from kubectl_gitops.source.tree import Source
 
 if TYPE_CHECKING:
@@ -288,16 +288,30 @@ def renders_from(root: Path, sha: str, path: str) -> list[str]:
     kustomizations under PATH read at ``sha`` (outermost first, sorted)."""
     from kubectl_gitops.source import kustomize, manifests  # noqa: PLC0415 - only for kustomize trees
 
+    charted = _helm_inputs(root, sha)
     entries = tree.tree_entries(root, sha)
     kfiles = manifests.top_kustomizations(p for _, _, p in entries
                                           if not path or p.startswith(path + "/"))
     if not kfiles:
-        return []
+        return _outermost(charted, path)
     reader = kustomize.git_reader(root, entries)
     walk = kustomize.Walk()
     for kfile in kfiles:
         kustomize.walk(reader, posixpath.dirname(kfile), walk)
-    return _outermost(walk.dirs | walk.files, path)
+    return _outermost(walk.dirs | walk.files | set(charted), path)
+
+
+def _helm_inputs(root: Path, sha: str) -> list[str]:
+    """A Helm app's inputs in git besides PATH: ``.gitops.yaml`` (which names
+    the chart and its version), a local chart and the values files."""
+    try:
+        spec = config.at(root, "commit", sha).helm
+    except GitOpsError:
+        return []
+    if spec is None:
+        return []
+    return [config.CONFIG_FILE, *spec.values_files, *([spec.chart] if spec.kind == "local"
+                                                      else [])]
 
 
 def _outermost(paths: Iterable[str], path: str) -> list[str]:

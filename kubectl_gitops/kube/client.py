@@ -86,6 +86,7 @@ class Kube:
         self._stalled: tuple[str, float] | None = None
         self.concurrency = concurrency
         self._discovery: dict[tuple[str, str], ResourceType] | None = None
+        self._discovery_docs: tuple[dict[str, Any], ...] = ()
         self._discovery_cache = _DiscoveryCache.for_server(conn.server)
         self._core_checked = False  # /api asked this run (else reused from the disk cache)
         self._reuse_core = True
@@ -275,8 +276,28 @@ class Kube:
             if self._discovery is None:
                 apis, changed = self._discover("/apis")
                 core, _ = self._discover("/api", reuse=not changed)
+                self._discovery_docs = (core, apis)
                 self._discovery = {**_parse_discovery(core), **_parse_discovery(apis)}
             return self._discovery
+
+    def capabilities(self) -> tuple[str, list[str]]:
+        """What Helm calls Capabilities: the server's version (``/version``)
+        and every served ``group/version`` and ``group/version/Kind``
+        (from the discovery documents, cached as :meth:`resource_types`)."""
+        self.resource_types()
+        version = self.request("GET", "/version")
+        found: set[str] = set()
+        for doc in self._discovery_docs:
+            for group_doc in doc.get("items") or []:
+                group = (group_doc.get("metadata") or {}).get("name", "")
+                for ver in group_doc.get("versions") or []:
+                    gv = f"{group}/{ver.get('version')}" if group else str(ver.get("version"))
+                    found.add(gv)
+                    for res in ver.get("resources") or []:
+                        kind = (res.get("responseKind") or {}).get("kind")
+                        if kind and "/" not in res.get("resource", "/"):
+                            found.add(f"{gv}/{kind}")
+        return str(version.get("gitVersion") or ""), sorted(found)
 
     def _discover(self, path: str, *, reuse: bool = False) -> tuple[dict[str, Any], bool]:
         """``path``'s discovery document, and whether it differs from the cached one."""
@@ -302,6 +323,7 @@ class Kube:
         if not self._core_checked and any(k not in types for k in wanted):
             with self._lock:  # /apis was asked already: only the reused /api may be behind
                 core, _ = self._discover("/api")
+                self._discovery_docs = (core, *self._discovery_docs[1:])
                 self._discovery = types = {**types, **_parse_discovery(core)}
         return Mapper(types)
 

@@ -16,6 +16,7 @@ from kubectl_gitops.errors import ConfigError
 from kubectl_gitops.source import git
 
 if TYPE_CHECKING:
+    from kubectl_gitops.source.helm import Spec as HelmSpec
     from kubectl_gitops.source.ignore import Rule
 
 CONFIG_FILE = ".gitops.yaml"
@@ -33,6 +34,7 @@ class RepoConfig:
     exclude: tuple[str, ...] = ()
     ignore: tuple[Rule, ...] = ()  # fields other controllers own (see ignore.py)
     force_conflicts: bool = True  # false: refuse instead of taking drifted fields back
+    helm: HelmSpec | None = None  # a chart to render (helm.py)
     # Flux's healthCheckExprs entries (apiVersion, kind, current, inProgress, failed).
     health_checks: tuple[dict[str, str], ...] = ()
     depends_on: tuple[Dependency, ...] = ()  # apps to wait for
@@ -67,7 +69,7 @@ def load(root: Path, data: bytes | None = None) -> RepoConfig:
     if not isinstance(doc, dict):
         raise ConfigError(f"{CONFIG_FILE}: expected a mapping of path, name, namespace, exclude")
     unknown = set(doc) - {"path", "name", "namespace", "exclude", "ignore", "forceConflicts",
-                          "healthCheckExprs", "dependsOn"}
+                          "helm", "healthCheckExprs", "dependsOn"}
     if unknown:
         raise ConfigError(f"{CONFIG_FILE}: unknown key(s) {', '.join(sorted(unknown))}")
     exclude = doc.get("exclude") or []
@@ -82,8 +84,17 @@ def load(root: Path, data: bytes | None = None) -> RepoConfig:
     return RepoConfig(path=doc.get("path"), name=doc.get("name"),
                       namespace=doc.get("namespace"), exclude=tuple(map(str, exclude)),
                       ignore=_ignore_rules(doc.get("ignore")), force_conflicts=force,
+                      helm=_helm_spec(doc.get("helm")),
                       health_checks=_health_checks(doc.get("healthCheckExprs")),
                       depends_on=_depends_on(doc.get("dependsOn")))
+
+
+def _helm_spec(doc: object) -> HelmSpec | None:
+    if doc is None:
+        return None
+    from kubectl_gitops.source import helm  # noqa: PLC0415 - only for a Helm app
+
+    return helm.parse_spec(doc, CONFIG_FILE)
 
 
 def _ignore_rules(doc: object) -> tuple[Rule, ...]:

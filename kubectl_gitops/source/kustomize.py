@@ -25,13 +25,16 @@ import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from kubectl_gitops.errors import ManifestError
 from kubectl_gitops.source import git, links
 from kubectl_gitops.source.tree import KUSTOMIZATION_FILES, Source
+
+if TYPE_CHECKING:
+    from kubectl_gitops.source.helm import RenderContext
 
 # Fields naming directories (or files) that are rendered as resources.
 _TREES = ("resources", "bases", "components")
@@ -60,6 +63,7 @@ class Walk:
     dirs: set[str] = field(default_factory=set)
     files: set[str] = field(default_factory=set)
     problems: list[tuple[str, str]] = field(default_factory=list)  # (file, message)
+    helm: bool = False  # some kustomization has helmCharts: render with helm
 
 
 def git_reader(root: Path, entries: Sequence[tuple[str, str, str]]) -> Reader:
@@ -103,6 +107,8 @@ def walk(reader: Reader, directory: str, out: Walk | None = None) -> Walk:
         return out  # kustomize reports the syntax error itself
     if not isinstance(doc, dict):
         return out
+    if doc.get("helmCharts"):
+        out.helm = True
     for kind, ref in _references(doc):
         _check(reader, directory, kfile, kind, ref, out)
     return out
@@ -129,9 +135,27 @@ def _references(doc: dict[str, Any]) -> Iterator[tuple[str, str]]:
                 yield from _generator_files(gen)
     for key in _PLUGINS:
         yield from (("tree", r) for r in _strings(doc.get(key)) if "\n" not in r)
-    for key in ("helmCharts", "helmGlobals", "helmChartInflationGenerator"):
-        if doc.get(key):
-            yield "file", f"helm chart ({key})"  # never inside: refused below
+    yield from _helm_references(doc)
+
+
+def _helm_references(doc: dict[str, Any]) -> Iterator[tuple[str, str]]:
+    """``helmCharts:``: each chart's values file, and its chart directory
+    (``helmGlobals.chartHome``, default ``charts``, then the chart's name)
+    when it does not come from a repository (``repo:``, which kustomize
+    pulls with helm). The legacy generator plugin is refused."""
+    if doc.get("helmChartInflationGenerator"):
+        yield "file", "helm chart (helmChartInflationGenerator)"  # refused below
+    globals_ = doc.get("helmGlobals") if isinstance(doc.get("helmGlobals"), dict) else {}
+    home = globals_.get("chartHome") if isinstance(globals_.get("chartHome"), str) else "charts"
+    for chart in doc.get("helmCharts") or []:
+        if not isinstance(chart, dict):
+            continue
+        if isinstance(chart.get("valuesFile"), str):
+            yield "file", chart["valuesFile"]
+        for extra in _strings(chart.get("additionalValuesFiles")):
+            yield "file", extra
+        if not chart.get("repo") and isinstance(chart.get("name"), str):
+            yield "chart", posixpath.join(home, chart["name"])
 
 
 def _generator_files(gen: dict[str, Any]) -> Iterator[tuple[str, str]]:
@@ -149,8 +173,8 @@ def _strings(value: Any) -> list[str]:
 
 def _check(reader: Reader, directory: str, kfile: str, how: str, ref: str, out: Walk) -> None:
     if ref.startswith("helm chart"):
-        out.problems.append((kfile, f"{ref}: Helm charts are not rendered; commit the "
-                            "rendered manifests instead"))
+        out.problems.append((kfile, f"{ref}: the legacy generator plugin is not run; use "
+                            "helmCharts:"))
         return
     if _REMOTE.match(ref):
         out.problems.append((kfile, f"{ref}: remote resources are refused (their content "
@@ -164,6 +188,10 @@ def _check(reader: Reader, directory: str, kfile: str, how: str, ref: str, out: 
                             "read files of the repository"))
         return
     kind = reader.kind(real)
+    if how == "chart":
+        if kind == "dir":
+            out.dirs.add(real)  # helm reads it whole; rollback restores it with PATH
+        return
     if kind == "dir" and how == "tree":
         walk(reader, real, out)
     elif kind == "file":
@@ -184,16 +212,35 @@ def kubectl_binary() -> str:
     return found
 
 
-def render(src: Source, kfiles: list[str]) -> tuple[list[tuple[str, bytes]], list[ManifestError]]:
+@dataclass
+class Output:
+    """What one kustomization rendered: its YAML; whether it inflated
+    ``helmCharts:``; each ENC[...] string of the SOPS files it read, to its
+    plaintext (kustomize renders the encrypted files as they are)."""
+
+    kfile: str
+    output: bytes
+    helm: bool = False
+    secrets: dict[str, Any] = field(default_factory=dict, repr=False)
+
+
+def render(src: Source, kfiles: list[str], ctx: RenderContext | None = None) \
+        -> tuple[list[Output], list[ManifestError]]:
     """Render each kustomization (by its file's path) from one export of the
-    tree: its output (YAML), or the errors that stopped it.
+    tree: its output (YAML), or the errors that stopped it. ``ctx``: the
+    Capabilities ``helmCharts:`` see and whether SOPS files are decrypted
+    (default: offline, decrypted).
 
     The export lies one level down in a private directory (0700, a random
     name), so even a ``..`` that escaped the checks below would find nothing
     another user can plant; every reference is checked to stay inside the
-    repository before kustomize runs, in every mode.
+    repository before kustomize runs, in every mode. The export holds the
+    revision's blobs as git stores them: a SOPS file stays encrypted.
     """
-    rendered: list[tuple[str, bytes]] = []
+    from kubectl_gitops.source import helm  # noqa: PLC0415
+
+    ctx = ctx or helm.RenderContext.offline(src)
+    rendered: list[Output] = []
     errors: list[ManifestError] = []
     with tempfile.TemporaryDirectory(prefix="kubectl-gitops-kustomize-") as tmp:
         base, outside = src.root, {}
@@ -202,16 +249,44 @@ def render(src: Source, kfiles: list[str]) -> tuple[list[tuple[str, bytes]], lis
             outside = src.export(base)  # the revision's blobs: bases may live outside PATH
         reader = _reader(base, outside)
         for kfile in kfiles:
-            refused = walk(reader, posixpath.dirname(kfile)).problems
-            if refused:
-                errors += [ManifestError(path, None, f"kustomize: {msg}") for path, msg in refused]
+            found = walk(reader, posixpath.dirname(kfile))
+            if found.problems:
+                errors += [ManifestError(path, None, f"kustomize: {msg}")
+                           for path, msg in found.problems]
                 continue
-            output, error = _render_one(base, kfile)
+            secrets, refused = _secrets(src, reader, found, ctx)
+            if refused:
+                errors += refused
+                continue
+            output, error = _render_one(base, kfile, ctx if found.helm else None)
             if error:
                 errors.append(error)
             else:
-                rendered.append((kfile, output))
+                rendered.append(Output(kfile, output, found.helm, secrets))
     return rendered, errors
+
+
+def _secrets(src: Source, reader: Reader, found: Walk, ctx: RenderContext) \
+        -> tuple[dict[str, Any], list[ManifestError]]:
+    """The SOPS files a kustomization reads, decrypted in memory: each
+    ENC[...] string to its plaintext; without decryption (validate), their
+    structure checked."""
+    from kubectl_gitops.source import sops  # noqa: PLC0415
+
+    table: dict[str, Any] = {}
+    errors: list[ManifestError] = []
+    for path in sorted(found.files):
+        data = reader.read(path)
+        if not sops.encrypted(data):
+            continue
+        if not ctx.decrypt:
+            errors += sops.check(path, data)
+            continue
+        try:
+            table.update(sops.plaintexts(data, sops.decrypt(path, data, src.keys)))
+        except ManifestError as e:
+            errors.append(e)
+    return table, errors
 
 
 def _reader(base: Path, outside: dict[str, str]) -> Reader:
@@ -235,18 +310,43 @@ def _reader(base: Path, outside: dict[str, str]) -> Reader:
     return Reader(kind=kind, read=lambda p: (base / p).read_bytes(), real=real)
 
 
-def _render_one(base: Path, kfile: str) -> tuple[bytes, ManifestError | None]:
+def _render_one(base: Path, kfile: str, helm_ctx: RenderContext | None = None) \
+        -> tuple[bytes, ManifestError | None]:
+    """``kubectl kustomize`` of one directory; with ``helm_ctx`` (its
+    ``helmCharts:``), with the helm on PATH and the cluster's Capabilities."""
     try:
         # Root-only loading is kustomize's default; said here so that no
         # kustomize configuration can widen it.
-        proc = subprocess.run([kubectl_binary(), "kustomize", "--load-restrictor",
-                               "LoadRestrictionsRootOnly", str(base / posixpath.dirname(kfile))],
-                              capture_output=True, env=git.clean_env())
+        args = [kubectl_binary(), "kustomize", "--load-restrictor", "LoadRestrictionsRootOnly"]
     except FileNotFoundError:
         return b"", ManifestError(kfile, None, "kubectl is needed to render kustomize "
                                   "directories and was not found on PATH")
+    if helm_ctx is not None:
+        flags = _helm_flags(helm_ctx)
+        if flags is None:
+            return b"", ManifestError(kfile, None, "helm is needed to render helmCharts and "
+                                      "was not found on PATH")
+        args += flags
+    proc = subprocess.run(args + [str(base / posixpath.dirname(kfile))], capture_output=True,
+                          env=git.clean_env())
     if proc.returncode != 0:
         err = proc.stderr.decode("utf-8", "replace").strip().splitlines()
         msg = (err[-1] if err else "failed").replace(str(base) + "/", "")
         return b"", ManifestError(kfile, None, f"kustomize: {msg.removeprefix('error: ')}")
     return proc.stdout, None
+
+
+def _helm_flags(ctx: RenderContext) -> list[str] | None:
+    """kustomize's own flags for helmCharts: the helm found on PATH and the
+    Capabilities a chart sees; None without helm."""
+    from kubectl_gitops.source import helm  # noqa: PLC0415
+
+    try:
+        exe, _ = helm.helm_binary()
+    except FileNotFoundError:
+        return None
+    caps = ctx.capabilities()
+    args = ["--enable-helm", "--helm-command", exe, "--helm-kube-version", caps.kube_version]
+    if caps.api_versions:
+        args += ["--helm-api-versions", ",".join(caps.api_versions)]
+    return args

@@ -14,13 +14,16 @@ import posixpath
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from kubectl_gitops.errors import ManifestError, ManifestErrors
 from kubectl_gitops.source import goyaml, order
 from kubectl_gitops.source.tree import KUSTOMIZATION_FILES, Source, SourceFile
+
+if TYPE_CHECKING:
+    from kubectl_gitops.source.helm import RenderContext
 
 try:  # libyaml is ~10x faster; fall back to the pure-Python loader.
     _Loader: type = yaml.CSafeLoader
@@ -45,6 +48,12 @@ class Manifest:
     # Plain scalars kubectl (go-yaml) reads otherwise than YAML 1.1 readers,
     # as (line, message): this tool reads them as kubectl; validate says so.
     go_meanings: list[tuple[int, str]] = field(default_factory=list)
+    # Rendered by a chart: its release namespace for objects that omit one
+    # (and a cluster-scoped object's namespace is dropped, as helm does).
+    default_namespace: str | None = None
+    # Read from a SOPS-encrypted file without its key (validate): its values
+    # are ENC[...] strings, so no schema check applies to them.
+    encrypted: bool = False
 
     @property
     def api_version(self) -> str:
@@ -81,27 +90,81 @@ class Manifest:
         return f"{self.kind} {ns}/{name}" if ns else f"{self.kind} {name}"
 
 
-def read(src: Source, files: list[SourceFile] | None = None, *, cache: bool = False) \
-        -> tuple[list[Manifest], list[ManifestError]]:
+def read(src: Source, files: list[SourceFile] | None = None, *, cache: bool = False,
+         render: RenderContext | None = None) -> tuple[list[Manifest], list[ManifestError]]:
     """Every object under the source, in sorted path order, and every error.
 
     ``files``: the source's files when the caller already read them.
     ``cache``: reuse and keep what files parse to (:class:`ParseCache`).
+    ``render``: how charts render and whether SOPS files are decrypted
+    (default: offline Capabilities, decrypted with sops's own keys).
+    Files under a chart (a ``Chart.yaml`` directory, or ``helm:`` of
+    ``.gitops.yaml``) and its values files are read by the chart's render.
     """
+    from kubectl_gitops.source import helm  # noqa: PLC0415
+
     files = sorted(src.files() if files is None else files, key=lambda f: f.path)
+    ctx = render or helm.RenderContext.offline(src)
     kfiles = top_kustomizations(f.path for f in files)
     kdirs = [posixpath.dirname(k) for k in kfiles]
+    charts = helm.find_charts(src, [f.path for f in files], kdirs)
+    taken = {c.chart for c in charts if c.kind == "local"}
+    values = {v for c in charts for v in c.values_files}
     manifests: list[Manifest] = []
     errors: list[ManifestError] = []
     store = ParseCache.default() if cache else None
     for f in files:
-        if any(_inside(f.path, d) for d in kdirs):
-            continue  # rendered with its kustomization, not on its own
-        ms, es = store.parse(f.path, f.data) if store else parse_file(f.path, f.data)
+        if any(_inside(f.path, d) for d in kdirs) or any(_inside(f.path, c) for c in taken) \
+                or f.path in values:
+            continue  # rendered with its kustomization or chart, not on its own
+        if _encrypted(f.data):
+            ms, es = _read_encrypted(src, f, ctx)
+        else:
+            ms, es = store.parse(f.path, f.data) if store else parse_file(f.path, f.data)
         manifests += ms
         errors += es
-    ms, es = _render_kustomizations(src, kfiles)
-    return manifests + ms, errors + es
+    ms, es = _render_kustomizations(src, kfiles, ctx)
+    manifests += ms
+    errors += es
+    rendered, es = helm.render(src, charts, ctx, parse_file,
+                               {f.path: f.data for f in files if f.path in values})
+    manifests += [Manifest(obj, path, 0, default_namespace=ns) for obj, path, ns in rendered]
+    return manifests, errors + es
+
+
+def _encrypted(data: bytes) -> bool:
+    from kubectl_gitops.source import sops  # noqa: PLC0415
+
+    return sops.encrypted(data)
+
+
+def _read_encrypted(src: Source, f: SourceFile, ctx: RenderContext) \
+        -> tuple[list[Manifest], list[ManifestError]]:
+    """A SOPS file: decrypted in memory and parsed (never cached), or,
+    without decryption (validate), its structure checked and what can be
+    read of it kept (names, kinds) with its values still encrypted."""
+    from kubectl_gitops.source import sops  # noqa: PLC0415
+
+    if not ctx.decrypt:
+        problems = sops.check(f.path, f.data)
+        if problems:
+            return [], problems
+        out: list[Manifest] = []
+        for doc in sops.visible(f.data):
+            ms, es = to_manifests(doc, f.path, 1)
+            if es:
+                return [], [ManifestError(f.path, None, "SOPS-encrypted with its apiVersion, "
+                                          "kind or metadata.name encrypted too: only data "
+                                          "should be (encrypted_regex: ^(data|stringData)$)")]
+            out += ms
+        for m in out:
+            m.encrypted = True
+        return out, []
+    try:
+        plaintext = sops.decrypt(f.path, f.data, src.keys)
+    except ManifestError as e:
+        return [], [e]
+    return parse_file(f.path, plaintext)
 
 
 class ParseCache:
@@ -606,23 +669,57 @@ def _inside(path: str, directory: str) -> bool:
     return not directory or path.startswith(directory + "/")
 
 
-def _render_kustomizations(src: Source, kfiles: list[str]) \
+def _render_kustomizations(src: Source, kfiles: list[str], ctx: RenderContext) \
         -> tuple[list[Manifest], list[ManifestError]]:
     """The objects of each kustomization (by its file's path), rendered by
-    :func:`kustomize.render`."""
+    :func:`kustomize.render`: SOPS values put back in memory, chart hooks
+    of ``helmCharts:`` left out as for ``helm:``."""
     if not kfiles:
         return [], []
     from kubectl_gitops.source import kustomize  # noqa: PLC0415
 
-    rendered, errors = kustomize.render(src, kfiles)
+    rendered, errors = kustomize.render(src, kfiles, ctx)
     manifests: list[Manifest] = []
-    for kfile, output in rendered:
-        ms, es = parse_file(kfile, output)
+    for out in rendered:
+        ms, es = parse_file(out.kfile, out.output)
         for m in ms:
             m.line = 0  # lines of rendered output mean nothing to the author
-        manifests += ms
+        ms = _decrypted(ms, out.secrets, ctx)
+        manifests += _without_hooks(out.kfile, ms) if out.helm else ms
         errors += es
     return manifests, errors
+
+
+def _decrypted(manifests: list[Manifest], table: dict[str, Any],
+               ctx: RenderContext) -> list[Manifest]:
+    """Rendered objects with their ``sops`` metadata dropped and, when
+    decrypting, every ENC[...] value replaced by its plaintext."""
+    from kubectl_gitops.source import sops  # noqa: PLC0415
+
+    for m in manifests:
+        if isinstance(m.obj.get("sops"), dict):
+            del m.obj["sops"]
+            if ctx.decrypt:
+                m.obj = sops.substitute(m.obj, table)
+            else:
+                m.encrypted = True
+    return manifests
+
+
+def _without_hooks(kfile: str, manifests: list[Manifest]) -> list[Manifest]:
+    """A chart's hooks and tests, which kustomize's helm renders too, are not
+    applied, as for ``helm:`` (see helm.py)."""
+    from kubectl_gitops.source import helm  # noqa: PLC0415
+
+    kept, hooks = [], []
+    for m in manifests:
+        hook = helm.hook_of(m.obj)
+        if hook is None:
+            kept.append(m)
+        elif not all(e.startswith("test") for e in hook.split(",")):
+            hooks.append(f"{m} ({hook})")
+    helm.hooks_note(kfile, hooks)
+    return kept
 
 
 def repeated_key_errors(manifests: list[Manifest]) -> list[ManifestError]:

@@ -21,8 +21,11 @@ from kubectl_gitops.source import config, git, links
 from kubectl_gitops.source.config import CONFIG_FILE, Dependency, Mode
 
 if TYPE_CHECKING:
+    from kubectl_gitops.source.helm import Spec as HelmSpec
     from kubectl_gitops.source.ignore import Rule
+    from kubectl_gitops.source.sops import Keys
 
+SOPS_CONFIG = ".sops.yaml"  # sops's own settings, never a manifest
 MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
 KUSTOMIZATION_FILES = ("kustomization.yaml", "kustomization.yml", "Kustomization")
 LINK_MODE = "120000"
@@ -52,6 +55,9 @@ class Source:
     # In index mode: the index to read instead of the repo's own, e.g. the
     # temporary one a pre-commit hook gets from ``git commit -a``.
     index_file: str | None = None
+    helm: HelmSpec | None = None
+    # Where sops finds its key (None: sops's own environment).
+    keys: Keys | None = field(default=None, repr=False)
     _tree_cache: dict[str, object] = field(default_factory=dict, repr=False)
 
     @property
@@ -95,6 +101,29 @@ class Source:
             tree = links.GitTree(entries, lambda shas: git.cat_blobs(self.root, shas), self.root)
             return links.export(tree, [p for m, _, p in entries if m == LINK_MODE], dest)
         return {}
+
+    def entries(self, path: str) -> list[tuple[str, str, str]]:
+        """``(mode, blob sha, path)`` of everything under ``path`` at the
+        commit or in the index (not in the working tree: read the files)."""
+        if self.mode == "worktree":
+            raise ValueError("the working tree has no blob ids; read its files")
+        found = _tree_entries(self, path) if self.mode == "commit" else \
+            _index_entries(self, path)
+        return [e for e in found if e[2] == path or e[2].startswith(path + "/") or not path]
+
+    def blobs(self, shas: list[str]) -> list[bytes]:
+        return git.cat_blobs(self.root, shas)
+
+    def read(self, relpath: str) -> bytes | None:
+        """One file at the revision (or in the index, or on disk); None when
+        there is no such file."""
+        if self.mode == "worktree":
+            full = self.root / relpath
+            return full.read_bytes() if full.is_file() else None
+        spec = f"{self.sha}:{relpath}" if self.mode == "commit" else f":{relpath}"
+        proc = git.run(["cat-file", "blob", spec], cwd=self.root, check=False,
+                       env=index_env(self))
+        return proc.stdout if proc.returncode == 0 else None
 
     def reads(self, relpath: str) -> bool:
         """Whether ``relpath`` is a manifest or kustomization this source reads."""
@@ -155,11 +184,12 @@ def resolve(*, repo: str | Path | None = None, path: str | None = None, ref: str
                   name=name or cfg.name or "", namespace=namespace or cfg.namespace,
                   exclude=cfg.exclude, ignore=cfg.ignore, force_conflicts=cfg.force_conflicts,
                   health_checks=cfg.health_checks, depends_on=cfg.depends_on,
-                  index_file=index_file)
+                  index_file=index_file, helm=cfg.helm)
 
 
 def is_manifest(relpath: str) -> bool:
-    return relpath.endswith(MANIFEST_SUFFIXES) and posixpath.basename(relpath) != CONFIG_FILE
+    return relpath.endswith(MANIFEST_SUFFIXES) and \
+        posixpath.basename(relpath) not in (CONFIG_FILE, SOPS_CONFIG)
 
 
 def _under(relpath: str, base: str) -> bool:

@@ -29,7 +29,7 @@ from kubectl_gitops import secrets
 from kubectl_gitops.engine import desired
 from kubectl_gitops.errors import ClusterError, ManifestError, UsageError
 from kubectl_gitops.kube import schema
-from kubectl_gitops.source import git, manifests, tree
+from kubectl_gitops.source import git, helm, manifests, sops, tree
 from kubectl_gitops.source.config import CONFIG_FILE
 from kubectl_gitops.source.manifests import Manifest
 from kubectl_gitops.source.tree import KUSTOMIZATION_FILES, Source, SourceFile
@@ -151,16 +151,36 @@ def hook_index_file(root: Path) -> str | None:
     return str(index.resolve())
 
 
-def staged_changes_matter(src: Source) -> bool:
-    """Whether the commit being made touches anything validation looks at:
-    ``.gitops.yaml`` or any YAML/JSON/kustomization file, even outside PATH
-    (kustomize bases may live there). A commit of code alone need not pay for
-    validation; added, changed, renamed and deleted files all count."""
+def staged_paths(src: Source) -> list[str]:
+    """Every path the commit being made adds, changes or deletes."""
     out = git.run(["diff", "--cached", "--no-ext-diff", "--name-only", "-z", "--no-renames"],
                   cwd=src.root, env=tree.index_env(src)).stdout
-    return any(path == CONFIG_FILE or tree.is_manifest(path)
+    return git.zsplit(out)
+
+
+# Files of a chart that are not YAML: a change to them renders the chart.
+_CHART_SUFFIXES = (".tpl", ".txt", ".helmignore", "Chart.lock", ".tgz")
+
+
+def staged_changes_matter(src: Source, paths: list[str] | None = None) -> bool:
+    """Whether the commit being made touches anything validation looks at:
+    ``.gitops.yaml``, ``.sops.yaml``, any YAML/JSON/kustomization file, even
+    outside PATH (kustomize bases may live there), or a chart's templates.
+    A commit of code alone need not pay for validation; added, changed,
+    renamed and deleted files all count."""
+    return any(path in (CONFIG_FILE, tree.SOPS_CONFIG) or tree.is_manifest(path)
                or posixpath.basename(path) in KUSTOMIZATION_FILES
-               for path in git.zsplit(out))
+               or path.endswith(_CHART_SUFFIXES)
+               for path in (staged_paths(src) if paths is None else paths))
+
+
+def chart_changed(spec: helm.Spec, paths: Iterable[str]) -> bool:
+    """Whether a commit changing ``paths`` changes what the chart renders:
+    its files (a chart in git), its values files, or ``.gitops.yaml``."""
+    local = spec.chart if spec.kind == "local" else None
+    return any(p == CONFIG_FILE or p in spec.values_files
+               or (local is not None and (p == local or p.startswith(local + "/")))
+               for p in paths)
 
 
 def path_in_index(src: Source) -> bool:
@@ -173,10 +193,23 @@ def path_in_index(src: Source) -> bool:
     return bool(out)
 
 
-def validate_source(src: Source, opts: Options) -> Result:
-    """Validate everything under a source (a commit, the index, the work tree)."""
+def render_context(src: Source, opts: Options, changed: list[str] | None = None) \
+        -> helm.RenderContext:
+    """Charts render offline, with the schema release as the Kubernetes
+    version; SOPS files are checked, never decrypted (the hook has no key).
+    ``changed``: render only the charts these paths change (the hook)."""
+    ctx = helm.RenderContext.offline(src, opts.kubernetes_version, decrypt=False)
+    if changed is not None:
+        ctx.only = lambda spec: chart_changed(spec, changed)
+    return ctx
+
+
+def validate_source(src: Source, opts: Options, *, changed: list[str] | None = None) -> Result:
+    """Validate everything under a source (a commit, the index, the work tree);
+    with ``changed`` (the hook), charts render only when these paths touch them."""
     files, unreadable = src.read_files()
-    parsed, errors = manifests.read(src, files)
+    parsed, errors = manifests.read(src, files, render=render_context(src, opts, changed))
+    errors += sops_policy(src, files, parsed)
     errors = [Problem.of(e, "symlink") for e in unreadable] + errors
     result = _result(src.revision, src.path, opts, len(files))
     where = {"commit": "in this revision", "index": "in the index",
@@ -206,7 +239,8 @@ def validate_files(paths: Iterable[str], opts: Options, *, repo: str | None = No
         except OSError as e:
             raise UsageError(f"{given}: cannot read ({e.strerror or e})") from e
     files += _kustomizations_above(src.root, list(display))
-    parsed, errors = manifests.read(src, files)
+    parsed, errors = manifests.read(src, files, render=render_context(src, opts))
+    errors += sops_policy(src, files, parsed)
     result = _result("files", src.path, opts, len(display))
     _check(result, files, parsed, errors, opts, src,
            where="among these files or in the work tree" if in_repo else "among these files",
@@ -242,7 +276,8 @@ def _check(result: Result, files: list[SourceFile], parsed: list[Manifest],
     release = schema.minor(opts.kubernetes_version)
     for m in resolved:
         problems += _names(m, docs, release)
-        problems += _schema(m, builtin, crds, opts, docs, where)
+        if not m.encrypted:  # ENC[...] values fit no schema; sops.check looked at them
+            problems += _schema(m, builtin, crds, opts, docs, where)
     result.objects = len(parsed)
     if opts.kube is not None:
         more, result.dry_run = _dry_run(opts.kube, resolved, parsed)
@@ -251,6 +286,28 @@ def _check(result: Result, files: list[SourceFile], parsed: list[Manifest],
     problems = [Problem.of(p, p.check, path=display.get(p.path, p.path)) for p in problems]
     problems.sort(key=lambda p: (p.path, p.line or 0))
     result.problems = _quote_paths_in_messages(problems, [f.path for f in files])
+
+
+def sops_policy(src: Source, files: list[SourceFile], parsed: list[Manifest]) \
+        -> list[ManifestError]:
+    """Files ``.sops.yaml`` (at the repo root) requires encrypted that are
+    not: a plaintext Secret, or any file a rule's ``path_regex`` names."""
+    config = src.read(tree.SOPS_CONFIG)
+    if config is None:
+        return []
+    rules = sops.rules(config)
+    secret_at = {m.path: m.line for m in parsed if secrets.is_secret(m.obj) and not m.encrypted}
+    values = [(p, src.read(p)) for p in (src.helm.values_files if src.helm else ())]
+    problems = []
+    for path, data in [(f.path, f.data) for f in files] + values:
+        if data is None or sops.encrypted(data):
+            continue
+        if sops.must_encrypt(rules, path, path in secret_at):
+            what = "a plaintext Secret" if path in secret_at else "a plaintext file"
+            problems.append(Problem(path, secret_at.get(path) or None, f"{what} where "
+                                    f"{tree.SOPS_CONFIG} requires encryption; encrypt it "
+                                    "with sops --encrypt --in-place", check="sops"))
+    return problems
 
 
 def _hide_secret_values(problems: list[Problem], parsed: list[Manifest]) -> list[Problem]:

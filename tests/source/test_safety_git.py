@@ -207,11 +207,11 @@ def test_kustomize_renders_bases_and_in_repo_links_from_a_private_export(
     seen: list[int] = []
     real_render = kustomize._render_one
 
-    def spy(base: Path, kfile: str) -> object:
+    def spy(base: Path, kfile: str, *rest: object) -> object:
         # The export: private, unpredictable, one level below the temp dir's entry.
         seen.append(stat.S_IMODE(base.parent.stat().st_mode))
         assert base.parent.parent == shared or kw.get("working_tree")
-        return real_render(base, kfile)
+        return real_render(base, kfile, *rest)
 
     monkeypatch.setattr(kustomize, "_render_one", spy)
     for kw in MODES:
