@@ -198,9 +198,9 @@ def run(app: App, plan: Plan, opts: Options, report: Report, *,
         return result
     if _changes(plan):  # dependsOn holds back changes, not a --wait on what is there
         check_dependencies(app, opts)
-    run = _Run(app, plan, opts, report, progress)
+    this = _Run(app, plan, opts, report, progress)
     if lease is not None:
-        return _run_held(run, lease, result)
+        return _run_held(this, lease, result)
     import uuid  # noqa: PLC0415
 
     from kubectl_gitops.kube.lease import Lease, identity, lease_name  # noqa: PLC0415
@@ -209,7 +209,7 @@ def run(app: App, plan: Plan, opts: Options, report: Report, *,
     own = Lease(app.kube, app.parent.namespace, lease_name(app.parent.name),
                 holder=f"{identity('sync')} run={uuid.uuid4().hex[:8]}")
     with own.hold(opts.lock_timeout):
-        return _run_held(run, own, result)
+        return _run_held(this, own, result)
 
 
 def check_source(app: App, opts: Options) -> None:
@@ -327,6 +327,7 @@ def _converge(run: _Run, lease: Lease, result: Result) -> Result:
     if _of(hooks, order.PRE_SYNC):
         lease.check()
         _hooks(run, order.PRE_SYNC, result)
+    pre_sync_failed = not result.ok
     if result.ok:
         if not applyset.stored(widened, app.parent_live):
             lease.check()
@@ -352,7 +353,7 @@ def _converge(run: _Run, lease: Lease, result: Result) -> Result:
                          result="succeeded" if result.ok else "failed",
                          counts=result.counts(), failures=result.failures)
     lease.check()
-    if not writer.written and not result.ok:  # a PreSync hook failed: nothing else changes
+    if pre_sync_failed:  # nothing else was written: the record only
         widened = dataclasses.replace(app.parent, source=app.parent.source or app.source)
     writer.write(widened, lambda h: history.appended(h, rec))
     return result
@@ -381,7 +382,7 @@ def _apply_waves(run: _Run, lease: Lease, result: Result) -> None:
             if phase == 0:
                 _wait_established(app, batch, result, deadline=time.monotonic() + 60)
         if not result.ok and wave != waves[-1]:
-            result.failures.append(f"wave {wave} failed: later waves not applied")
+            run.report(f"stopped    wave {wave} failed: later waves are not applied")
             return
 
 

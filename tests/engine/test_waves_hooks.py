@@ -158,6 +158,19 @@ def test_a_failing_presync_hook_writes_nothing_else(
         GROUP_KINDS_ANNOTATION] == ""  # no member kind recorded: none was written
 
 
+def test_a_degraded_wave_stops_the_sync_before_the_next(
+        tmp_path: Path, kube: Kube, kube_env: dict, git_env: dict, namespace: str) -> None:
+    ns = namespace
+    migrate = _job({}, name="migrate")
+    tree = docs(_with(migrate, **{ARGO_WAVE: "0"}),
+                _with(configmap("settings"), **{ARGO_WAVE: "1"}))
+    with Kubelet(kube, ns, lambda pod: "Failed"):
+        r = _sync(tmp_path, ns, kube_env, tree)
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert f"error: Job {ns}/migrate: Degraded: failed: " in r.stderr
+    assert get("configmap", "settings", kube_env, ns) is None
+
+
 def test_prune_goes_in_reverse_wave_order(tmp_path: Path, kube_env: dict, git_env: dict,
                                           namespace: str) -> None:
     ns = namespace

@@ -132,7 +132,8 @@ def test_kinds_that_are_healthy_once_their_controller_looked(
                  "spec": {"minAvailable": 1, "selector": {"matchLabels": {"app": "web"}}}})
     apply(kube, {"apiVersion": "batch/v1", "kind": "CronJob",
                  "metadata": {"name": "nightly", "namespace": namespace},
-                 "spec": {"schedule": "0 3 * * *", "jobTemplate": {"spec": job("x", namespace)["spec"]}}})
+                 "spec": {"schedule": "0 3 * * *",
+                          "jobTemplate": {"spec": job("x", namespace)["spec"]}}})
     wait_health(kube, "apps", "DaemonSet", namespace, "agent", "Healthy", "0 pods ready")
     wait_health(kube, "policy", "PodDisruptionBudget", namespace, "web", "Healthy",
                 "0 disruptions allowed")
