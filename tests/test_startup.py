@@ -35,12 +35,14 @@ HOOK_BUDGET = 183
 # Machinery none of these paths uses.
 NEVER = ("kubernetes", "tabulate", "prometheus_client", "kubectl_gitops.agent",
          "kubectl_gitops.cli.manpage", "kubectl_gitops.cli.complete",
-         "kubectl_gitops.engine.status", "kubectl_gitops.validate.hooks")
+         "kubectl_gitops.engine.status", "kubectl_gitops.validate.hooks",
+         "cel")  # healthCheckExprs: only where an object meets one
 NOT_ON_NO_CHANGE = ("difflib", "kubectl_gitops.kube.schema", "kubectl_gitops.source.kustomize",
                     "concurrent.futures", "tempfile", "traceback", "unidiff",
                     "kubectl_gitops.kube.lease", "kubectl_gitops.kube.health",
                     "kubectl_gitops.fields", "kubectl_gitops.source.ignore",
-                    "kubectl_gitops.engine.prune", "kubectl_gitops.engine.history")
+                    "kubectl_gitops.engine.prune", "kubectl_gitops.engine.history",
+                    "kubectl_gitops.engine.wait", "kubectl_gitops.engine.hooks")
 NOT_IN_HOOK = ("ssl", "http.client", "kubectl_gitops.kube.client", "kubectl_gitops.kube.transport",
                "kubectl_gitops.kube.credentials", "concurrent.futures", "difflib",
                "kubectl_gitops.engine.plan")

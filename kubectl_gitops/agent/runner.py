@@ -85,6 +85,8 @@ class Stall:
     evented: bool = False
 
 
+# How soon an app blocked on another app of its dependsOn looks again.
+_BLOCKED_RECHECK = 5.0
 # Which stall status shows when several hold: the first of these areas.
 _AREAS = ("lease", "fetch", "revision", "sync", "watch", "heal", "status")
 
@@ -116,6 +118,7 @@ class AppRun:
     status: dict[str, Any] = field(default_factory=dict)
     parent_live: dict[str, Any] | None = None
     heals: dict[ObjectId, tuple[int, float]] = field(default_factory=dict)  # n, last time
+    blocked_by: list[str] = field(default_factory=list)  # apps of dependsOn not ready, and why
     stopped: bool = False
 
 
@@ -356,7 +359,8 @@ class Agent:
             self._sync(run, src)
         self._unstall(run, "sync")
         self._status(run)
-        return spec.interval
+        # Blocked on another app: look again soon, as that app gets ready by itself.
+        return min(spec.interval, _BLOCKED_RECHECK) if run.blocked_by else spec.interval
 
     def _fetch(self, run: AppRun) -> float | None:
         """Fetch when the interval is due or a fetch was asked for; None when
@@ -452,8 +456,14 @@ class Agent:
         changed = any(i.needs_apply for i in the_plan.items) or the_plan.of("prune")
         if changed:
             run.lease.check()
-            result = sync.run(app, the_plan, opts, lambda line: log.info(
-                "app %s: %s", spec.name, line), lease=run.lease)
+            try:
+                result = sync.run(app, the_plan, opts, lambda line: log.info(
+                    "app %s: %s", spec.name, line), lease=run.lease)
+            except sync.Blocked as e:
+                if app.parent_live is None:  # so that status and ls show what it waits for
+                    run.parent_live = sync.ensure_parent(app)
+                self._blocked(run, e.blockers)
+                return
             counts = result.counts()
             summary = (f"synced {src.sha[:12]}: {counts['created']} created, "
                        f"{counts['updated']} updated, {counts['pruned']} pruned, "
@@ -463,6 +473,7 @@ class Agent:
             if not result.ok:
                 raise GitOpsError(f"{summary}: {'; '.join(result.failures)}")
             self._event(run, "Synced", summary)
+        self._blocked(run, [])
         run.src, run.synced_sha, run.bad_sha = src, src.sha, ""
         self.synced_once = True
         run.last_sync = state.now()
@@ -472,6 +483,21 @@ class Agent:
         self.metrics.objects.labels(spec.name).set(len(run.members))
         run.drift.clear()
         self._watch(run, app.parent.id)
+
+    def _blocked(self, run: AppRun, blockers: list[str]) -> None:
+        """An app of ``dependsOn`` is not ready: the revision waits (not a
+        stall: it goes on by itself). Said once per change: a log line, an
+        Event, and ``blockedBy`` in status (Reconciling, DependencyNotReady)."""
+        if blockers == run.blocked_by:
+            return
+        run.blocked_by = blockers
+        if blockers:
+            message = "blocked on " + "; ".join(blockers)
+            log.info("app %s: %s", run.spec.name, message)
+            self._event(run, "DependencyNotReady", message)
+        else:
+            log.info("app %s: its dependencies are ready", run.spec.name)
+        self.queue.add(("status", run.spec.name))
 
     # --- watches and drift --------------------------------------------------------------
 
@@ -541,7 +567,9 @@ class Agent:
                                                       run.name)
         parent = applyset.parent_from_live(run.name, run.namespace, parent_live)
         app = app_mod.App(run.src, self.kube, [m.manifest], parent, parent_live)
-        opts = sync.options_for(run.src)  # the revision's settings, as its sync had
+        # The revision's settings, as its sync had; dependsOn held back the
+        # revision, not the correction of what it already put there.
+        opts = sync.options_for(run.src, ignore_dependencies=True)
         one = sync.make_plan(app, opts)
         item = one.items[0]
         if not item.needs_apply and item.live is not None:
@@ -660,31 +688,36 @@ class Agent:
             run.parent_live = self.kube.get(applyset.PARENT_TYPE, run.namespace, run.name)
             self._status(run)
 
-    def _health(self, run: AppRun) -> str:
-        worst = "Healthy"
-        for oid in run.members:
+    def _health(self, run: AppRun) -> tuple[str, list[str]]:
+        """The members' health, from what the watches saw, and what is not healthy."""
+        checks = health.Checks(run.src.health_checks if run.src else ())
+        shown, notes = [], []
+        for oid, m in run.members.items():
             obj = run.live.get(oid)
-            if obj is None:
-                worst = "Progressing"  # not seen yet (a watch's first LIST to come) or deleted
+            if obj is None:  # not seen yet (a watch's first LIST to come) or deleted
+                shown.append("Progressing")
+                notes.append(f"{oid}: not seen yet")
                 continue
-            try:
-                ok, _ = health.check(obj)
-            except ValueError:
-                return "Degraded"
-            if not ok:
-                worst = "Progressing"
-        return worst
+            h = health.check(oid.group, oid.kind, obj, checks=checks,
+                             status_subresource=m.rtype.status_subresource)
+            shown.append(h.shown)
+            if not h.current:
+                notes.append(f"{oid}: {h}")
+        return health.worst(shown), sorted(notes)
 
     def _status(self, run: AppRun) -> None:
         """Write the status annotation when anything but its times changed."""
         if run.parent_live is None:
             return  # no parent yet: nothing to annotate (the log and metrics say it)
         stall = self._stalled(run)
+        shown, unhealthy = self._health(run)
         st: dict[str, Any] = {
             "revision": run.synced_sha, "ref": run.spec.ref,
-            "sync": "OutOfSync" if run.drift or {"revision", "sync"} & set(run.stalls) else
+            "sync": "OutOfSync" if run.drift or run.blocked_by or
+            {"revision", "sync"} & set(run.stalls) else
             "Synced" if run.synced_sha else "Unknown",
-            "health": "Degraded" if "fetch" in run.stalls else self._health(run),
+            "health": "Degraded" if "fetch" in run.stalls else shown,
+            "unhealthy": unhealthy[:20], "blockedBy": run.blocked_by,
             "driftCount": len(run.drift), "drift": sorted(run.drift.values())[:20],
             "lastError": stall.message if stall else "", "stalled": stall.reason if stall else "",
             "suspended": run.spec.suspend or status.suspended(run.parent_live),

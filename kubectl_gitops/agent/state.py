@@ -30,14 +30,17 @@ def conditions(st: dict[str, Any], previous: list[dict[str, Any]]) -> list[dict[
     ``lastTransitionTime`` while its status holds. A stalled app's reason
     says why (``LeaseFailed``, ``FetchFailed``, ``InvalidRevision``...)."""
     stalled = bool(st.get("lastError") or st.get("stalled"))
-    reconciling = not stalled and (st.get("health") == "Progressing"
+    blocked = not stalled and bool(st.get("blockedBy"))
+    reconciling = not stalled and (blocked or st.get("health") == "Progressing"
                                    or st.get("sync") != "Synced")
     ready = not stalled and not reconciling and st.get("health") == "Healthy"
     reason = ("Suspended" if st.get("suspended") else st.get("stalled") or "Failed" if stalled
+              else "DependencyNotReady" if blocked
               else "Progressing" if st.get("health") == "Progressing"
               else st.get("sync", "Unknown") if reconciling else "Succeeded")
-    message = st.get("lastError") or f"{st.get('sync')}, {st.get('health')} at " \
-        f"{str(st.get('revision', ''))[:12]}"
+    message = st.get("lastError") or (
+        "blocked on " + "; ".join(st["blockedBy"]) if blocked else
+        f"{st.get('sync')}, {st.get('health')} at {str(st.get('revision', ''))[:12]}")
     old = {c.get("type"): c for c in previous}
     out = []
     for ctype, on in (("Ready", ready), ("Reconciling", reconciling), ("Stalled", stalled)):

@@ -51,8 +51,11 @@ def _rows(apps: list[dict[str, Any]]) -> list[list[str]]:
 
 
 def _error(a: dict[str, Any]) -> str:
-    """``LeaseFailed: cannot take the Lease ...``: why a stalled app is stuck."""
+    """``LeaseFailed: cannot take the Lease ...``: why a stalled app is stuck;
+    else ``blocked on monitoring/cert-manager: Progressing (...)``."""
     text = f"{a['stalled']}: {a['lastError']}" if a.get("stalled") else a["lastError"] or ""
+    if not text and a.get("blockedBy"):
+        text = "blocked on " + "; ".join(a["blockedBy"])
     return text[:80]
 
 
@@ -101,6 +104,10 @@ def _detail(a: dict[str, Any]) -> None:
                        ("lastFetchTime", "Last fetch"), ("stalled", "Stalled"),
                        ("lastError", "Last error")):
         click.echo(f"{label + ':':<13}{a.get(key) if a.get(key) not in (None, '') else '-'}")
+    if a.get("dependsOn"):
+        click.echo(f"{'Depends on:':<13}{', '.join(a['dependsOn'])}")
+    for line in a.get("blockedBy") or []:
+        click.echo(f"  blocked on: {line}")
     for line in a.get("drift") or []:
         click.echo(f"  drift: {line}")
     for line in a.get("unhealthy") or []:

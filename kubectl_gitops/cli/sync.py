@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from typing import TYPE_CHECKING
 
 import click
@@ -13,6 +14,7 @@ from kubectl_gitops.cli.common import (cluster_options, handle_errors, parse_tim
 
 if TYPE_CHECKING:  # type names only: the modules load lazily, after --help
     from kubectl_gitops.engine.model import Plan
+    from kubectl_gitops.engine.wait import Progress
     from kubectl_gitops.engine.sync import Result
     from kubectl_gitops.kube.kubeconfig import Overrides
     from kubectl_gitops.source.tree import Source
@@ -32,8 +34,10 @@ if TYPE_CHECKING:  # type names only: the modules load lazily, after --help
               "no objects (deletes every member).")
 @click.option("--adopt", is_flag=True, help="Take over objects that belong to another "
               "ApplySet or deployment tool.")
-@click.option("--wait", is_flag=True, help="Wait until rollouts, Jobs, CRDs and PVCs are "
-              "healthy.")
+@click.option("--wait", is_flag=True, help="Wait until every member is healthy (kstatus, "
+              "healthCheckExprs); fail at once when one fails, naming why.")
+@click.option("--ignore-dependencies", is_flag=True, help="Sync although an app of dependsOn "
+              "(.gitops.yaml) is not synced and healthy.")
 @click.option("--timeout", default="5m", show_default=True, callback=parse_timeout,
               help="Give up when the whole "
               "sync, --wait included, takes longer (0: no limit).")
@@ -51,8 +55,9 @@ if TYPE_CHECKING:  # type names only: the modules load lazily, after --help
 def command(path_arg: str | None, path: str | None, repo: str | None, ref: str | None,
             working_tree: bool, name: str | None, cluster: Overrides, namespace: str | None,
             prune: bool, dry_run: bool, force_conflicts: bool | None,
-            allow_empty: bool, adopt: bool, wait: bool, timeout: float, prune_cascade: bool,
-            take_over: bool, lock_timeout: float, concurrency: int, output: str) -> int:
+            allow_empty: bool, adopt: bool, wait: bool, ignore_dependencies: bool,
+            timeout: float, prune_cascade: bool, take_over: bool, lock_timeout: float,
+            concurrency: int, output: str) -> int:
     """Converge the cluster to a git revision.
 
     Exit status: 0 converged, 2 error. Nothing is written when any manifest
@@ -67,17 +72,21 @@ def command(path_arg: str | None, path: str | None, repo: str | None, ref: str |
     opts = sync.options_for(src, force_conflicts=force_conflicts, prune=prune,
                             dry_run=dry_run, allow_empty=allow_empty, adopt=adopt, wait=wait,
                             timeout=timeout or float("inf"), take_over=take_over,
-                            prune_cascade=prune_cascade, lock_timeout=lock_timeout)
+                            prune_cascade=prune_cascade, lock_timeout=lock_timeout,
+                            ignore_dependencies=ignore_dependencies)
     kube = app_mod.connect(cluster, concurrency=concurrency, deadline=timeout or None)
     app = app_mod.load(src, kube, name=name, namespace=namespace)
     the_plan = sync.make_plan(app, opts)
     quiet = output == "json"
-    report = (lambda _line: None) if quiet else click.echo
+    term = None if quiet or not sys.stderr.isatty() else _Terminal()
+    report = (lambda _line: None) if quiet else term.line if term else click.echo
     _print_kept(the_plan, quiet)
     if dry_run:
         sync.check(app, the_plan, opts)
         _print_plan(the_plan, quiet)
-    result = sync.run(app, the_plan, opts, report)
+    result = sync.run(app, the_plan, opts, report, progress=term.progress if term else None)
+    if term:
+        term.done()
     if quiet:
         click.echo(json.dumps(_as_json(src, the_plan, result, dry_run), indent=2))
     else:
@@ -97,10 +106,46 @@ def _print_kept(the_plan: Plan, quiet: bool) -> None:
 def _print_plan(the_plan: Plan, quiet: bool) -> None:
     if quiet:
         return
+    for hook in the_plan.hooks:
+        click.echo(f"would run {', '.join(hook.phases)} hook {hook}")
     for item in the_plan.items:
         if item.action != "unchanged":
             drift = f"  (drifted: {', '.join(item.drift)})" if item.drift else ""
             click.echo(f"would {item.action:<7} {item.id}{drift}")
+
+
+class _Terminal:
+    """A sync on a terminal: its lines as they come, and one status line
+    (rewritten in place, on stderr) while it waits for health."""
+
+    def __init__(self) -> None:
+        self.shown = False
+
+    def _clear(self) -> None:
+        if self.shown:
+            click.echo("\r\033[K", nl=False, err=True)
+            self.shown = False
+
+    def line(self, text: str) -> None:
+        self._clear()
+        click.echo(text)
+
+    def progress(self, p: Progress) -> None:
+        import shutil  # noqa: PLC0415
+
+        self._clear()
+        if p.ready == p.total:
+            return
+        text = f"waiting for {p.what}: {p.ready}/{p.total} ready"
+        if p.waiting:
+            text += f"; {p.waiting[0]}" + (f" (+{len(p.waiting) - 1} more)"
+                                          if len(p.waiting) > 1 else "")
+        width = shutil.get_terminal_size().columns - 1
+        click.echo(text[:width], nl=False, err=True)
+        self.shown = True
+
+    def done(self) -> None:
+        self._clear()
 
 
 def _summary(src: Source, result: Result, dry_run: bool, the_plan: Plan) -> None:

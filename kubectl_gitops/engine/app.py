@@ -12,7 +12,7 @@ import posixpath
 import re
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -21,7 +21,7 @@ from kubectl_gitops.engine.applyset import SourceId
 from kubectl_gitops.errors import ClusterError, ConfigError
 from kubectl_gitops.kube.client import Kube
 from kubectl_gitops.kube.kubeconfig import Overrides
-from kubectl_gitops.source import git
+from kubectl_gitops.source import git, order
 from kubectl_gitops.source.manifests import Manifest
 from kubectl_gitops.source.tree import Source
 
@@ -35,10 +35,11 @@ _MAX_DEFAULT = 200  # room for the Lease's prefix within 253 characters
 class App:
     src: Source
     kube: Kube
-    manifests: list[Manifest]
+    manifests: list[Manifest]  # the members: what the revision applies
     parent: applyset.Parent
     parent_live: dict[str, Any] | None
     source: SourceId | None = None  # where this run reads from
+    hooks: list[Manifest] = field(default_factory=list)  # run at a moment of the sync
 
 
 def normalize_url(url: str, root: str = ".") -> str:
@@ -157,7 +158,10 @@ def load(src: Source, kube: Kube, *, name: str | None = None,
     problem = applyset.check_parent(parent, parent_live)
     if problem:
         raise ClusterError(problem)
-    return App(src, kube, manifests, parent, parent_live, sid)
+    hooks = [m for m in manifests if order.is_hook(m.obj)]
+    members = [m for m in manifests if not order.is_hook(m.obj)] if hooks else manifests
+    return App(src, kube, members, parent, parent_live, sid,
+               hooks=[h for h in hooks if order.SKIP not in order.hook_phases(h.obj)])
 
 
 def started(fn: Callable[[], T]) -> Callable[[], T]:

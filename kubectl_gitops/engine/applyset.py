@@ -32,6 +32,10 @@ SALT_ANNOTATION = "kubectl-gitops.io/hash-salt"
 SOURCE_REPO_ANNOTATION = "kubectl-gitops.io/source-repo"
 SOURCE_ROOT_ANNOTATION = "kubectl-gitops.io/source-root-commit"
 SOURCE_PATH_ANNOTATION = "kubectl-gitops.io/source-path"
+# What status, ls and the agent read without the revision: the app's
+# healthCheckExprs (JSON) and the apps it depends on ("ns/name,...").
+HEALTH_CHECKS_ANNOTATION = "kubectl-gitops.io/health-checks"
+DEPENDS_ON_ANNOTATION = "kubectl-gitops.io/depends-on"
 TOOLING = f"kubectl-gitops/v{__version__}"
 TOOL_NAME = "kubectl-gitops"
 
@@ -91,6 +95,8 @@ class Parent:
     exists: bool = False
     salt: str = ""  # new and random until the parent stores one
     source: SourceId | None = None  # the recorded source; None for a parent without one
+    health_checks: tuple[dict[str, str], ...] = ()  # .gitops.yaml's healthCheckExprs
+    depends_on: tuple[str, ...] = ()  # "namespace/name" of the apps it waits for
 
     @property
     def id(self) -> str:
@@ -111,6 +117,11 @@ class Parent:
             annotations.update({SOURCE_REPO_ANNOTATION: self.source.repo,
                                 SOURCE_ROOT_ANNOTATION: self.source.root_commit,
                                 SOURCE_PATH_ANNOTATION: self.source.path or "."})
+        if self.health_checks:
+            annotations[HEALTH_CHECKS_ANNOTATION] = json.dumps(
+                list(self.health_checks), sort_keys=True, separators=(",", ":"))
+        if self.depends_on:
+            annotations[DEPENDS_ON_ANNOTATION] = ",".join(self.depends_on)
         obj: dict[str, Any] = {
             "apiVersion": "v1", "kind": "ConfigMap",
             "metadata": {"name": self.name, "namespace": self.namespace,
@@ -136,6 +147,12 @@ def parent_from_live(name: str, namespace: str, live: dict[str, Any] | None) -> 
     parent.tooling = ann.get(TOOLING_ANNOTATION, "")
     parent.group_kinds = {g for g in ann.get(GROUP_KINDS_ANNOTATION, "").split(",") if g}
     parent.namespaces |= {n for n in ann.get(NAMESPACES_ANNOTATION, "").split(",") if n}
+    try:
+        checks = json.loads(ann.get(HEALTH_CHECKS_ANNOTATION) or "[]")
+        parent.health_checks = tuple(c for c in checks if isinstance(c, dict))
+    except (ValueError, TypeError):
+        parent.health_checks = ()
+    parent.depends_on = tuple(d for d in ann.get(DEPENDS_ON_ANNOTATION, "").split(",") if d)
     raw = (live.get("data") or {}).get(HISTORY_KEY)
     if raw:
         try:
@@ -172,7 +189,8 @@ def stored(parent: Parent, live: dict[str, Any] | None) -> bool:
     meta = live.get("metadata") or {}
     have = meta.get("annotations") or {}
     want = parent.to_object()["metadata"]["annotations"]
-    return all(have.get(k) == v for k, v in want.items())
+    gone = {HEALTH_CHECKS_ANNOTATION, DEPENDS_ON_ANNOTATION} - set(want)
+    return all(have.get(k) == v for k, v in want.items()) and not gone & set(have)
 
 
 def parse_group_kind(gk: str) -> tuple[str, str]:

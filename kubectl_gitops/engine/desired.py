@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from kubectl_gitops.errors import ManifestError, ManifestErrors
 from kubectl_gitops.kube.resources import Mapper, ObjectId, ResourceType, builtin_types
 from kubectl_gitops.source import manifests as _manifests
+from kubectl_gitops.source import order
 from kubectl_gitops.source.manifests import Manifest
 from kubectl_gitops.source.tree import Source
 
@@ -120,6 +121,10 @@ def resolve(manifests: list[Manifest], mapper: Mapper, default_namespace: str,
             meta.pop("namespace", None)
         elif rtype is not None and not m.namespace:
             meta["namespace"] = m.default_namespace or default_namespace
+        errors += [ManifestError(m.path, m.line, p, obj=str(m)) for p in order.problems(m.obj)]
+        if not m.name:  # a hook with generateName: each run creates another
+            out.append(m)
+            continue
         oid = object_id(m)
         if oid in seen:
             first = seen[oid]

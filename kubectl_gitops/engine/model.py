@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 from kubectl_gitops.engine import applyset
 from kubectl_gitops.kube.resources import ObjectId, ResourceType
+from kubectl_gitops.source import order
 from kubectl_gitops.source.manifests import Manifest
 
 Action = Literal["create", "update", "unchanged", "prune"]
@@ -49,8 +50,15 @@ class Item:
         return str(obj.get("apiVersion", ""))
 
     @property
+    def wave(self) -> int:
+        """The wave the object is applied in (pruned in, for a member the
+        revision dropped: its live annotations)."""
+        return order.wave(self.desired or self.live or {})
+
+    @property
     def phase(self) -> int:
-        """Apply order: Namespaces and CRDs, other cluster-scoped, namespaced."""
+        """Apply order within a wave: Namespaces and CRDs, other
+        cluster-scoped, namespaced."""
         if self.id.kind == "Namespace" and not self.id.group:
             return 0
         if self.id.kind == "CustomResourceDefinition":
@@ -59,11 +67,37 @@ class Item:
 
 
 @dataclass
+class Hook:
+    """An object run at a moment of the sync (source.order): created, never
+    applied, never a member of the ApplySet."""
+
+    manifest: Manifest
+    rtype: ResourceType | None
+    error: str = ""  # what its dry-run create said: refuses the sync
+
+    @property
+    def phases(self) -> tuple[str, ...]:
+        return order.hook_phases(self.manifest.obj)
+
+    @property
+    def policies(self) -> tuple[str, ...]:
+        return order.delete_policies(self.manifest.obj)
+
+    @property
+    def wave(self) -> int:
+        return order.wave(self.manifest.obj)
+
+    def __str__(self) -> str:
+        return str(self.manifest)
+
+
+@dataclass
 class Plan:
     items: list[Item]
     parent: applyset.Parent
     parent_live: dict[str, Any] | None
     pruning: bool
+    hooks: list[Hook] = field(default_factory=list)
 
     def of(self, *actions: Action) -> list[Item]:
         return [i for i in self.items if i.action in actions]
@@ -82,6 +116,7 @@ class Plan:
         """What refuses the whole sync before anything is written, one line
         per object; diff reports the same lines (and exits 2) first."""
         out = [f"{i.id}: {i.error}" for i in self.errors]
+        out += [f"{h} (a hook): {h.error}" for h in self.hooks if h.error]
         if not force_conflicts:
             out += [f"{i.id}: {i.conflict}; refused by --no-force-conflicts (forceConflicts: "
                     "false in .gitops.yaml)" for i in self.items

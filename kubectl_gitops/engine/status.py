@@ -66,7 +66,8 @@ def list_parents(kube: Kube, namespace: str | None) -> list[dict[str, Any]]:
 
 def members_health(kube: Kube, parent: applyset.Parent) -> tuple[str, int, list[str]]:
     """``(Healthy|Progressing|Degraded, member count, what is not healthy)``
-    from one LIST per member type and namespace, by the part-of label."""
+    from one LIST per member type and namespace, by the part-of label, with
+    the app's recorded ``healthCheckExprs``."""
     served = kube.resource_types()
     queries: list[tuple[ResourceType, str]] = []
     for gk in sorted(parent.group_kinds):
@@ -76,29 +77,49 @@ def members_health(kube: Kube, parent: applyset.Parent) -> tuple[str, int, list[
                                                if rtype.namespaced else [""])]
     selector = f"{applyset.PART_OF_LABEL}={parent.id}"
     lists = kube.map(lambda q: kube.list(q[0], q[1], label_selector=selector), queries)
-    worst, count, notes = "Healthy", 0, []
+    checks = health.Checks(parent.health_checks, where=f"{parent.label} (health-checks)")
+    shown, notes = [], []
     for (rtype, _), objs in zip(queries, lists):
         for obj in objs:
-            count += 1
-            meta = obj["metadata"]
-            ns = meta.get("namespace")
-            label = f"{rtype.kind} {ns + '/' if ns else ''}{meta['name']}"
-            try:
-                ok, why = health.check(obj)
-            except ValueError as e:
-                worst = "Degraded"
-                notes.append(f"{label}: {e}")
-                continue
-            if not ok:
-                worst = "Progressing" if worst == "Healthy" else worst
-                notes.append(f"{label}: {why}")
-    return worst, count, notes
+            h = health.check(rtype.group, rtype.kind, obj, checks=checks,
+                             status_subresource=rtype.status_subresource)
+            shown.append(h.shown)
+            if not h.current:
+                meta = obj["metadata"]
+                ns = meta.get("namespace")
+                notes.append(f"{rtype.kind} {ns + '/' if ns else ''}{meta['name']}: {h}")
+    return health.worst(shown), len(shown), notes
 
 
-def read(kube: Kube, parent_live: dict[str, Any], *, with_health: bool = True) \
-        -> dict[str, Any]:
+def blockers(kube: Kube, depends_on: tuple[str, ...]) -> list[str]:
+    """The apps of ``depends_on`` ("namespace/name") not yet ready for the
+    app that depends on them, each as ``namespace/name: why``. Ready means
+    synced (the agent's status says Synced; else the last sync succeeded)
+    and every member Healthy."""
+    def why(dep: str) -> str | None:
+        ns, _, name = dep.partition("/")
+        live = kube.get(applyset.PARENT_TYPE, ns, name)
+        if live is None or applyset.check_parent(
+                applyset.parent_from_live(name, ns, live), live):
+            return f"{dep}: not synced yet"
+        st = read(kube, live, with_blockers=False)  # its own dependencies are its business
+        if st["managedBy"] == "agent" and st["sync"] != "Synced":
+            return f"{dep}: {st['sync']}" + (f" ({st['lastError']})" if st["lastError"] else "")
+        if st["managedBy"] == "cli" and st["lastResult"] != "succeeded":
+            return f"{dep}: last sync {st['lastResult'] or 'not recorded'}"
+        if st["health"] != "Healthy":
+            first = (st.get("unhealthy") or [""])[0]
+            return f"{dep}: {st['health']}" + (f" ({first})" if first else "")
+        return None
+
+    return [w for w in kube.map(why, list(depends_on)) if w]
+
+
+def read(kube: Kube, parent_live: dict[str, Any], *, with_health: bool = True,
+         with_blockers: bool = True) -> dict[str, Any]:
     """One app's state for ``status``/``ls``: the agent's status when an agent
-    runs it, else what the history and the members say."""
+    runs it, else what the history and the members say; with what of its
+    ``dependsOn`` holds it back (``blockedBy``)."""
     meta = parent_live["metadata"]
     name, ns = meta["name"], meta.get("namespace", "")
     parent = applyset.parent_from_live(name, ns, parent_live)
@@ -114,8 +135,13 @@ def read(kube: Kube, parent_live: dict[str, Any], *, with_health: bool = True) \
         "lastFetchTime": st.get("lastFetchTime", ""),
         "lastSyncTime": st.get("lastSyncTime") or last.get("time", ""),
         "lastResult": last.get("result", ""), "suspended": suspended(parent_live),
-        "conditions": st.get("conditions", []),
+        "conditions": st.get("conditions", []), "unhealthy": st.get("unhealthy", []),
     }
     if with_health and not st:
         out["health"], out["members"], out["unhealthy"] = members_health(kube, parent)
+    if parent.depends_on and with_blockers:
+        out["dependsOn"] = list(parent.depends_on)
+        # The agent says what holds it back; for a CLI app, what would now.
+        out["blockedBy"] = st["blockedBy"] if "blockedBy" in st else \
+            blockers(kube, parent.depends_on)
     return out

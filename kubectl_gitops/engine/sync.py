@@ -1,15 +1,24 @@
 """Converge the cluster to a plan: validate, plan, apply in order, prune last.
 
 Nothing is written when any manifest is invalid, when any object's dry-run
-failed, or when ownership checks fail. The ApplySet parent is widened to the
-union of old and new members before anything is applied and narrowed only
-after a successful prune, so an interrupted sync never loses track of an
-object and re-running it converges.
+failed, when ownership checks fail, or while an app it depends on is not
+ready. The ApplySet parent is widened to the union of old and new members
+before anything is applied and narrowed only after a successful prune, so
+an interrupted sync never loses track of an object and re-running it
+converges.
+
+Order: PreSync hooks (a failure stops the sync before anything else is
+written), then the members wave by wave (each wave healthy before the next
+is applied; within a wave Namespaces and CRDs, other cluster-scoped objects,
+namespaced ones), prune in reverse, then (with ``--wait``, or PostSync
+hooks) every member healthy, then PostSync hooks; SyncFail hooks when
+anything failed.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import threading
 import time
 from collections.abc import Callable
@@ -20,11 +29,14 @@ from kubectl_gitops import secrets
 from kubectl_gitops.engine import applyset
 from kubectl_gitops.engine import plan as plan_mod
 from kubectl_gitops.engine.app import App, source_conflict, started
-from kubectl_gitops.engine.model import Item, Plan, namespaces_of
+from kubectl_gitops.engine.model import Hook, Item, Plan, namespaces_of
 from kubectl_gitops.engine.plan import summarize_conflict
 from kubectl_gitops.errors import ClusterError, ConflictError, GitOpsError
+from kubectl_gitops.source import order
 
 if TYPE_CHECKING:  # loaded where used: a converged re-run takes no Lease
+    from kubectl_gitops.engine.wait import OnProgress
+    from kubectl_gitops.kube.health import Checks
     from kubectl_gitops.kube.lease import Lease
     from kubectl_gitops.source.tree import Source
 
@@ -42,6 +54,15 @@ class SyncRefused(GitOpsError):
         return self.problems
 
 
+class Blocked(SyncRefused):
+    """An app of ``dependsOn`` is not ready: nothing written (the agent waits)."""
+
+    def __init__(self, blockers: list[str]) -> None:
+        self.blockers = blockers
+        super().__init__([f"blocked on {b}" for b in blockers[:-1]] + [
+            f"blocked on {blockers[-1]}; pass --ignore-dependencies to sync anyway"])
+
+
 @dataclass
 class Options:
     prune: bool = False
@@ -54,6 +75,7 @@ class Options:
     take_over: bool = False  # prune although the parent records another source
     prune_cascade: bool = False  # prune Namespaces and CRDs with what they hold
     lock_timeout: float = 60.0  # how long to wait for another sync's Lease
+    ignore_dependencies: bool = False  # sync although an app of dependsOn is not ready
 
 
 def options_for(src: Source, *, force_conflicts: bool | None = None, **kw: Any) -> Options:
@@ -69,8 +91,37 @@ def make_plan(app: App, opts: Options) -> Plan:
     """The plan of ``app`` under ``opts``, with the source's ``ignore:`` rules:
     the one call a CLI sync, a re-plan and the agent (a revision, or one
     drifted member) make."""
-    return plan_mod.build(app.kube, app.manifests, app.parent, app.parent_live,
+    plan = plan_mod.build(app.kube, app.manifests, app.parent, app.parent_live,
                           prune=opts.prune, rules=app.src.ignore, cascade=opts.prune_cascade)
+    if app.hooks:
+        from kubectl_gitops.engine import hooks  # noqa: PLC0415 - only trees that have hooks
+
+        made = {m.name for m in app.manifests if m.kind == "Namespace" and not m.group}
+        plan.hooks = hooks.plan(app.kube, app.hooks, made | (
+            set() if app.parent.exists else {app.parent.namespace}))
+    return plan
+
+
+def depends_on(app: App) -> tuple[str, ...]:
+    """The apps of ``dependsOn``, as "namespace/name" (the app's own
+    namespace when the entry names none). The app itself is left out: one
+    ``.gitops.yaml`` serves every path of its repository, so the app it
+    names may read it too."""
+    own = f"{app.parent.namespace}/{app.parent.name}"
+    deps = (f"{d.namespace or app.parent.namespace}/{d.name}" for d in app.src.depends_on)
+    return tuple(d for d in deps if d != own)
+
+
+def check_dependencies(app: App, opts: Options) -> None:
+    """Raise :class:`Blocked` while an app this one depends on is not ready."""
+    deps = depends_on(app)
+    if not deps or opts.ignore_dependencies:
+        return
+    from kubectl_gitops.engine import status  # noqa: PLC0415 - only apps with dependsOn
+
+    found = status.blockers(app.kube, deps)
+    if found:
+        raise Blocked(found)
 
 
 @dataclass
@@ -127,12 +178,14 @@ def foreign_owners(plan: Plan, set_id: str, *, adopt: bool) -> list[str]:
 
 
 def run(app: App, plan: Plan, opts: Options, report: Report, *,
-        lease: Lease | None = None) -> Result:
+        lease: Lease | None = None, progress: OnProgress | None = None) -> Result:
     """Carry out ``plan``, holding the app's Lease throughout.
 
     A caller that already holds the Lease (the agent) passes it: it is
     checked before each phase of writes, and neither taken nor released
     here. Otherwise the sync takes it, waiting up to ``opts.lock_timeout``.
+    ``progress`` is told each round of a wait for health (default: a line
+    through ``report`` when what is awaited changes).
     """
     check(app, plan, opts)
     check_source(app, opts)
@@ -140,11 +193,14 @@ def run(app: App, plan: Plan, opts: Options, report: Report, *,
     if opts.dry_run:
         result.unchanged = _unchanged(plan)
         return result
-    if lease is not None:
-        return _run_held(app, plan, opts, report, lease, result)
-    if not opts.wait and settled(app, plan):
+    if not opts.wait and settled(app, plan):  # nothing to write: nothing to wait for
         result.unchanged = _unchanged(plan)
         return result
+    if _changes(plan):  # dependsOn holds back changes, not a --wait on what is there
+        check_dependencies(app, opts)
+    this = _Run(app, plan, opts, report, progress)
+    if lease is not None:
+        return _run_held(this, lease, result)
     import uuid  # noqa: PLC0415
 
     from kubectl_gitops.kube.lease import Lease, identity, lease_name  # noqa: PLC0415
@@ -153,7 +209,7 @@ def run(app: App, plan: Plan, opts: Options, report: Report, *,
     own = Lease(app.kube, app.parent.namespace, lease_name(app.parent.name),
                 holder=f"{identity('sync')} run={uuid.uuid4().hex[:8]}")
     with own.hold(opts.lock_timeout):
-        return _run_held(app, plan, opts, report, own, result)
+        return _run_held(this, own, result)
 
 
 def check_source(app: App, opts: Options) -> None:
@@ -174,7 +230,7 @@ def settled(app: App, plan: Plan) -> bool:
     takes no Lease and adds no record (a re-run of a converged sync is a
     read, as the agent's no-change tick is). The plan read everything it
     compares, so a sync still under way elsewhere shows as work to do."""
-    if plan.of("prune") or any(i.needs_apply for i in plan.items) or not app.src.sha:
+    if _changes(plan) or not app.src.sha:
         return False
     if not applyset.stored(_widened(app, plan), app.parent_live):
         return False
@@ -194,11 +250,38 @@ class _Stale(Exception):
 _REPLANS = 5
 
 
-def _run_held(app: App, plan: Plan, opts: Options, report: Report, lease: Lease,
-              result: Result) -> Result:
+@dataclass
+class _Run:
+    """One sync's inputs, as its phases share them."""
+
+    app: App
+    plan: Plan
+    opts: Options
+    report: Report
+    progress: OnProgress | None
+
+    def deadline(self) -> float:
+        """When waiting stops: the sync's --timeout bounds the whole sync."""
+        return min(time.monotonic() + self.opts.timeout,
+                   self.app.kube.deadline_at or float("inf"))
+
+    @functools.cached_property
+    def checks(self) -> Checks:
+        from kubectl_gitops.kube import health  # noqa: PLC0415 - only when waiting
+
+        return health.Checks(self.app.src.health_checks)
+
+    def on_progress(self) -> OnProgress:
+        from kubectl_gitops.engine import wait  # noqa: PLC0415
+
+        return self.progress or wait.lines(self.report)
+
+
+def _run_held(run: _Run, lease: Lease, result: Result) -> Result:
+    app, plan, opts = run.app, run.plan, run.opts
     for _ in range(_REPLANS):
         try:
-            return _converge(app, plan, opts, report, lease, result)
+            return _converge(run, lease, result)
         except _Stale:
             lease.check()
             _replan(app, plan, opts)
@@ -219,49 +302,105 @@ def _replan(app: App, plan: Plan, opts: Options) -> None:
     app.parent, app.parent_live = parent, live
     fresh = make_plan(app, dataclasses.replace(opts, prune=plan.pruning))
     plan.items[:] = fresh.items
+    plan.hooks[:] = fresh.hooks
     plan.parent, plan.parent_live = parent, live
     check(app, plan, opts)
     check_source(app, opts)
 
 
-def _converge(app: App, plan: Plan, opts: Options, report: Report, lease: Lease,
-              result: Result) -> Result:
+def _converge(run: _Run, lease: Lease, result: Result) -> Result:
+    app, plan, opts = run.app, run.plan, run.opts
     kube = app.kube
     writer = _ParentWriter(app, lease)
     result.unchanged = _unchanged(plan)
     result.failures = []  # a pass after a re-plan reports its own
-    widened = _widened(app, plan)
-    if not applyset.stored(widened, app.parent_live):
-        lease.check()
-        writer.write(widened, lambda h: h)  # nothing to widen otherwise
     from kubectl_gitops.engine import history  # noqa: PLC0415
 
     # Who ran it, asked while the objects are applied rather than after.
     users = started(lambda: (history.git_user(str(app.src.root)), kube.whoami()))
-    for phase in (0, 1, 2):
-        batch = [i for i in plan.items if i.needs_apply and i.phase == phase
-                 and i.action != "prune"]
-        if batch:
+    widened = _widened(app, plan)
+    # Hooks go with a change: a sync that writes no member (a commit that
+    # changed nothing here, a --wait re-run) runs none.
+    hooks = plan.hooks if _changes(plan) else []
+    if app.src.health_checks:
+        run.checks.compile()  # an expression that does not compile: before any write
+    if _of(hooks, order.PRE_SYNC):
+        lease.check()
+        _hooks(run, order.PRE_SYNC, result)
+    pre_sync_failed = not result.ok
+    if result.ok:
+        if not applyset.stored(widened, app.parent_live):
             lease.check()
-        _apply(app, batch, opts, result, report)
-        if phase == 0:
-            _wait_established(app, batch, result, deadline=time.monotonic() + 60)
+            writer.write(widened, lambda h: h)  # nothing to widen otherwise
+        _apply_waves(run, lease, result)
     if opts.prune and result.ok:
         lease.check()
-        _prune(app, plan, opts, result, report)
+        _prune(app, plan, opts, result, run.report)
         if result.ok:  # what prune kept at the last moment stays covered
             ids = [i.id for i in plan.items if i.action != "prune"]
             widened = _parent(app, applyset.group_kinds(ids), namespaces_of(ids))
-    if opts.wait and result.ok:
-        _wait_healthy(app, plan, opts.timeout, result, report)
+    if (opts.wait or _of(hooks, order.POST_SYNC)) and result.ok:
+        _wait_healthy(run, [i for i in plan.items if i.action != "prune"], "members", result)
+    if _of(hooks, order.POST_SYNC) and result.ok:
+        lease.check()
+        _hooks(run, order.POST_SYNC, result)
+    if _of(hooks, order.SYNC_FAIL) and not result.ok:
+        lease.check()
+        _hooks(run, order.SYNC_FAIL, result)
     git_user, cluster_user = users()
     rec = history.record(revision=app.src.sha, ref=app.src.ref, path=app.src.path,
                          git_user=git_user, cluster_user=cluster_user,
                          result="succeeded" if result.ok else "failed",
                          counts=result.counts(), failures=result.failures)
     lease.check()
+    if pre_sync_failed:  # nothing else was written: the record only
+        widened = dataclasses.replace(app.parent, source=app.parent.source or app.source)
     writer.write(widened, lambda h: history.appended(h, rec))
     return result
+
+
+def _apply_waves(run: _Run, lease: Lease, result: Result) -> None:
+    """Apply wave by wave. Before a wave with something to write, the waves
+    before it must be healthy; a failed wave stops the sync there."""
+    app, plan = run.app, run.plan
+    members = [i for i in plan.items if i.action != "prune"]
+    waves = sorted({i.wave for i in members})
+    for n, wave in enumerate(waves):
+        todo = [i for i in members if i.wave == wave and i.needs_apply]
+        if not todo:
+            continue
+        if n > 0:
+            _wait_healthy(run, [i for i in members if i.wave < wave],
+                          f"the waves before wave {wave}", result)
+            if not result.ok:
+                return
+        for phase in (0, 1, 2):
+            batch = [i for i in todo if i.phase == phase]
+            if batch:
+                lease.check()
+            _apply(app, batch, run.opts, result, run.report)
+            if phase == 0:
+                _wait_established(app, batch, result, deadline=time.monotonic() + 60)
+        if not result.ok and wave != waves[-1]:
+            run.report(f"stopped    wave {wave} failed: later waves are not applied")
+            return
+
+
+def _changes(plan: Plan) -> bool:
+    """Whether the sync writes a member (apply or prune)."""
+    return bool(plan.of("prune")) or any(i.needs_apply for i in plan.items)
+
+
+def _of(hooks: list[Hook], phase: str) -> bool:
+    return any(phase in h.phases for h in hooks)
+
+
+def _hooks(run: _Run, phase: str, result: Result) -> None:
+    from kubectl_gitops.engine import hooks  # noqa: PLC0415
+
+    result.failures += hooks.run(run.app.kube, run.plan.hooks, phase, deadline=run.deadline(),
+                                 timeout=run.opts.timeout, checks=run.checks,
+                                 report=run.report, progress=run.on_progress())
 
 
 def _widened(app: App, plan: Plan) -> applyset.Parent:
@@ -274,10 +413,13 @@ def _widened(app: App, plan: Plan) -> applyset.Parent:
 
 def _parent(app: App, gks: set[str], namespaces: set[str]) -> applyset.Parent:
     """The parent to write: these members, the salt the plan hashed with,
-    and this sync's source (check_source refused any other)."""
+    this sync's source (check_source refused any other), and what status
+    reads without the revision (healthCheckExprs, dependsOn)."""
     return dataclasses.replace(app.parent, group_kinds=set(gks),
                                namespaces=set(namespaces) | {app.parent.namespace},
-                               source=app.source or app.parent.source)
+                               source=app.source or app.parent.source,
+                               health_checks=app.src.health_checks,
+                               depends_on=depends_on(app))
 
 
 def ensure_namespace(app: App) -> None:
@@ -291,6 +433,23 @@ def ensure_namespace(app: App) -> None:
     if ns_type and app.kube.get(ns_type, "", app.parent.namespace) is None:
         app.kube.apply(ns_type, {"apiVersion": "v1", "kind": "Namespace",
                                  "metadata": {"name": app.parent.namespace}})
+
+
+def ensure_parent(app: App) -> dict[str, Any]:
+    """The app's parent, created without members or history when there is
+    none yet: an app that waits for its dependencies (the agent) shows in
+    status and ls, with what it waits for."""
+    if app.parent_live is not None:
+        return app.parent_live
+    parent = _parent(app, set(), set())
+    try:
+        app.parent_live = app.kube.create(applyset.PARENT_TYPE, parent.to_object(history=[]))
+    except ClusterError as e:
+        if e.status != 409:
+            raise
+        app.parent_live = app.kube.get(applyset.PARENT_TYPE, parent.namespace, parent.name)
+    assert app.parent_live is not None
+    return app.parent_live
 
 
 class _ParentWriter:
@@ -371,9 +530,10 @@ def _wait_established(app: App, items: list[Item], result: Result, deadline: flo
     from kubectl_gitops.kube import health  # noqa: PLC0415
 
     for item in crds:
+        assert item.rtype is not None
         while True:
-            live = app.kube.get(item.rtype, "", item.id.name)  # type: ignore[arg-type]
-            if live and health.check(live)[0]:
+            live = app.kube.get(item.rtype, "", item.id.name)
+            if health.check(item.id.group, item.id.kind, live).current:
                 break
             if time.monotonic() > deadline:
                 result.failures.append(f"{item.id}: not Established after 60 s")
@@ -383,10 +543,16 @@ def _wait_established(app: App, items: list[Item], result: Result, deadline: flo
 
 
 def _prune(app: App, plan: Plan, opts: Options, result: Result, report: Report) -> None:
-    for phase in (2, 1, 0):  # reverse apply order
-        if phase == 0:
+    pruned = plan.of("prune")
+    # Reverse apply order: the highest wave first, within it namespaced objects first.
+    steps = [(w, p) for w in sorted({i.wave for i in pruned}, reverse=True) for p in (2, 1, 0)]
+    guarded = False
+    for wave, phase in steps:
+        batch = [i for i in pruned if i.wave == wave and i.phase == phase]
+        if phase == 0 and batch and not guarded:
             _guard_again(app, plan, opts, report)
-        batch = [i for i in plan.of("prune") if i.phase == phase]
+            guarded = True
+            batch = [i for i in batch if i.action == "prune"]  # what it kept stays
 
         def one(item: Item) -> str | None:
             assert item.rtype and item.live
@@ -420,36 +586,12 @@ def _guard_again(app: App, plan: Plan, opts: Options, report: Report) -> None:
             report(f"kept       {item.id}: {item.kept}")
 
 
-def _wait_healthy(app: App, plan: Plan, timeout: float, result: Result, report: Report) -> None:
-    from kubectl_gitops.kube import health  # noqa: PLC0415 - only with --wait
+def _wait_healthy(run: _Run, items: list[Item], what: str, result: Result) -> None:
+    """Wait until ``items`` are healthy; a failed one or the deadline is a failure."""
+    from kubectl_gitops.engine import wait  # noqa: PLC0415 - only when waiting
 
-    # Never past the run's own deadline (sync --timeout bounds the whole sync).
-    deadline = min(time.monotonic() + timeout, app.kube.deadline_at or float("inf"))
-    pending = [i for i in plan.items if i.action != "prune" and i.rtype]
-    last = ""
-    while pending:
-        still: list[Item] = []
-        waiting: list[str] = []
-        for item, live in zip(pending, app.kube.map(
-                lambda i: app.kube.get(i.rtype, i.id.namespace, i.id.name), pending)):
-            try:
-                ok, why = health.check(live) if live else (False, "not found")
-            except ValueError as e:
-                result.failures.append(f"{item.id}: {e}")
-                continue
-            if not ok:
-                still.append(item)
-                waiting.append(f"{item.id} ({why})")
-        pending = still
-        if not pending:
-            return
-        line = f"waiting for {len(pending)}: " + ", ".join(waiting[:3]) + \
-            (" ..." if len(waiting) > 3 else "")
-        if line != last:
-            report(line)
-            last = line
-        if time.monotonic() > deadline:
-            result.failures.append(f"timed out after {timeout:g} s waiting for: "
-                                   + ", ".join(waiting))
-            return
-        time.sleep(1.0)
+    targets = [wait.Target(str(i.id), i.rtype, i.id.namespace, i.id.name)
+               for i in items if i.rtype]
+    result.failures += wait.until_healthy(run.app.kube, targets, what=what,
+                                          deadline=run.deadline(), timeout=run.opts.timeout,
+                                          checks=run.checks, progress=run.on_progress())

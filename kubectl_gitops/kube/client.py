@@ -507,7 +507,10 @@ def _parse_discovery(doc: dict[str, Any]) -> dict[tuple[str, str], ResourceType]
                 types[(group, kind)] = ResourceType(group, kind, res.get("scope") == "Namespaced",
                                                     plural=res["resource"],
                                                     version=ver["version"],
-                                                    verbs=tuple(res.get("verbs") or ()))
+                                                    verbs=tuple(res.get("verbs") or ()),
+                                                    status_subresource=any(
+                                                        s.get("subresource") == "status"
+                                                        for s in res.get("subresources") or []))
     return types
 
 

@@ -40,6 +40,9 @@ class ResourceType:
     version: str = ""  # the preferred version, when known from discovery
     # The verbs discovery lists ("list", "delete"...); empty when not from discovery.
     verbs: tuple[str, ...] = field(default=(), compare=False)
+    # Whether a controller writes its status (discovery lists ``<plural>/status``);
+    # assumed when not from discovery. Health waits for a status only then.
+    status_subresource: bool = field(default=True, compare=False)
 
 
 # Built-in kinds that are cluster-scoped; every other built-in kind below is

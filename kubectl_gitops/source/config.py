@@ -7,9 +7,10 @@ optional; an unknown key is an error, never ignored.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from kubectl_gitops.errors import ConfigError
 from kubectl_gitops.source import git
@@ -34,6 +35,20 @@ class RepoConfig:
     ignore: tuple[Rule, ...] = ()  # fields other controllers own (see ignore.py)
     force_conflicts: bool = True  # false: refuse instead of taking drifted fields back
     helm: HelmSpec | None = None  # a chart to render (helm.py)
+    # Flux's healthCheckExprs entries (apiVersion, kind, current, inProgress, failed).
+    health_checks: tuple[dict[str, str], ...] = ()
+    depends_on: tuple[Dependency, ...] = ()  # apps to wait for
+
+
+@dataclass(frozen=True)
+class Dependency:
+    """An app this one waits for: its name, and its namespace (None: this app's)."""
+
+    name: str
+    namespace: str | None = None
+
+    def __str__(self) -> str:
+        return f"{self.namespace}/{self.name}" if self.namespace else self.name
 
 
 def load(root: Path, data: bytes | None = None) -> RepoConfig:
@@ -54,7 +69,7 @@ def load(root: Path, data: bytes | None = None) -> RepoConfig:
     if not isinstance(doc, dict):
         raise ConfigError(f"{CONFIG_FILE}: expected a mapping of path, name, namespace, exclude")
     unknown = set(doc) - {"path", "name", "namespace", "exclude", "ignore", "forceConflicts",
-                          "helm"}
+                          "helm", "healthCheckExprs", "dependsOn"}
     if unknown:
         raise ConfigError(f"{CONFIG_FILE}: unknown key(s) {', '.join(sorted(unknown))}")
     exclude = doc.get("exclude") or []
@@ -69,7 +84,9 @@ def load(root: Path, data: bytes | None = None) -> RepoConfig:
     return RepoConfig(path=doc.get("path"), name=doc.get("name"),
                       namespace=doc.get("namespace"), exclude=tuple(map(str, exclude)),
                       ignore=_ignore_rules(doc.get("ignore")), force_conflicts=force,
-                      helm=_helm_spec(doc.get("helm")))
+                      helm=_helm_spec(doc.get("helm")),
+                      health_checks=_health_checks(doc.get("healthCheckExprs")),
+                      depends_on=_depends_on(doc.get("dependsOn")))
 
 
 def _helm_spec(doc: object) -> HelmSpec | None:
@@ -89,6 +106,67 @@ def _ignore_rules(doc: object) -> tuple[Rule, ...]:
         return ignore.parse(doc, CONFIG_FILE)
     except ValueError as e:
         raise ConfigError(str(e)) from None
+
+
+_EXPR_KEYS = ("apiVersion", "kind", "current", "inProgress", "failed")
+
+
+def _mappings(doc: object, key: str, keys: tuple[str, ...]) \
+        -> Iterator[tuple[str, dict[Any, Any]]]:
+    """``key``'s entries, each with where it is (``.gitops.yaml: key[0]``):
+    a list of mappings of ``keys`` only."""
+    if not isinstance(doc, list):
+        raise ConfigError(f"{CONFIG_FILE}: {key} must be a list of mappings of "
+                          f"{', '.join(keys)}")
+    for i, entry in enumerate(doc):
+        at = f"{CONFIG_FILE}: {key}[{i}]"
+        if not isinstance(entry, dict):
+            raise ConfigError(f"{at}: expected a mapping of {', '.join(keys)}")
+        unknown = set(entry) - set(keys)
+        if unknown:
+            raise ConfigError(f"{at}: unknown key(s) {', '.join(sorted(map(str, unknown)))}")
+        yield at, entry
+
+
+def _health_checks(doc: object) -> tuple[dict[str, str], ...]:
+    """``healthCheckExprs`` in Flux's format; its shape only (compiling the
+    expressions needs the CEL library, which waits until health is read)."""
+    if doc is None:
+        return ()
+    out: list[dict[str, str]] = []
+    seen: dict[tuple[str, str], str] = {}
+    for at, entry in _mappings(doc, "healthCheckExprs", _EXPR_KEYS):
+        for key, value in entry.items():
+            if not isinstance(value, str):
+                raise ConfigError(f"{at}: {key} must be a string")
+        if not entry.get("apiVersion"):
+            raise ConfigError(f"{at}: apiVersion is required")
+        if not entry.get("current"):
+            raise ConfigError(f"{at}: current is required (the expression that is true "
+                              "when the object is ready)")
+        version = entry["apiVersion"]
+        gk = (version.rpartition("/")[0] if "/" in version else "", entry.get("kind", ""))
+        if gk in seen:
+            raise ConfigError(f"{at}: a second check for {gk[1] or 'every kind'} of group "
+                              f"{gk[0] or 'core'} (the first is {seen[gk].split(': ')[1]})")
+        seen[gk] = at
+        out.append({k: v for k, v in entry.items() if v})
+    return tuple(out)
+
+
+def _depends_on(doc: object) -> tuple[Dependency, ...]:
+    """``dependsOn: [{name, namespace}]``, as Flux writes it."""
+    if doc is None:
+        return ()
+    out: list[Dependency] = []
+    for at, entry in _mappings(doc, "dependsOn", ("name", "namespace")):
+        name, namespace = entry.get("name"), entry.get("namespace")
+        if not isinstance(name, str) or not name:
+            raise ConfigError(f"{at}: name is required (the app to wait for)")
+        if namespace is not None and (not isinstance(namespace, str) or not namespace):
+            raise ConfigError(f"{at}: namespace must be a string")
+        out.append(Dependency(name, namespace))
+    return tuple(out)
 
 
 def at(root: Path, mode: Mode, sha: str | None, index_file: str | None = None) -> RepoConfig:

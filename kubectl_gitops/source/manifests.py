@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from kubectl_gitops.errors import ManifestError, ManifestErrors
-from kubectl_gitops.source import goyaml
+from kubectl_gitops.source import goyaml, order
 from kubectl_gitops.source.tree import KUSTOMIZATION_FILES, Source, SourceFile
 
 if TYPE_CHECKING:
@@ -73,7 +73,8 @@ class Manifest:
 
     @property
     def name(self) -> str:
-        return self.obj["metadata"]["name"]
+        """The name; "" for a hook that has only ``generateName``."""
+        return self.obj["metadata"].get("name") or ""
 
     @property
     def namespace(self) -> str | None:
@@ -85,7 +86,8 @@ class Manifest:
 
     def __str__(self) -> str:
         ns = self.namespace
-        return f"{self.kind} {ns}/{self.name}" if ns else f"{self.kind} {self.name}"
+        name = self.name or f"{self.obj['metadata'].get('generateName', '')}*"
+        return f"{self.kind} {ns}/{name}" if ns else f"{self.kind} {name}"
 
 
 def read(src: Source, files: list[SourceFile] | None = None, *, cache: bool = False,
@@ -635,9 +637,11 @@ def _missing_fields(doc: dict[str, Any]) -> str | None:
         return (f"metadata.name is {json.dumps(meta['name'])}, not a string (as kubectl reads "
                 "it); quote the name")
     elif not isinstance(meta.get("name"), str) or not meta["name"]:
+        if meta.get("generateName") and order.is_hook(doc):
+            return None  # a hook is created, not applied: the server makes its name
         if meta.get("generateName"):
             return ("metadata.generateName without metadata.name: apply cannot use "
-                    "generateName; give it a name")
+                    "generateName; give it a name (or make it a hook, which is created)")
         missing.append("metadata.name")
     elif "namespace" in meta and meta["namespace"] is not None \
             and not isinstance(meta["namespace"], str):

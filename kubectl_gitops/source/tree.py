@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 from kubectl_gitops.errors import ConfigError, GitError, ManifestError, ManifestErrors
 from kubectl_gitops.source import config, git, links
-from kubectl_gitops.source.config import CONFIG_FILE, Mode
+from kubectl_gitops.source.config import CONFIG_FILE, Dependency, Mode
 
 if TYPE_CHECKING:
     from kubectl_gitops.source.helm import Spec as HelmSpec
@@ -50,6 +50,8 @@ class Source:
     exclude: tuple[str, ...] = ()
     ignore: tuple[Rule, ...] = ()
     force_conflicts: bool = True
+    health_checks: tuple[dict[str, str], ...] = ()  # .gitops.yaml's healthCheckExprs
+    depends_on: tuple[Dependency, ...] = ()  # .gitops.yaml's dependsOn
     # In index mode: the index to read instead of the repo's own, e.g. the
     # temporary one a pre-commit hook gets from ``git commit -a``.
     index_file: str | None = None
@@ -181,6 +183,7 @@ def resolve(*, repo: str | Path | None = None, path: str | None = None, ref: str
     return Source(root=root, path=rel, mode=mode, ref=ref, sha=sha,
                   name=name or cfg.name or "", namespace=namespace or cfg.namespace,
                   exclude=cfg.exclude, ignore=cfg.ignore, force_conflicts=cfg.force_conflicts,
+                  health_checks=cfg.health_checks, depends_on=cfg.depends_on,
                   index_file=index_file, helm=cfg.helm)
 
 

@@ -534,7 +534,8 @@ def _name_rule(group: str, kind: str, release: tuple[int, int]) -> str:
 def _names(m: Manifest, docs: _Documents, release: tuple[int, int]) -> list[Problem]:
     found: list[tuple[str, str]] = []
     meta = m.obj["metadata"]
-    msg = _name_problem(m.name, _name_rule(m.group, m.kind, release))
+    # A hook with only generateName: the server makes the name.
+    msg = _name_problem(m.name, _name_rule(m.group, m.kind, release)) if m.name else None
     if not msg and (m.group, m.kind) == ("batch", "CronJob") and len(m.name) > _CRONJOB_NAME_MAX:
         msg = f"{json.dumps(m.name)} is longer than {_CRONJOB_NAME_MAX} characters (a CronJob's)"
     if msg:

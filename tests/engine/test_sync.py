@@ -344,12 +344,13 @@ def test_wait_for_rollout(tmp_path: Path, git_env: dict, kube_env: dict,
     repo = _repo(tmp_path, docs(deployment("web", 2)))
     r = _sync(repo, namespace, kube_env, "--wait", "--timeout", "3s")
     assert r.returncode == 2
-    assert f"timed out after 3 s waiting for: Deployment {namespace}/web" in r.stderr
+    assert (f"timed out after 3 s waiting for members: Deployment {namespace}/web: "
+            "Progressing: 0 of 2 replicas available") in r.stderr
     writer = _play_kubelet(kube_env, namespace, 2, delay=2.0)
     r = _sync(repo, namespace, kube_env, "--wait", "--timeout", "60s")
     writer.join()
     assert r.returncode == 0, r.stderr
-    assert "waiting for 1: Deployment" in r.stdout
+    assert f"waiting    members: 0/1 ready; Deployment {namespace}/web: Progressing" in r.stdout
 
 
 def test_history_after_three_syncs(tmp_path: Path, git_env: dict, kube_env: dict,

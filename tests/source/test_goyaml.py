@@ -93,7 +93,16 @@ def test_generate_name_is_refused_with_a_hint() -> None:
     text = "apiVersion: batch/v1\nkind: Job\nmetadata: {generateName: migrate-}\n"
     _, [error] = parse_file("job.yaml", text.encode())
     assert error.render() == ("job.yaml:1: metadata.generateName without metadata.name: "
-                              "apply cannot use generateName; give it a name")
+                              "apply cannot use generateName; give it a name (or make it a "
+                              "hook, which is created)")
+
+
+@pytest.mark.parametrize("annotation", ["kubectl-gitops.io/hook", "argocd.argoproj.io/hook"])
+def test_a_hook_may_have_only_generate_name(annotation: str) -> None:
+    text = ("apiVersion: batch/v1\nkind: Job\nmetadata:\n  generateName: migrate-\n"
+            f"  annotations: {{{annotation}: PreSync}}\n")
+    [m], errors = parse_file("job.yaml", text.encode())
+    assert not errors and (m.name, str(m)) == ("", "Job migrate-*")
 
 
 def _validate(tmp_path: Path, git_env: dict, name: str, text: str) -> Any:

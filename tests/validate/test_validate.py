@@ -79,17 +79,17 @@ def test_valid_real_world_manifests_pass_as_files(tmp_path: Path,
         shutil.copy(DATA / "valid" / name, tmp_path / name)
     result = check_files(VALID, tmp_path, monkeypatch)
     assert [p.render() for p in result.problems] == []
-    assert (result.files, result.objects) == (len(VALID), 29)
+    assert (result.files, result.objects) == (len(VALID), 32)
 
 
 def test_valid_manifests_pass_from_the_index_and_from_a_commit(repo: Path) -> None:
     shutil.copytree(DATA / "valid", repo / "deploy")
     git(repo, "add", "deploy")
     staged = checks.validate_source(checks.staged_source(repo=str(repo)), checks.Options())
-    assert (staged.valid, staged.objects, staged.source) == (True, 29, "index")
+    assert (staged.valid, staged.objects, staged.source) == (True, 32, "index")
     commit(repo, "manifests")
     committed = checks.validate_source(tree.resolve(repo=repo), checks.Options())
-    assert committed.valid and committed.objects == 29 and committed.source.startswith("git@")
+    assert committed.valid and committed.objects == 32 and committed.source.startswith("git@")
 
 
 def test_a_twenty_megabyte_file_is_refused_without_being_parsed(
