@@ -38,6 +38,7 @@ class AgentProc:
                      "--cache-dir", str(tmp / f"cache-{tag}"), "--webhook-secret-file",
                      str(secret), "--debounce", "0.2s", *args]
         self.env = env
+        self.killed = False  # by kill(), not restarted since: no clean exit to expect
         self.proc = self._start()
 
     def _start(self) -> subprocess.Popen[bytes]:
@@ -46,6 +47,7 @@ class AgentProc:
                                     start_new_session=True)
 
     def restart(self) -> None:
+        self.killed = False
         self.proc = self._start()
 
     def text(self) -> str:
@@ -85,6 +87,7 @@ class AgentProc:
         if self.proc.poll() is None:
             os.kill(self.proc.pid, sig)
         self.proc.wait(30)
+        self.killed = True
 
     def stop(self) -> int:
         """SIGTERM, as a pod's termination: the agent exits 0 on its own."""
