@@ -402,11 +402,16 @@ class Kube:
                          obj["apiVersion"].rpartition("/")[2])
 
     def delete(self, rt: ResourceType, namespace: str, name: str, *,
-               uid: str | None = None, propagation: str = "Background") -> None:
+               uid: str | None = None, resource_version: str | None = None,
+               propagation: str = "Background") -> None:
+        """Delete, if it is still there. ``uid`` (never a re-created namesake)
+        and ``resource_version`` (not changed since it was read) are
+        preconditions: the server refuses with 409 when either differs."""
         body: dict[str, Any] = {"apiVersion": "v1", "kind": "DeleteOptions",
                                 "propagationPolicy": propagation}
-        if uid:
-            body["preconditions"] = {"uid": uid}  # never delete a re-created namesake
+        pre = {k: v for k, v in (("uid", uid), ("resourceVersion", resource_version)) if v}
+        if pre:
+            body["preconditions"] = pre
         try:
             self.request("DELETE", self.path(rt, namespace, name), body=body,
                          obj=f"{rt.kind} {namespace + '/' if namespace else ''}{name}")

@@ -1,0 +1,227 @@
+"""Issue 22: prune acts on the cluster as it is when it deletes, not as the
+plan saw it. The races are driven deterministically: a plan is made, the
+cluster changes (another app adopts, a dependent appears, the Lease is held
+while that happens), then the plan is carried out.
+
+In-process (``app.load``, ``sync.make_plan``, ``sync.run``): the code the CLI runs.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kubectl_gitops.engine import app as app_mod
+from kubectl_gitops.engine import applyset, sync
+from kubectl_gitops.kube.client import Kube
+from kubectl_gitops.kube.kubeconfig import Overrides
+from kubectl_gitops.kube.resources import ResourceType
+from kubectl_gitops.source import tree
+from testing.git import commit, git, make_repo, write
+from testing.kube import configmap, docs, get, gitops, kubectl
+
+pytestmark = pytest.mark.cluster
+
+CM = ResourceType("", "ConfigMap", True, "configmaps", "v1")
+
+
+def _repo(tmp_path: Path, name: str, *objs: dict[str, Any], remote: str = "") -> Path:
+    repo = make_repo(tmp_path / name)
+    if remote:
+        git(repo, "remote", "add", "origin", remote)
+    write(repo, "deploy/all.yaml", docs(*objs))
+    commit(repo)
+    return repo
+
+
+def _load(kube: Kube, repo: Path, ns: str, name: str) -> app_mod.App:
+    src = tree.resolve(repo=repo, path=str(repo / "deploy"))
+    return app_mod.load(src, kube, name=name, namespace=ns)
+
+
+def _sync(kube: Kube, repo: Path, ns: str, name: str, lines: list[str] | None = None,
+          **opts: Any) -> sync.Result:
+    app = _load(kube, repo, ns, name)
+    options = sync.Options(prune=True, **opts)
+    return sync.run(app, sync.make_plan(app, options), options,
+                    (lines if lines is not None else []).append)
+
+
+def _planned(kube: Kube, repo: Path, ns: str, name: str, *objs: dict[str, Any]) \
+        -> tuple[app_mod.App, sync.Options, Any]:
+    """Commit a new revision of ``objs`` and plan its sync (not carried out yet)."""
+    write(repo, "deploy/all.yaml", docs(*objs))
+    commit(repo)
+    app = _load(kube, repo, ns, name)
+    opts = sync.Options(prune=True)
+    return app, opts, sync.make_plan(app, opts)
+
+
+@pytest.fixture
+def kube(kube_env: dict) -> Any:
+    k = Kube(Overrides(kubeconfig=kube_env["KUBECONFIG"]))
+    yield k
+    k.close()
+
+
+def test_a_stale_plan_keeps_what_another_app_adopted(tmp_path: Path, git_env: dict,
+                                                     kube: Kube, namespace: str) -> None:
+    a = _repo(tmp_path, "a", configmap("keep"), configmap("shared"))
+    assert _sync(kube, a, namespace, "app-a").ok
+    app, opts, stale = _planned(kube, a, namespace, "app-a", configmap("keep"))  # drops "shared"
+    assert [str(i.id) for i in stale.of("prune")] == [f"ConfigMap {namespace}/shared"]
+    # Between A's plan and its delete, app B takes "shared" over.
+    b = _repo(tmp_path, "b", configmap("shared", {"k": "b"}))
+    assert _sync(kube, b, namespace, "app-b", adopt=True).ok
+    lines: list[str] = []
+    result = sync.run(app, stale, opts, lines.append)
+    assert result.ok and result.pruned == []
+    live = kube.get(CM, namespace, "shared")
+    assert live is not None  # FOREIGN DELETED: 0
+    assert live["metadata"]["labels"][applyset.PART_OF_LABEL] == applyset.applyset_id(
+        "app-b", namespace)
+    assert (f"kept       ConfigMap {namespace}/shared: kept: now a member of ApplySet "
+            f"{applyset.applyset_id('app-b', namespace)} since the plan") in lines
+
+
+def test_a_sync_that_waited_for_the_lease_plans_again(tmp_path: Path, git_env: dict,
+                                                      kube: Kube, namespace: str,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    from kubectl_gitops.kube import lease as lease_mod
+
+    a = _repo(tmp_path, "a", *(configmap(f"c{n}") for n in range(4)), configmap("shared"))
+    assert _sync(kube, a, namespace, "app-a").ok
+    app, opts, planned = _planned(kube, a, namespace, "app-a",
+                                  *(configmap(f"c{n}", {"k": "2"}) for n in range(4)))
+    assert len(planned.of("prune")) == 1 and len(planned.of("update")) == 4
+    holder = lease_mod.Lease(kube, namespace, lease_mod.lease_name("app-a"),
+                             holder="agent replica-1", duration=60)
+    holder.acquire(timeout=5)
+    refused = threading.Event()  # A asked for its Lease and was told to wait
+    try_acquire = lease_mod.Lease.try_acquire
+
+    def observed(self: lease_mod.Lease) -> bool:
+        won = try_acquire(self)
+        if not won:
+            refused.set()
+        return won
+
+    monkeypatch.setattr(lease_mod.Lease, "try_acquire", observed)
+    out: list[Any] = []
+    lines: list[str] = []
+    waiting = threading.Thread(target=lambda: out.append(sync.run(app, planned, opts,
+                                                                  lines.append)))
+    waiting.start()
+    try:
+        assert refused.wait(timeout=30)
+        # While A waits for its Lease, B adopts "shared" (A's plan still prunes it).
+        b = _repo(tmp_path, "b", configmap("shared", {"k": "b"}))
+        assert _sync(kube, b, namespace, "app-b", adopt=True).ok
+    finally:
+        holder.release()
+    waiting.join(timeout=60)
+    assert out, "the sync did not finish"
+    result = out[0]
+    assert result.ok, result.failures
+    assert result.pruned == []
+    assert kube.get(CM, namespace, "shared") is not None  # FOREIGN DELETED: 0
+    # Planned again once the Lease was held ("shared" is no candidate any
+    # more, not one kept at the last moment); each object counted once.
+    assert "shared" not in [i.id.name for i in planned.items]
+    assert result.counts() == {"created": 0, "updated": 4, "pruned": 0, "unchanged": 0,
+                               "failed": 0}
+
+
+def test_counts_after_a_replan_count_each_object_once(tmp_path: Path, git_env: dict,
+                                                      kube: Kube, namespace: str) -> None:
+    a = _repo(tmp_path, "a", *(configmap(f"c{n}") for n in range(3)))
+    assert _sync(kube, a, namespace, "app").ok
+    app, opts, stale = _planned(kube, a, namespace, "app",
+                                *(configmap(f"c{n}", {"k": "2"}) for n in range(3)))
+    # Another sync of the same revision runs in between: the parent moves on,
+    # the stale plan's writes land and its record needs a re-plan.
+    assert _sync(kube, a, namespace, "app").ok
+    result = sync.run(app, stale, opts, lambda _line: None)
+    assert result.ok, result.failures
+    counts = result.counts()
+    assert counts["updated"] + counts["unchanged"] == 3, counts
+
+
+def test_a_dependent_made_after_the_plan_keeps_its_owner(tmp_path: Path, git_env: dict,
+                                                         kube: Kube, kube_env: dict,
+                                                         namespace: str) -> None:
+    a = _repo(tmp_path, "a", configmap("keep"), configmap("owner"))
+    assert _sync(kube, a, namespace, "app").ok
+    app, opts, stale = _planned(kube, a, namespace, "app", configmap("keep"))
+    assert [i.id.name for i in stale.of("prune")] == ["owner"]
+    # Someone ties their own ConfigMap to "owner" after the plan was made.
+    owner = kube.get(CM, namespace, "owner")
+    assert owner is not None
+    ref = {"apiVersion": "v1", "kind": "ConfigMap", "name": "owner",
+           "uid": owner["metadata"]["uid"]}
+    theirs = configmap("theirs")
+    theirs["metadata"] = {"name": "theirs", "namespace": namespace, "ownerReferences": [ref]}
+    path = tmp_path / "theirs.yaml"
+    path.write_text(docs(theirs))
+    kubectl("create", "-f", str(path), env=kube_env)
+    lines: list[str] = []
+    result = sync.run(app, stale, opts, lines.append)
+    assert result.ok and result.pruned == []
+    assert kube.get(CM, namespace, "owner") is not None
+    assert kube.get(CM, namespace, "theirs") is not None  # FOREIGN DELETED: 0
+    assert any(line.startswith(f"kept       ConfigMap {namespace}/owner: kept: deleting it "
+                               f"would also delete ConfigMap {namespace}/theirs")
+               for line in lines), lines
+    # The parent still covers it: a later sync, once "theirs" is gone, prunes it.
+    kubectl("delete", "configmap", "theirs", "-n", namespace, env=kube_env)
+    again: list[str] = []
+    assert _sync(kube, a, namespace, "app", again).ok
+    assert f"pruned     ConfigMap {namespace}/owner" in again
+
+
+def test_a_reused_name_neither_adopts_nor_prunes_another_sources_members(
+        tmp_path: Path, git_env: dict, kube: Kube, kube_env: dict, namespace: str) -> None:
+    a = _repo(tmp_path, "a", configmap("a1"), configmap("a2"),
+              remote="https://git.example.com/team-a/deploy")
+    assert _sync(kube, a, namespace, "app").ok
+    member = kube.get(CM, namespace, "a1")
+    assert member is not None
+    assert member["metadata"]["annotations"][applyset.SOURCE_ANNOTATION] == \
+        "git.example.com/team-a/deploy#deploy"
+    # The parent is deleted by hand; another repository syncs under the same name.
+    kubectl("delete", "configmap", "app", "-n", namespace, env=kube_env)
+    b = _repo(tmp_path, "b", configmap("b1"), remote="https://git.example.com/team-b/deploy")
+    assert _sync(kube, b, namespace, "app").ok
+    lines: list[str] = []
+    result = _sync(kube, b, namespace, "app", lines)
+    assert result.ok and result.pruned == []
+    for name in ("a1", "a2"):
+        assert kube.get(CM, namespace, name) is not None  # FOREIGN DELETED: 0
+    # Through the CLI: diff and sync name the source; diff --prune lists it kept.
+    r = gitops("diff", "deploy", "-n", namespace, "--name", "app", "--prune", cwd=b,
+               env=kube_env)
+    assert r.returncode == 0, r.stderr
+    assert (f"kept ConfigMap {namespace}/a1: kept: written from another source "
+            "(git.example.com/team-a/deploy path deploy; this run reads "
+            "git.example.com/team-b/deploy path deploy)") in r.stderr
+    # Claiming one of them in B's revision is refused, by diff and sync alike.
+    write(b, "deploy/all.yaml", docs(configmap("b1"), configmap("a1", {"k": "b"})))
+    commit(b)
+    for cmd in ("diff", "sync"):
+        r = gitops(cmd, "deploy", "-n", namespace, "--name", "app", "--prune", cwd=b,
+                   env=kube_env)
+        assert r.returncode == 2, (cmd, r.stdout, r.stderr)
+        assert f"error: ConfigMap {namespace}/a1: a member of this app's ApplySet written " \
+            "from another source" in r.stderr, r.stderr
+    assert get("configmap", "a1", kube_env, namespace)["data"] == {"k": "v"}
+    # --take-over hands the app to B: it adopts a1 and prunes a2.
+    r = gitops("sync", "deploy", "-n", namespace, "--name", "app", "--prune", "--take-over",
+               cwd=b, env=kube_env)
+    assert r.returncode == 0, r.stderr
+    assert f"pruned     ConfigMap {namespace}/a2" in r.stdout
+    taken = get("configmap", "a1", kube_env, namespace)
+    assert taken["metadata"]["annotations"][applyset.SOURCE_ANNOTATION] == \
+        "git.example.com/team-b/deploy#deploy"
