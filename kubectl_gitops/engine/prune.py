@@ -107,7 +107,7 @@ def guard(kube: Kube, items: list[Item], parent: applyset.Parent, served: Served
                              f"dependent(s) one by one, as the cascade cannot be checked: "
                              f"{describe(found.unseen)}")
                 continue
-            _decide(item, found.foreign + found.unseen, parent, cascade)
+            _decide(item, found.foreign or found.unseen, parent, cascade)
     pruned = {i.id for i in items if i.action == "prune"}
     # Dependents of a pruned owner go with it, even after the owner is gone.
     owners = {(i.live.get("metadata") or {}).get("uid") for i in items

@@ -598,30 +598,31 @@ def _prune(app: App, plan: Plan, opts: Options, result: Result, report: Report) 
             # What a Namespace or CRD holds, once more after the deletes before it.
             guard(dependents=False)
             batch = [i for i in batch if i.action == "prune"]
-        for item, failure in zip(batch, kube.map(functools.partial(_delete, kube), batch)):
+        for item, (outcome, text) in zip(batch, kube.map(functools.partial(_delete, kube),
+                                                          batch)):
             deleted = True
-            if failure == _CHANGED:
+            if outcome == "changed":
                 item.action = "unchanged"
                 item.kept = item.note = ("kept: it changed between the check and the delete "
                                          "(the server refused the preconditions); sync again "
                                          "to prune it")
                 report(f"kept       {item.id}: {item.kept}")
-            elif failure:
-                result.failures.append(failure)
-                report(f"failed     {failure}")
+            elif outcome == "failed":
+                result.failures.append(text)
+                report(f"failed     {text}")
             else:
                 result.pruned.append(item)
                 report(f"pruned     {item.id}")
+                for line in text:
+                    report(f"left       {line}")
 
 
-_CHANGED = "changed"
-
-
-def _delete(kube: Any, item: Item) -> str | None:
-    """Delete one candidate as :func:`prune.recheck` last read it: None when
-    done, :data:`_CHANGED` when the preconditions failed, else a failure.
-    With ``item.orphan``, the garbage collector deletes nothing with it and
-    the dependents seen to go with it are deleted here, one by one."""
+def _delete(kube: Any, item: Item) -> tuple[str, Any]:
+    """Delete one candidate as :func:`prune.recheck` last read it:
+    ("pruned", lines on what was left behind), ("changed", []) when the
+    preconditions failed, or ("failed", why). With ``item.orphan``, the
+    garbage collector deletes nothing with it and the dependents seen to go
+    with it are deleted here, one by one."""
     assert item.rtype and item.live
     meta = item.live["metadata"]
     orphan = item.orphan is not None
@@ -631,15 +632,21 @@ def _delete(kube: Any, item: Item) -> str | None:
                     propagation="Orphan" if orphan else "Background")
     except ClusterError as e:
         if e.status == 409:
-            return _CHANGED
-        return f"{item.id}: prune failed: {secrets.redact(e.message, item.live)}"
+            return "changed", []
+        return "failed", f"{item.id}: prune failed: {secrets.redact(e.message, item.live)}"
+    left = []
     for rtype, oid, uid in item.orphan or []:
         try:
             kube.delete(rtype, oid.namespace, oid.name, uid=uid, propagation="Orphan")
         except ClusterError as e:
-            if e.status != 409:  # 409: re-created since (another uid), not the one seen
-                return f"{item.id}: pruned, but not its dependent {oid}: {e.message}"
-    return None
+            if e.status == 403:
+                what = f"{rtype.plural}{'.' + rtype.group if rtype.group else ''}"
+                left.append(f"{oid}: made by the controller of {item.id}, orphaned: this "
+                            f"user may not delete {what} (the RBAC verb delete on it would "
+                            "let sync remove it)")
+            elif e.status != 409:  # 409: re-created since (another uid), not the one seen
+                return "failed", f"{item.id}: pruned, but not its dependent {oid}: {e.message}"
+    return "pruned", left
 
 
 def _wait_healthy(run: _Run, items: list[Item], what: str, result: Result) -> None:
