@@ -42,6 +42,9 @@ class Item:
     # one (type, identity, uid): where the garbage collector's cascade cannot
     # be checked (types the user cannot list), it is not let loose.
     orphan: list[tuple[ResourceType, ObjectId, str]] | None = None
+    # The uid of the live object when it is being deleted (a finalizer holds
+    # it): sync waits for it to go, then creates the object again.
+    terminating: str = ""
 
     @property
     def needs_apply(self) -> bool:

@@ -391,6 +391,13 @@ class _Predictor:
 
 
 def _classify(item: Item) -> None:
+    meta = (item.live or {}).get("metadata") or {}
+    if meta.get("deletionTimestamp"):
+        # Being deleted: whatever is applied to it goes with it. Created again.
+        finalizers = ", ".join(meta.get("finalizers") or []) or "none"
+        item.terminating, item.live, item.predicted = meta.get("uid", ""), None, item.desired
+        item.note = (f"being deleted (finalizers: {finalizers}); sync waits for it to go, "
+                     "then creates it again")
     if item.predicted is None:
         # Not predicted: known unchanged, or created along with its namespace/CRD.
         item.predicted = item.live if item.live is not None and not item.note else item.desired

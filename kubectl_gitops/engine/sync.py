@@ -524,6 +524,10 @@ def _apply(app: App, items: list[Item], opts: Options, result: Result, report: R
     def one(item: Item) -> None:
         assert item.rtype and item.desired
         try:
+            if item.terminating:
+                gone = _until_gone(app, item, time.monotonic() + opts.timeout, report, lock)
+                if gone:
+                    raise ClusterError(gone)
             app.kube.apply(item.rtype, item.desired,
                            force=opts.force_conflicts or bool(item.adopted))
         except ClusterError as e:
@@ -538,6 +542,24 @@ def _apply(app: App, items: list[Item], opts: Options, result: Result, report: R
                 report(f"{'created   ' if item.action == 'create' else 'configured'} {item.id}")
 
     list(app.kube.map(one, items))
+
+
+def _until_gone(app: App, item: Item, deadline: float, report: Report,
+                lock: threading.Lock) -> str:
+    """Wait for the object being deleted to go ("" once it has), so that it
+    can be created again; else why not, by ``deadline``."""
+    assert item.rtype
+    with lock:
+        report(f"waiting    {item.id}: {item.note}")
+    while True:
+        live = app.kube.get(item.rtype, item.id.namespace, item.id.name)
+        if live is None or live["metadata"].get("uid") != item.terminating:
+            return ""
+        if time.monotonic() >= min(deadline, app.kube.deadline_at or float("inf")):
+            finalizers = ", ".join(live["metadata"].get("finalizers") or []) or "none"
+            return (f"still being deleted when the --timeout ran out (finalizers: "
+                    f"{finalizers}); not created again: remove what holds it, then sync again")
+        time.sleep(0.2)
 
 
 def _wait_established(app: App, items: list[Item], result: Result, deadline: float) -> None:

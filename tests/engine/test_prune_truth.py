@@ -225,3 +225,45 @@ def test_a_reused_name_neither_adopts_nor_prunes_another_sources_members(
     taken = get("configmap", "a1", kube_env, namespace)
     assert taken["metadata"]["annotations"][applyset.SOURCE_ANNOTATION] == \
         "git.example.com/team-b/deploy#deploy"
+
+
+def test_a_member_being_deleted_is_waited_for_and_created_again(
+        tmp_path: Path, git_env: dict, kube: Kube, kube_env: dict, namespace: str) -> None:
+    a = _repo(tmp_path, "a", configmap("web"), configmap("held"))
+    assert _sync(kube, a, namespace, "app").ok
+    for name in ("web", "held"):  # someone deletes them; a finalizer holds each
+        kubectl("patch", "configmap", name, "-n", namespace, "--type=merge", "-p",
+                '{"metadata":{"finalizers":["example.com/hold"]}}', env=kube_env)
+        kubectl("delete", "configmap", name, "-n", namespace, "--wait=false", env=kube_env)
+    before = kube.get(CM, namespace, "web")
+    assert before is not None and before["metadata"].get("deletionTimestamp")
+    # diff says so (never "unchanged"); sync fails within --timeout while it is held.
+    d = gitops("diff", "deploy", "-n", namespace, "--name", "app", cwd=a, env=kube_env)
+    assert d.returncode == 1, d.stdout + d.stderr
+    assert (f"# ConfigMap {namespace}/web: being deleted (finalizers: example.com/hold); sync "
+            "waits for it to go, then creates it again") in d.stdout
+    kubectl("patch", "configmap", "held", "-n", namespace, "--type=merge", "-p",
+            '{"metadata":{"finalizers":null}}', env=kube_env)
+    r = gitops("sync", "deploy", "-n", namespace, "--name", "app", "--timeout", "3s", cwd=a,
+               env=kube_env)
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert (f"failed     ConfigMap {namespace}/web: still being deleted when the --timeout ran "
+            "out (finalizers: example.com/hold); not created again") in r.stdout
+    assert f"created    ConfigMap {namespace}/held" in r.stdout  # its finalizer was gone
+    # Its finalizer removed while sync waits: created again, a new object.
+    lines: list[str] = []
+
+    def report(line: str) -> None:
+        lines.append(line)
+        if line.startswith("waiting    "):
+            kubectl("patch", "configmap", "web", "-n", namespace, "--type=merge", "-p",
+                    '{"metadata":{"finalizers":null}}', env=kube_env)
+
+    app = _load(kube, a, namespace, "app")
+    opts = sync.Options(prune=True)
+    result = sync.run(app, sync.make_plan(app, opts), opts, report)
+    assert result.ok, result.failures
+    assert [str(i.id) for i in result.created] == [f"ConfigMap {namespace}/web"], lines
+    after = kube.get(CM, namespace, "web")
+    assert after is not None and not after["metadata"].get("deletionTimestamp")
+    assert after["metadata"]["uid"] != before["metadata"]["uid"]
