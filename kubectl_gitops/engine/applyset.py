@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import re
 import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -178,11 +179,23 @@ def parent_from_live(name: str, namespace: str, live: dict[str, Any] | None) -> 
     return parent
 
 
+_NAMESPACE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+_GROUP_KIND = re.compile(r"^[A-Za-z][A-Za-z0-9]*(\.[a-z0-9]([-a-z0-9.]*[a-z0-9])?)?$")
+
+
 def check_parent(parent: Parent, live: dict[str, Any] | None) -> str | None:
     """Why this parent cannot be used, or None."""
     if live is None:
         return None
-    labels = (live.get("metadata") or {}).get("labels") or {}
+    meta = live.get("metadata") or {}
+    labels = meta.get("labels") or {}
+    ann = meta.get("annotations") or {}
+    for key, valid, what in ((NAMESPACES_ANNOTATION, _NAMESPACE, "namespace names"),
+                             (GROUP_KINDS_ANNOTATION, _GROUP_KIND, "Kind.group names")):
+        bad = [v for v in str(ann.get(key, "")).split(",") if v and not valid.match(v)]
+        if bad:
+            return (f"{parent.label}: annotation {key} holds {bad[0]!r}, not a comma-separated "
+                    f"list of {what}; fix it by hand (it lists where the app's members are)")
     if parent.tooling and not parent.tooling.startswith(TOOL_NAME + "/"):
         return (f"{parent.label} is an ApplySet managed by {parent.tooling}, not by "
                 f"{TOOL_NAME}; choose another --name")

@@ -457,7 +457,9 @@ def _list(kube: Kube, rtype: ResourceType, namespace: str) -> list[dict[str, Any
     it could not be listed, naming the permission that would settle it. No
     answer at all (a server gone) is an error of the run, not of the type."""
     try:
-        objs = kube.list(rtype, namespace, metadata_only=True)
+        # Every type, deprecated ones too (v1 Endpoints, ComponentStatus):
+        # their deprecation warnings concern no choice of the user's.
+        objs = kube.list(rtype, namespace, metadata_only=True, warn=False)
     except ClusterError as e:
         if e.status in (404, 405):
             return []  # the type went away, or cannot be listed: it stores nothing here

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from kubectl_gitops.engine import app as app_mod
 from kubectl_gitops.engine import applyset, sync
@@ -267,3 +268,51 @@ def test_a_member_being_deleted_is_waited_for_and_created_again(
     after = kube.get(CM, namespace, "web")
     assert after is not None and not after["metadata"].get("deletionTimestamp")
     assert after["metadata"]["uid"] != before["metadata"]["uid"]
+
+
+def test_garbage_in_the_parents_annotations_is_named(tmp_path: Path, git_env: dict,
+                                                     kube: Kube, kube_env: dict,
+                                                     namespace: str) -> None:
+    a = _repo(tmp_path, "a", configmap("web"))
+    assert _sync(kube, a, namespace, "app").ok
+    kubectl("annotate", "configmap", "app", "-n", namespace, "--overwrite",
+            f"{applyset.NAMESPACES_ANNOTATION}=ok-ns,Not A/Namespace", env=kube_env)
+    for cmd in ("diff", "sync"):
+        r = gitops(cmd, "deploy", "-n", namespace, "--name", "app", "--prune", cwd=a,
+                   env=kube_env)
+        assert r.returncode == 2
+        assert r.stderr.strip().splitlines() == [
+            f"error: ConfigMap {namespace}/app: annotation "
+            f"{applyset.NAMESPACES_ANNOTATION} holds 'Not A/Namespace', not a comma-separated "
+            "list of namespace names; fix it by hand (it lists where the app's members are)"]
+
+
+def test_a_server_gone_mid_plan_is_one_error(tmp_path: Path, git_env: dict, kube: Kube,
+                                             kube_env: dict, namespace: str) -> None:
+    """The guard's listings fail with the server: one error for the run, not
+    a line per candidate ("kept ... connection refused")."""
+    from kubectl_gitops.engine import prune
+    from kubectl_gitops.errors import ClusterError
+    from testing.net import silent_listener
+
+    a = _repo(tmp_path, "a", *(configmap(f"c{n}") for n in range(30)))
+    assert _sync(kube, a, namespace, "app").ok
+    app, _, planned = _planned(kube, a, namespace, "app", configmap("c0"))
+    assert len(planned.of("prune")) == 29
+    served = kube.resource_types()
+    # The same cluster, its server gone: a port where nothing listens.
+    config = yaml.safe_load(Path(kube_env["KUBECONFIG"]).read_text())
+    with silent_listener() as port:
+        pass  # closed again: connections are refused
+    for cluster in config["clusters"]:
+        cluster["cluster"]["server"] = f"https://127.0.0.1:{port}"
+    dead_config = tmp_path / "dead.kubeconfig"
+    dead_config.write_text(yaml.safe_dump(config))
+    dead = Kube(Overrides(kubeconfig=str(dead_config)))
+    try:
+        with pytest.raises(ClusterError) as e:
+            prune.guard(dead, planned.items, app.parent, served, cascade=False)
+    finally:
+        dead.close()
+    assert "127.0.0.1" in str(e.value) and "\n" not in str(e.value)
+    assert [i for i in planned.items if i.kept] == []  # nothing "kept" for it
