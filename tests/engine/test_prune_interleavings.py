@@ -158,11 +158,14 @@ def test_interleavings_never_delete_outside_the_set(tmp_path: Path, git_env: dic
                     made = tester.create(CM, {"apiVersion": "v1", "kind": "ConfigMap",
                                               "metadata": meta, "data": {"k": "v"}})
                     hand[made["metadata"]["uid"]] = meta["name"]
-                elif what < 0.8 and members:  # a member marked to keep, or unlabelled
-                    target = rng.choice(members)["metadata"]["name"]
-                    patch = ({"metadata": {"annotations": {applyset.PRUNE_ANNOTATION: "false"}}}
-                             if rng.random() < 0.5 else
-                             {"metadata": {"labels": {applyset.PART_OF_LABEL: None}}})
+                elif what < 0.8 and members:  # a member marked to keep (or not), unlabelled
+                    chosen = rng.choice(members)["metadata"]
+                    target = chosen["name"]
+                    marked = (chosen.get("annotations") or {}).get(applyset.PRUNE_ANNOTATION)
+                    patch = ({"metadata": {"annotations": {
+                        applyset.PRUNE_ANNOTATION: None if marked else "false"}}}
+                        if rng.random() < 0.6 else
+                        {"metadata": {"labels": {applyset.PART_OF_LABEL: None}}})
                     try:
                         tester.request("PATCH", Kube.path(CM, ns, target), body=patch,
                                        content_type="application/merge-patch+json")
