@@ -316,3 +316,45 @@ def test_a_server_gone_mid_plan_is_one_error(tmp_path: Path, git_env: dict, kube
         dead.close()
     assert "127.0.0.1" in str(e.value) and "\n" not in str(e.value)
     assert [i for i in planned.items if i.kept] == []  # nothing "kept" for it
+
+
+def test_a_change_between_the_check_and_the_delete_keeps_it(tmp_path: Path, git_env: dict,
+                                                            kube: Kube, kube_env: dict,
+                                                            namespace: str) -> None:
+    """The DELETE carries the uid and resourceVersion of the check's read: a
+    change in between makes the server refuse it. Namespaced candidates are
+    deleted before cluster-scoped ones, so the ClusterRole is changed
+    (deterministically) right after the ConfigMap was pruned."""
+    role = f"{namespace}-reader"
+    cluster_role = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+                    "metadata": {"name": role},
+                    "rules": [{"apiGroups": [""], "resources": ["configmaps"],
+                               "verbs": ["get"]}]}
+    a = _repo(tmp_path, "a", configmap("keep"), configmap("gone"), cluster_role)
+    try:
+        assert _sync(kube, a, namespace, "app").ok
+        app, opts, planned = _planned(kube, a, namespace, "app", configmap("keep"))
+        assert sorted(i.id.name for i in planned.of("prune")) == ["gone", role]
+        lines: list[str] = []
+
+        def report(line: str) -> None:
+            lines.append(line)
+            if line == f"pruned     ConfigMap {namespace}/gone":
+                kubectl("label", "clusterrole", role, "team=late", env=kube_env)
+
+        result = sync.run(app, planned, opts, report)
+        assert result.ok and [str(i.id) for i in result.pruned] == [
+            f"ConfigMap {namespace}/gone"]
+        assert f"kept       ClusterRole {role}: kept: it changed between the check and the " \
+            "delete (the server refused the preconditions); sync again to prune it" in lines
+        assert get("clusterrole", role, kube_env) is not None
+        # Still covered by the parent: the next sync prunes it.
+        assert [i.id.name for i in _sync_result(kube, a, namespace).pruned] == [role]
+    finally:
+        kubectl("delete", "clusterrole", role, "--ignore-not-found", env=kube_env)
+
+
+def _sync_result(kube: Kube, repo: Path, ns: str) -> sync.Result:
+    result = _sync(kube, repo, ns, "app")
+    assert result.ok, result.failures
+    return result
