@@ -653,6 +653,8 @@ def _delete(kube: Any, item: Item) -> tuple[str, Any]:
                     resource_version=meta.get("resourceVersion"),
                     propagation="Orphan" if orphan else "Background")
     except ClusterError as e:
+        if e.status is None:
+            raise  # no answer at all: one error for the run, not one per object
         if e.status == 409:
             return "changed", []
         return "failed", f"{item.id}: prune failed: {secrets.redact(e.message, item.live)}"
@@ -661,6 +663,8 @@ def _delete(kube: Any, item: Item) -> tuple[str, Any]:
         try:
             kube.delete(rtype, oid.namespace, oid.name, uid=uid, propagation="Orphan")
         except ClusterError as e:
+            if e.status is None:
+                raise
             if e.status == 403:
                 what = f"{rtype.plural}{'.' + rtype.group if rtype.group else ''}"
                 left.append(f"{oid}: made by the controller of {item.id}, orphaned: this "
