@@ -32,6 +32,7 @@ from kubectl_gitops.engine.app import App, source_conflict, started
 from kubectl_gitops.engine.model import Hook, Item, Plan, namespaces_of
 from kubectl_gitops.engine.plan import summarize_conflict
 from kubectl_gitops.errors import ClusterError, ConflictError, GitOpsError
+from kubectl_gitops.kube.resources import ObjectId
 from kubectl_gitops.source import order
 
 if TYPE_CHECKING:  # loaded where used: a converged re-run takes no Lease
@@ -133,6 +134,7 @@ class Result:
     unchanged: int = 0
     failures: list[str] = field(default_factory=list)
     waited: list[str] = field(default_factory=list)
+    written: set[ObjectId] = field(default_factory=set, repr=False)  # created or updated
 
     @property
     def ok(self) -> bool:
@@ -141,8 +143,9 @@ class Result:
     def applied(self, item: Item) -> bool:
         """Record ``item`` as created or updated, once per object (a pass
         after a re-plan applies it again); False when it was already."""
-        if any(i.id == item.id for i in self.created + self.updated):
+        if item.id in self.written:
             return False
+        self.written.add(item.id)
         (self.created if item.action == "create" else self.updated).append(item)
         return True
 
@@ -327,9 +330,9 @@ def _converge(run: _Run, lease: Lease, result: Result) -> Result:
     app, plan, opts = run.app, run.plan, run.opts
     kube = app.kube
     writer = _ParentWriter(app, lease)
-    applied = {i.id for i in result.created + result.updated}  # by a pass before a re-plan
+    # Each object once: what a pass before a re-plan applied is not unchanged now.
     result.unchanged = len([i for i in plan.items if i.action != "prune" and not i.needs_apply
-                            and i.id not in applied])
+                            and i.id not in result.written])
     result.failures = []  # a pass after a re-plan reports its own
     from kubectl_gitops.engine import history  # noqa: PLC0415
 
