@@ -566,7 +566,9 @@ class Agent:
         parent_live = run.parent_live = self.kube.get(applyset.PARENT_TYPE, run.namespace,
                                                       run.name)
         parent = applyset.parent_from_live(run.name, run.namespace, parent_live)
-        app = app_mod.App(run.src, self.kube, [m.manifest], parent, parent_live)
+        # The source its sync recorded (and wrote on every member), so the
+        # object corrected is the one that sync applied.
+        app = app_mod.App(run.src, self.kube, [m.manifest], parent, parent_live, parent.source)
         # The revision's settings, as its sync had; dependsOn held back the
         # revision, not the correction of what it already put there.
         opts = sync.options_for(run.src, ignore_dependencies=True)

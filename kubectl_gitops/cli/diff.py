@@ -41,13 +41,17 @@ def use_color(no_color: bool) -> bool:
 @click.option("--adopt", is_flag=True, help="Show objects another ApplySet or tool owns as "
               "sync --adopt would take them over (without it they are errors, as sync "
               "refuses them).")
+@click.option("--take-over", is_flag=True, help="Show what sync --take-over does: the app "
+              "handed to this source (else another source's app or members are errors, as "
+              "sync refuses them).")
 @click.option("--timeout", default="5m", show_default=True, callback=parse_timeout,
               help="Give up when the whole diff takes longer (0: no limit).")
 @handle_errors
 def command(path_arg: str | None, path: str | None, repo: str | None, ref: str | None,
             working_tree: bool, name: str | None, cluster: Overrides, namespace: str | None,
             prune: bool, prune_cascade: bool, output: str, show_secrets: bool, no_color: bool,
-            concurrency: int, force_conflicts: bool | None, adopt: bool, timeout: float) -> int:
+            concurrency: int, force_conflicts: bool | None, adopt: bool, take_over: bool,
+            timeout: float) -> int:
     """Show how the live cluster differs from a git revision.
 
     Exit status: 0 no differences, 1 differences, 2 error (as kubectl diff).
@@ -60,11 +64,13 @@ def command(path_arg: str | None, path: str | None, repo: str | None, ref: str |
                        working_tree=working_tree, name=name, namespace=namespace)
     kube = app_mod.connect(cluster, concurrency=concurrency, deadline=timeout or None)
     app = app_mod.load(src, kube, name=name, namespace=namespace)
+    # The options sync runs with; an empty revision is shown, not refused.
+    opts = sync.options_for(src, force_conflicts=force_conflicts, prune=prune, adopt=adopt,
+                            take_over=take_over, prune_cascade=prune_cascade, allow_empty=True)
     the_plan = plan.build(kube, app.manifests, app.parent, app.parent_live, prune=prune,
-                          rules=src.ignore, cascade=prune_cascade)
-    force = src.force_conflicts if force_conflicts is None else force_conflicts
-    owners = sync.foreign_owners(the_plan, app.parent.id, adopt=adopt)
-    problems = the_plan.problems(force_conflicts=force) + owners
+                          rules=src.ignore, cascade=prune_cascade, source=app.source,
+                          take_over=take_over)
+    problems = sync.refusals(app, the_plan, opts)
     if problems:  # what sync would refuse, said first
         for line in problems:
             click.echo(f"error: {line}", err=True)
@@ -92,9 +98,6 @@ def command(path_arg: str | None, path: str | None, repo: str | None, ref: str |
             if r.item.drift:
                 click.echo(f"# {r.item.id}: drifted: {', '.join(r.item.drift)}")
             click.echo(diff.colorize(r.text) if color else r.text, nl=False)
-    conflict = app_mod.source_conflict(app)
-    if conflict:
-        click.echo(f"warning: {conflict}; sync refuses it without --take-over", err=True)
     for item in the_plan.items:  # members prune keeps, and why (see kubectl_gitops.engine.prune)
         if item.kept:
             click.echo(f"kept {item.id}: {item.kept}", err=True)

@@ -43,8 +43,9 @@ if TYPE_CHECKING:  # type names only: the modules load lazily, after --help
               "sync, --wait included, takes longer (0: no limit).")
 @click.option("--prune-cascade", is_flag=True, help="Prune Namespaces, CRDs and owners even "
               "when that deletes objects that are not members (named in the plan).")
-@click.option("--take-over", is_flag=True, help="Prune although the ApplySet records another "
-              "source (repo, path), and record this one.")
+@click.option("--take-over", is_flag=True, help="Hand the app to this source (repo, path): "
+              "sync and prune although the ApplySet and its members record another source, "
+              "and record this one.")
 @click.option("--lock-timeout", default="60s", show_default=True, callback=parse_timeout,
               help="How long to wait for another sync of this app to finish.")
 @click.option("--concurrency", type=click.IntRange(1, 256), default=16, show_default=True,

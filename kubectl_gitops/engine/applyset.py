@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import re
 import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -32,6 +33,10 @@ SALT_ANNOTATION = "kubectl-gitops.io/hash-salt"
 SOURCE_REPO_ANNOTATION = "kubectl-gitops.io/source-repo"
 SOURCE_ROOT_ANNOTATION = "kubectl-gitops.io/source-root-commit"
 SOURCE_PATH_ANNOTATION = "kubectl-gitops.io/source-path"
+# The same on every member ("<repo>#<path>", the repo "commit:<sha>" without a
+# remote): a new parent of the same name (the old one deleted, another repo
+# syncing under its name) neither adopts nor prunes what another source wrote.
+SOURCE_ANNOTATION = "kubectl-gitops.io/source"
 # What status, ls and the agent read without the revision: the app's
 # healthCheckExprs (JSON) and the apps it depends on ("ns/name,...").
 HEALTH_CHECKS_ANNOTATION = "kubectl-gitops.io/health-checks"
@@ -77,6 +82,18 @@ class SourceId:
         if self.root_commit and other.root_commit:
             return self.root_commit == other.root_commit
         return self.repo == other.repo  # nothing else to tell them apart by
+
+    def annotation(self) -> str:
+        """The value of :data:`SOURCE_ANNOTATION` on a member."""
+        return f"{self.repo or 'commit:' + self.root_commit}#{self.path or '.'}"
+
+    @classmethod
+    def from_annotation(cls, value: str) -> SourceId:
+        repo, _, path = value.rpartition("#")
+        path = "" if path == "." else path
+        if repo.startswith("commit:"):
+            return cls("", repo[len("commit:"):], path)
+        return cls(repo, "", path)
 
     def __str__(self) -> str:
         repo = self.repo or (f"a repo without remote, first commit {self.root_commit[:12]}"
@@ -162,11 +179,23 @@ def parent_from_live(name: str, namespace: str, live: dict[str, Any] | None) -> 
     return parent
 
 
+_NAMESPACE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+_GROUP_KIND = re.compile(r"^[A-Za-z][A-Za-z0-9]*(\.[a-z0-9]([-a-z0-9.]*[a-z0-9])?)?$")
+
+
 def check_parent(parent: Parent, live: dict[str, Any] | None) -> str | None:
     """Why this parent cannot be used, or None."""
     if live is None:
         return None
-    labels = (live.get("metadata") or {}).get("labels") or {}
+    meta = live.get("metadata") or {}
+    labels = meta.get("labels") or {}
+    ann = meta.get("annotations") or {}
+    for key, valid, what in ((NAMESPACES_ANNOTATION, _NAMESPACE, "namespace names"),
+                             (GROUP_KINDS_ANNOTATION, _GROUP_KIND, "Kind.group names")):
+        bad = [v for v in str(ann.get(key, "")).split(",") if v and not valid.match(v)]
+        if bad:
+            return (f"{parent.label}: annotation {key} holds {bad[0]!r}, not a comma-separated "
+                    f"list of {what}; fix it by hand (it lists where the app's members are)")
     if parent.tooling and not parent.tooling.startswith(TOOL_NAME + "/"):
         return (f"{parent.label} is an ApplySet managed by {parent.tooling}, not by "
                 f"{TOOL_NAME}; choose another --name")
@@ -215,11 +244,29 @@ def foreign_owner(live: dict[str, Any], our_id: str) -> str | None:
     return None
 
 
-def label_member(obj: dict[str, Any], set_id: str) -> dict[str, Any]:
-    """A copy of ``obj`` carrying this ApplySet's part-of label."""
+def label_member(obj: dict[str, Any], set_id: str,
+                 source: SourceId | None = None) -> dict[str, Any]:
+    """A copy of ``obj`` carrying this ApplySet's part-of label (and its source)."""
     meta = dict(obj["metadata"])
     meta["labels"] = {**(meta.get("labels") or {}), PART_OF_LABEL: set_id}
+    if source is not None:
+        meta["annotations"] = {**(meta.get("annotations") or {}),
+                               SOURCE_ANNOTATION: source.annotation()}
     return {**obj, "metadata": meta}
+
+
+def other_source(live: dict[str, Any] | None, source: SourceId | None) -> str:
+    """Why a member of this set was written from another source than
+    ``source`` ("" when it was not, or says nothing: written before members
+    carried their source)."""
+    ann = ((live or {}).get("metadata") or {}).get("annotations") or {}
+    value = ann.get(SOURCE_ANNOTATION)
+    if not value or source is None:
+        return ""
+    theirs = SourceId.from_annotation(str(value))
+    if theirs.same(source):
+        return ""
+    return f"written from another source ({theirs}; this run reads {source})"
 
 
 def keeps(live: dict[str, Any]) -> bool:

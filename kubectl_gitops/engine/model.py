@@ -38,6 +38,13 @@ class Item:
     kept: str = ""  # why a member the revision dropped is not pruned
     drift: list[str] = field(default_factory=list)  # ".spec.replicas (kubectl, 2m ago)"
     ignored: tuple[tuple[str, ...], ...] = ()  # JSON pointers of ignore: rules
+    # Pruned with propagationPolicy Orphan, its own dependents deleted one by
+    # one (type, identity, uid): where the garbage collector's cascade cannot
+    # be checked (types the user cannot list), it is not let loose.
+    orphan: list[tuple[ResourceType, ObjectId, str]] | None = None
+    # The uid of the live object when it is being deleted (a finalizer holds
+    # it): sync waits for it to go, then creates the object again.
+    terminating: str = ""
 
     @property
     def needs_apply(self) -> bool:

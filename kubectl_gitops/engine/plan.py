@@ -45,6 +45,7 @@ if TYPE_CHECKING:  # the modules load where used: a converged app needs none of 
     from kubectl_gitops.source import ignore
 
 HASH_ANNOTATION = "kubectl-gitops.io/applied-hash"
+OTHER_SOURCE = "a member of this app's ApplySet"  # begins the error of one written elsewhere
 LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
 _SERVER_META = ("managedFields", "resourceVersion", "uid", "generation", "creationTimestamp",
                 "selfLink")
@@ -60,10 +61,12 @@ def desired_hash(obj: dict[str, Any], salt: str = "") -> str:
     return hashlib.sha256(data).hexdigest()[:32]
 
 
-def to_apply(m: Manifest, set_id: str, salt: str = "") -> dict[str, Any]:
-    """The object sync applies: the manifest, labelled as a member, with the
-    hash of exactly that content so an unchanged manifest is recognised."""
-    return _hashed(applyset.label_member(m.obj, set_id), salt)
+def to_apply(m: Manifest, set_id: str, salt: str = "",
+             source: applyset.SourceId | None = None) -> dict[str, Any]:
+    """The object sync applies: the manifest, labelled as a member (with the
+    app's source), with the hash of exactly that content so an unchanged
+    manifest is recognised."""
+    return _hashed(applyset.label_member(m.obj, set_id, source), salt)
 
 
 def _hashed(obj: dict[str, Any], salt: str = "") -> dict[str, Any]:
@@ -101,6 +104,7 @@ def normalize(obj: dict[str, Any] | None, *, ours: bool = True,
     labels = dict(meta.get("labels") or {})
     if ours:
         annotations.pop(HASH_ANNOTATION, None)
+        annotations.pop(applyset.SOURCE_ANNOTATION, None)
         labels.pop(applyset.PART_OF_LABEL, None)
     for key, value in (("annotations", annotations), ("labels", labels)):
         if value:
@@ -141,10 +145,13 @@ def known_unchanged(desired: dict[str, Any], live: dict[str, Any] | None) -> boo
 
 def build(kube: Kube, manifests: list[Manifest], parent: applyset.Parent,
           parent_live: dict[str, Any] | None, *, prune: bool,
-          rules: tuple[ignore.Rule, ...] = (), cascade: bool = False) -> Plan:
+          rules: tuple[ignore.Rule, ...] = (), cascade: bool = False,
+          source: applyset.SourceId | None = None, take_over: bool = False) -> Plan:
     """A conflict is recorded on its item (:meth:`Plan.problems` says whether
     it refuses the sync). ``cascade``: prune Namespaces and CRDs with what
-    they hold (:mod:`kubectl_gitops.engine.prune`)."""
+    they hold (:mod:`kubectl_gitops.engine.prune`). ``source``: the app's,
+    written on every member; a member written from another source is an
+    error to apply and kept from prune, unless ``take_over``."""
     served = kube.resource_types()
     in_tree = crd_types(manifests)
     # Namespaces that come to exist before the objects in them are applied:
@@ -159,7 +166,7 @@ def build(kube: Kube, manifests: list[Manifest], parent: applyset.Parent,
         key = (m.group, m.kind)
         rtype = served.get(key) or in_tree.get(key)
         item = Item(object_id(m), "create", rtype, manifest=m,
-                    desired=to_apply(m, parent.id, parent.salt))
+                    desired=to_apply(m, parent.id, parent.salt, source))
         if key not in served:
             item.note = f"{m.kind} is defined by a CRD this revision creates"
         items.append(item)
@@ -182,10 +189,16 @@ def build(kube: Kube, manifests: list[Manifest], parent: applyset.Parent,
             _ignore(item, rules, parent.salt)  # not read: created along with its CRD
     for item in items:
         _classify(item)
+        theirs = "" if take_over or not item.live or applyset.foreign_owner(
+            item.live, parent.id) else applyset.other_source(item.live, source)
+        if theirs and not item.error:
+            item.error = (f"{OTHER_SOURCE} {theirs}; not taking it over "
+                          "(sync --take-over hands the app to this source)")
     if pruning:
         # An object already being deleted (a Namespace terminating after the
         # last prune) is on its way out: not something to delete again.
-        items += [i for i in _prune_candidates(parent, {i.id for i in items}, queries, listed)
+        items += [i for i in _prune_candidates(parent, {i.id for i in items}, queries, listed,
+                                               None if take_over else source)
                   if not (i.live or {}).get("metadata", {}).get("deletionTimestamp")]
         if any(i.action == "prune" for i in items):
             from kubectl_gitops.engine import prune as prune_guard  # noqa: PLC0415
@@ -378,6 +391,13 @@ class _Predictor:
 
 
 def _classify(item: Item) -> None:
+    meta = (item.live or {}).get("metadata") or {}
+    if meta.get("deletionTimestamp"):
+        # Being deleted: whatever is applied to it goes with it. Created again.
+        finalizers = ", ".join(meta.get("finalizers") or []) or "none"
+        item.terminating, item.live, item.predicted = meta.get("uid", ""), None, item.desired
+        item.note = (f"being deleted (finalizers: {finalizers}); sync waits for it to go, "
+                     "then creates it again")
     if item.predicted is None:
         # Not predicted: known unchanged, or created along with its namespace/CRD.
         item.predicted = item.live if item.live is not None and not item.note else item.desired
@@ -463,9 +483,11 @@ def _prune_queries(parent: applyset.Parent, desired: set[ObjectId],
 
 
 def _prune_candidates(parent: applyset.Parent, desired: set[ObjectId],
-                      queries: list[tuple[ResourceType, str]], listed: Listed) -> list[Item]:
+                      queries: list[tuple[ResourceType, str]], listed: Listed,
+                      source: applyset.SourceId | None = None) -> list[Item]:
     """Members of the set the revision no longer holds, from what
-    :func:`_fetch_live` listed for ``queries``."""
+    :func:`_fetch_live` listed for ``queries``; those written from another
+    ``source`` are kept."""
     items: list[Item] = []
     seen = set(desired)  # a type listed in two versions lists each member twice
     for rtype, ns in queries:
@@ -477,9 +499,14 @@ def _prune_candidates(parent: applyset.Parent, desired: set[ObjectId],
                 continue
             seen.add(oid)
             item = Item(oid, "prune", rtype, live=obj)
+            theirs = applyset.other_source(obj, source)
             if applyset.keeps(obj):
                 item.action, item.note = "unchanged", f"kept: {applyset.PRUNE_ANNOTATION}=false"
                 item.kept = item.note
+            elif theirs:
+                item.action = "unchanged"
+                item.kept = item.note = (f"kept: {theirs}; sync --take-over hands the app to "
+                                         "this source")
             items.append(item)
     return items
 

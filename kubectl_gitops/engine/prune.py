@@ -25,6 +25,7 @@ prunes nothing pays nothing for this.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from kubectl_gitops.engine import applyset
@@ -81,17 +82,32 @@ def guard(kube: Kube, items: list[Item], parent: applyset.Parent, served: Served
     (turning it into an ``unchanged`` item with ``kept`` saying why); with
     ``cascade``, prune it anyway and note what it takes. ``dependents``:
     also look for what the garbage collector would delete with each
-    candidate (else only Namespaces and CRDs are checked)."""
+    candidate (else only Namespaces and CRDs are checked).
+
+    A candidate whose dependents can only partly be seen (types the user
+    may not list, as a namespace ``admin``) is not kept for that: it is
+    deleted with propagationPolicy Orphan, so the collector deletes nothing
+    with it, and the dependents that were seen to go with it are deleted
+    one by one (``item.orphan``). Only a Namespace or CRD, whose contents
+    go whatever the policy, is kept when what it holds cannot be seen."""
     candidates = [i for i in items if i.action == "prune"]
     if not candidates:
         return  # a sync that prunes nothing makes no request here
     lister = Lister(kube)
     wanted = {i.id for i in items if i.action != "prune" and not i.kept}
-    owned = dependents_holders(lister, items, served, wanted) if dependents else {}
+    owned: dict[ObjectId, _Dependents] = (
+        dependents_holders(lister, items, served, wanted) if dependents else {})
     # Owners first: one kept for its dependents keeps its Namespace too.
     for item in candidates:
         if not (is_namespace(item.id) or is_crd(item.id)):
-            _decide(item, owned.get(item.id, []), parent, cascade)
+            found = owned.get(item.id) or _Dependents()
+            if found.unseen and not found.foreign and not cascade:
+                item.orphan = found.going
+                item.note = (f"deleted with propagationPolicy Orphan and {len(found.going)} "
+                             f"dependent(s) one by one, as the cascade cannot be checked: "
+                             f"{describe(found.unseen)}")
+                continue
+            _decide(item, found.foreign or found.unseen, parent, cascade)
     pruned = {i.id for i in items if i.action == "prune"}
     # Dependents of a pruned owner go with it, even after the owner is gone.
     owners = {(i.live.get("metadata") or {}).get("uid") for i in items
@@ -103,7 +119,55 @@ def guard(kube: Kube, items: list[Item], parent: applyset.Parent, served: Served
             held = namespace_holders(lister, item.id.name, served, pruned, wanted, owners)
         else:
             held = crd_holders(lister, item.live or {}, served, pruned, wanted)
-        _decide(item, owned.get(item.id, []) + held, parent, cascade)
+        found = owned.get(item.id) or _Dependents()
+        _decide(item, found.foreign + found.unseen + held, parent, cascade)
+
+
+def recheck(kube: Kube, items: list[Item], set_id: str, wanted: set[ObjectId],
+            source: applyset.SourceId | None = None) -> list[Item]:
+    """Read each prune candidate again, right before it is deleted, and keep
+    (``kept`` saying why) every one that is no longer this sync's to delete:
+    re-created under another uid, no longer a member of this set (another
+    app adopted it), back in the revision, marked ``prune: "false"``, or
+    written from another source. The others get the object as read now in
+    ``live``: its uid and resourceVersion are the delete's preconditions,
+    so a change after this read makes the server refuse the delete.
+    Returns the items kept."""
+    kept = []
+
+    def read(item: Item) -> dict[str, Any] | None:
+        assert item.rtype is not None
+        return kube.get(item.rtype, item.id.namespace, item.id.name,
+                        version=item.api_version.rpartition("/")[2])
+
+    for item, fresh in zip(items, kube.map(read, items)):
+        why = _not_ours(item, fresh, set_id, wanted, source)
+        if why:
+            item.action, item.kept = "unchanged", f"kept: {why}"
+            item.note, item.orphan = item.kept, None
+            kept.append(item)
+        elif fresh is not None:
+            item.live = fresh
+    return kept
+
+
+def _not_ours(item: Item, fresh: dict[str, Any] | None, set_id: str, wanted: set[ObjectId],
+              source: applyset.SourceId | None) -> str:
+    """Why ``fresh`` (the candidate as it is now) must not be deleted ("" if it may)."""
+    if fresh is None:
+        return ""  # gone already: nothing to delete
+    meta = fresh.get("metadata") or {}
+    if meta.get("uid") != _uid(item.live):
+        return "re-created since the plan (another uid): not the object planned"
+    if item.id in wanted:
+        return "in the revision"
+    part_of = (meta.get("labels") or {}).get(applyset.PART_OF_LABEL)
+    if part_of != set_id:
+        return (f"now a member of ApplySet {part_of}" if part_of else
+                f"its {applyset.PART_OF_LABEL} label was removed") + " since the plan"
+    if applyset.keeps(fresh):
+        return f"{applyset.PRUNE_ANNOTATION}=false"
+    return applyset.other_source(fresh, source)
 
 
 def _decide(item: Item, held: list[str], parent: applyset.Parent, cascade: bool) -> None:
@@ -162,11 +226,21 @@ def _listable(served: Served, *, namespaced_only: bool) -> list[ResourceType]:
             and (t.namespaced or not namespaced_only)]
 
 
+@dataclass
+class _Dependents:
+    """What the garbage collector would do with one candidate."""
+
+    foreign: list[str] = field(default_factory=list)  # not ours, and would be deleted
+    unseen: list[str] = field(default_factory=list)  # types that could not be listed
+    going: list[tuple[ResourceType, ObjectId, str]] = field(default_factory=list)
+
+
 def dependents_holders(lister: Lister, items: list[Item], served: Served,
-                       wanted: set[ObjectId]) -> dict[ObjectId, list[str]]:
+                       wanted: set[ObjectId]) -> dict[ObjectId, _Dependents]:
     """For each prune candidate, the foreign objects the garbage collector
-    would delete with it (directly or through dependents that go too), and
-    each type that could not be listed where such objects could be.
+    would delete with it (directly or through dependents that go too), the
+    types that could not be listed where such objects could be, and the
+    dependents that go with it.
 
     A namespaced owner can only have dependents in its own namespace; a
     cluster-scoped one anywhere, so for it every type is listed in every
@@ -180,20 +254,20 @@ def dependents_holders(lister: Lister, items: list[Item], served: Served,
     graph = _Graph(results)
     pruned = {i.id for i in items if i.action == "prune"}
     deleting = {_uid(i.live) for i in candidates}
-    held: dict[ObjectId, list[str]] = {}
+    found: dict[ObjectId, _Dependents] = {}
     for item in candidates:
-        unknown = [r for q in scopes[item.id] if isinstance(r := results[q], str)]
-        found = graph.foreign_dependents(item, pruned, wanted, deleting) + unknown
-        if found:
-            held[item.id] = found
-    return held
+        unseen = [r for q in scopes[item.id] if isinstance(r := results[q], str)]
+        foreign, going = graph.foreign_dependents(item, pruned, wanted, deleting)
+        if foreign or unseen:
+            found[item.id] = _Dependents(foreign, unseen, going)
+    return found
 
 
 class _Graph:
     """Who owns what among the listed objects, by uid."""
 
     def __init__(self, results: dict[Query, Listing]) -> None:
-        self.objects: dict[str, tuple[ObjectId, dict[str, Any]]] = {}
+        self.objects: dict[str, tuple[ObjectId, dict[str, Any], ResourceType]] = {}
         self.children: dict[str, list[tuple[str, dict[str, Any]]]] = {}
         for (rtype, _), listed in results.items():
             for meta in listed if isinstance(listed, list) else []:
@@ -202,23 +276,26 @@ class _Graph:
                                meta.get("name", ""))
                 if uid in self.objects:
                     continue  # listed twice: in its namespace and across all of them
-                self.objects[uid] = (oid, meta)
+                self.objects[uid] = (oid, meta, rtype)
                 for ref in meta.get("ownerReferences") or []:
                     self.children.setdefault(ref.get("uid", ""), []).append((uid, ref))
 
     def foreign_dependents(self, root: Item, pruned: set[ObjectId], wanted: set[ObjectId],
-                           deleting: set[str]) -> list[str]:
+                           deleting: set[str]) \
+            -> tuple[list[str], list[tuple[ResourceType, ObjectId, str]]]:
         """Walk down from ``root``: a dependent made by its owner's controller
         goes with it (and its own dependents are looked at); a foreign one
-        is named, with the owner it hangs from when that is not ``root``."""
+        is named, with the owner it hangs from when that is not ``root``.
+        Returns the foreign ones and those that go (owners before theirs)."""
         inherited = inherited_marks(root.live or {})
         held: list[str] = []
+        going: list[tuple[ResourceType, ObjectId, str]] = []
         seen: set[str] = set()
         frontier: list[tuple[str, str, str]] = [(_uid(root.live), root.id.namespace, "")]
         while frontier:
-            owner, owner_ns, via = frontier.pop()
+            owner, owner_ns, via = frontier.pop(0)
             for uid, ref in self.children.get(owner, []):
-                oid, meta = self.objects[uid]
+                oid, meta, rtype = self.objects[uid]
                 if uid in seen or oid in pruned or not self._at_risk(oid, meta, owner_ns,
                                                                      deleting):
                     continue  # pruned members are looked at as candidates of their own
@@ -228,8 +305,9 @@ class _Graph:
                     held.append(f"{oid} ({via}{why})")
                 else:
                     deleting.add(uid)
+                    going.append((rtype, oid, uid))
                     frontier.append((uid, oid.namespace, f"owned by {oid}; "))
-        return sorted(held)
+        return sorted(held), going
 
     def _at_risk(self, oid: ObjectId, meta: dict[str, Any], owner_ns: str,
                  deleting: set[str]) -> bool:
@@ -247,7 +325,6 @@ class _Graph:
     def _alive(self, uid: str) -> bool:
         found = self.objects.get(uid)
         return found is not None and not found[1].get("deletionTimestamp")
-
 
 def foreign(meta: dict[str, Any], ref: dict[str, Any], inherited: set[str],
             wanted: bool) -> str:
@@ -377,14 +454,23 @@ def crd_holders(lister: Lister, crd: dict[str, Any], served: Served, pruned: set
 
 def _list(kube: Kube, rtype: ResourceType, namespace: str) -> list[dict[str, Any]] | str:
     """The metadata of every object of ``rtype`` (in ``namespace``), or why
-    it could not be listed."""
+    it could not be listed, naming the permission that would settle it. No
+    answer at all (a server gone) is an error of the run, not of the type."""
     try:
-        objs = kube.list(rtype, namespace, metadata_only=True)
+        # Every type, deprecated ones too (v1 Endpoints, ComponentStatus):
+        # their deprecation warnings concern no choice of the user's.
+        objs = kube.list(rtype, namespace, metadata_only=True, warn=False)
     except ClusterError as e:
         if e.status in (404, 405):
             return []  # the type went away, or cannot be listed: it stores nothing here
-        what = rtype.plural or rtype.kind
-        return f"{what}.{rtype.group or 'core'} that could not be listed ({e.message})"
+        if e.status is None:
+            raise
+        what = f"{rtype.plural or rtype.kind}{'.' + rtype.group if rtype.group else ''}"
+        where = f"in namespace {namespace}" if namespace else "in all namespaces"
+        if e.status == 403:
+            return (f"{what} {where}, which this user may not list (the RBAC verb list on "
+                    f"{what} {where} would settle it)")
+        return f"{what} {where}, which could not be listed ({e.message})"
     return [o.get("metadata") or {} for o in objs]
 
 

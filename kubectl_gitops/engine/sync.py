@@ -32,6 +32,7 @@ from kubectl_gitops.engine.app import App, source_conflict, started
 from kubectl_gitops.engine.model import Hook, Item, Plan, namespaces_of
 from kubectl_gitops.engine.plan import summarize_conflict
 from kubectl_gitops.errors import ClusterError, ConflictError, GitOpsError
+from kubectl_gitops.kube.resources import ObjectId
 from kubectl_gitops.source import order
 
 if TYPE_CHECKING:  # loaded where used: a converged re-run takes no Lease
@@ -92,7 +93,8 @@ def make_plan(app: App, opts: Options) -> Plan:
     the one call a CLI sync, a re-plan and the agent (a revision, or one
     drifted member) make."""
     plan = plan_mod.build(app.kube, app.manifests, app.parent, app.parent_live,
-                          prune=opts.prune, rules=app.src.ignore, cascade=opts.prune_cascade)
+                          prune=opts.prune, rules=app.src.ignore, cascade=opts.prune_cascade,
+                          source=app.source, take_over=opts.take_over)
     if app.hooks:
         from kubectl_gitops.engine import hooks  # noqa: PLC0415 - only trees that have hooks
 
@@ -132,10 +134,20 @@ class Result:
     unchanged: int = 0
     failures: list[str] = field(default_factory=list)
     waited: list[str] = field(default_factory=list)
+    written: set[ObjectId] = field(default_factory=set, repr=False)  # created or updated
 
     @property
     def ok(self) -> bool:
         return not self.failures
+
+    def applied(self, item: Item) -> bool:
+        """Record ``item`` as created or updated, once per object (a pass
+        after a re-plan applies it again); False when it was already."""
+        if item.id in self.written:
+            return False
+        self.written.add(item.id)
+        (self.created if item.action == "create" else self.updated).append(item)
+        return True
 
     def counts(self) -> dict[str, int]:
         return {"created": len(self.created), "updated": len(self.updated),
@@ -144,21 +156,35 @@ class Result:
 
 
 def check(app: App, plan: Plan, opts: Options) -> None:
-    """Everything that must hold before the first write; raises with all problems.
+    """Everything that must hold before the first write; raises with all
+    problems (:func:`refusals`)."""
+    problems = refusals(app, plan, opts)
+    if problems:
+        raise SyncRefused(problems)
+
+
+def refusals(app: App, plan: Plan, opts: Options) -> list[str]:
+    """Why a sync of ``plan`` is refused before anything is written, one
+    line per problem; diff asks the same, and exits 2 where sync refuses.
 
     A problem of one object found while planning (the server refuses its
     dry-run, a foreign owner, a conflict under ``--no-force-conflicts``)
-    refuses the whole sync, and diff reports the same problem first. Only
-    what no dry-run can see (a custom resource of a CRD this sync creates)
-    fails at apply time, and then the other objects are still applied."""
+    refuses the whole sync. Only what no dry-run can see (a custom resource
+    of a CRD this sync creates) fails at apply time, and then the other
+    objects are still applied."""
     problems: list[str] = []
     if opts.prune and not app.manifests and not opts.allow_empty:
         problems.append(f"the revision holds no objects under {app.src.path or 'the repo root'}; "
                         "refusing to prune everything (pass --allow-empty to do so)")
     problems += foreign_owners(plan, app.parent.id, adopt=opts.adopt)
-    problems = plan.problems(force_conflicts=opts.force_conflicts) + problems
-    if problems:
-        raise SyncRefused(problems)
+    found = plan.problems(force_conflicts=opts.force_conflicts)
+    conflict = source_conflict(app)
+    if conflict and not opts.take_over:
+        # Its members say the same, each: the app's one line says it all.
+        found = [p for p in found if f": {plan_mod.OTHER_SOURCE} " not in p]
+        problems.append(f"{conflict}: refusing to sync into another source's app (pass "
+                        "--take-over to make this source the app's, or choose another --name)")
+    return found + problems
 
 
 def foreign_owners(plan: Plan, set_id: str, *, adopt: bool) -> list[str]:
@@ -188,7 +214,6 @@ def run(app: App, plan: Plan, opts: Options, report: Report, *,
     through ``report`` when what is awaited changes).
     """
     check(app, plan, opts)
-    check_source(app, opts)
     result = Result()
     if opts.dry_run:
         result.unchanged = _unchanged(plan)
@@ -209,18 +234,12 @@ def run(app: App, plan: Plan, opts: Options, report: Report, *,
     own = Lease(app.kube, app.parent.namespace, lease_name(app.parent.name),
                 holder=f"{identity('sync')} run={uuid.uuid4().hex[:8]}")
     with own.hold(opts.lock_timeout):
+        if own.waited:  # another sync ran meanwhile: plan what is there now
+            _replan(app, plan, opts)
+            if not opts.wait and settled(app, plan):
+                result.unchanged = _unchanged(plan)
+                return result
         return _run_held(this, own, result)
-
-
-def check_source(app: App, opts: Options) -> None:
-    """A sync from another source than the one the parent records is refused
-    unless --take-over: it would prune what the other source holds, and what
-    it applied would become the other source's to prune."""
-    conflict = source_conflict(app)
-    if conflict and not opts.take_over:
-        raise SyncRefused([f"{conflict}: refusing to sync into another source's app (pass "
-                           "--take-over to make this source the app's, or choose another "
-                           "--name)"])
 
 
 def settled(app: App, plan: Plan) -> bool:
@@ -305,14 +324,15 @@ def _replan(app: App, plan: Plan, opts: Options) -> None:
     plan.hooks[:] = fresh.hooks
     plan.parent, plan.parent_live = parent, live
     check(app, plan, opts)
-    check_source(app, opts)
 
 
 def _converge(run: _Run, lease: Lease, result: Result) -> Result:
     app, plan, opts = run.app, run.plan, run.opts
     kube = app.kube
     writer = _ParentWriter(app, lease)
-    result.unchanged = _unchanged(plan)
+    # Each object once: what a pass before a re-plan applied is not unchanged now.
+    result.unchanged = len([i for i in plan.items if i.action != "prune" and not i.needs_apply
+                            and i.id not in result.written])
     result.failures = []  # a pass after a re-plan reports its own
     from kubectl_gitops.engine import history  # noqa: PLC0415
 
@@ -507,6 +527,10 @@ def _apply(app: App, items: list[Item], opts: Options, result: Result, report: R
     def one(item: Item) -> None:
         assert item.rtype and item.desired
         try:
+            if item.terminating:
+                gone = _until_gone(app, item, time.monotonic() + opts.timeout, report, lock)
+                if gone:
+                    raise ClusterError(gone)
             app.kube.apply(item.rtype, item.desired,
                            force=opts.force_conflicts or bool(item.adopted))
         except ClusterError as e:
@@ -517,10 +541,28 @@ def _apply(app: App, items: list[Item], opts: Options, result: Result, report: R
                 report(f"failed     {item.id}: {msg}")
             return
         with lock:
-            (result.created if item.action == "create" else result.updated).append(item)
-            report(f"{'created   ' if item.action == 'create' else 'configured'} {item.id}")
+            if result.applied(item):
+                report(f"{'created   ' if item.action == 'create' else 'configured'} {item.id}")
 
     list(app.kube.map(one, items))
+
+
+def _until_gone(app: App, item: Item, deadline: float, report: Report,
+                lock: threading.Lock) -> str:
+    """Wait for the object being deleted to go ("" once it has), so that it
+    can be created again; else why not, by ``deadline``."""
+    assert item.rtype
+    with lock:
+        report(f"waiting    {item.id}: {item.note}")
+    while True:
+        live = app.kube.get(item.rtype, item.id.namespace, item.id.name)
+        if live is None or live["metadata"].get("uid") != item.terminating:
+            return ""
+        if time.monotonic() >= min(deadline, app.kube.deadline_at or float("inf")):
+            finalizers = ", ".join(live["metadata"].get("finalizers") or []) or "none"
+            return (f"still being deleted when the --timeout ran out (finalizers: "
+                    f"{finalizers}); not created again: remove what holds it, then sync again")
+        time.sleep(0.2)
 
 
 def _wait_established(app: App, items: list[Item], result: Result, deadline: float) -> None:
@@ -543,47 +585,97 @@ def _wait_established(app: App, items: list[Item], result: Result, deadline: flo
 
 
 def _prune(app: App, plan: Plan, opts: Options, result: Result, report: Report) -> None:
-    pruned = plan.of("prune")
-    # Reverse apply order: the highest wave first, within it namespaced objects first.
-    steps = [(w, p) for w in sorted({i.wave for i in pruned}, reverse=True) for p in (2, 1, 0)]
-    guarded = False
+    """Delete what the revision dropped, acting on the cluster as it is now,
+    not as the plan saw it: each candidate is read again and kept when it is
+    no longer this app's to delete (:func:`prune.recheck`); the guards run
+    again on what is there now (the dependents of each, what a Namespace or
+    CRD holds); each DELETE carries the uid and resourceVersion just read as
+    preconditions, so a change since makes the server refuse it (kept and
+    reported). Then reverse apply order: the highest wave first, within it
+    namespaced objects first."""
+    from kubectl_gitops.engine import prune as prune_guard  # noqa: PLC0415
+
+    kube = app.kube
+    candidates = plan.of("prune")
+    if not candidates:
+        return
+    wanted = {i.id for i in plan.items if i.action != "prune"}
+    served = kube.resource_types()
+
+    def guard(dependents: bool) -> None:
+        before = {id(i) for i in plan.items if i.kept}
+        prune_guard.guard(kube, plan.items, app.parent, served, cascade=opts.prune_cascade,
+                          dependents=dependents)
+        for item in plan.items:
+            if item.kept and id(item) not in before:
+                report(f"kept       {item.id}: {item.kept}")
+
+    for item in prune_guard.recheck(kube, candidates, app.parent.id, wanted,
+                                    None if opts.take_over else app.source):
+        report(f"kept       {item.id}: {item.kept}")
+    guard(dependents=True)
+    steps = [(w, p) for w in sorted({i.wave for i in candidates}, reverse=True) for p in (2, 1, 0)]
+    deleted = False
     for wave, phase in steps:
-        batch = [i for i in pruned if i.wave == wave and i.phase == phase]
-        if phase == 0 and batch and not guarded:
-            _guard_again(app, plan, opts, report)
-            guarded = True
-            batch = [i for i in batch if i.action == "prune"]  # what it kept stays
-
-        def one(item: Item) -> str | None:
-            assert item.rtype and item.live
-            try:
-                app.kube.delete(item.rtype, item.id.namespace, item.id.name,
-                                uid=item.live["metadata"].get("uid"))
-            except ClusterError as e:
-                return f"{item.id}: prune failed: {secrets.redact(e.message, item.live)}"
-            return None
-
-        for item, failure in zip(batch, app.kube.map(one, batch)):
-            if failure:
-                result.failures.append(failure)
-                report(f"failed     {failure}")
+        batch = [i for i in candidates if i.wave == wave and i.phase == phase
+                 and i.action == "prune"]
+        if phase == 0 and batch and deleted:
+            # What a Namespace or CRD holds, once more after the deletes before it.
+            guard(dependents=False)
+            batch = [i for i in batch if i.action == "prune"]
+        for item, (outcome, text) in zip(batch, kube.map(functools.partial(_delete, kube),
+                                                          batch)):
+            deleted = True
+            if outcome == "changed":
+                item.action = "unchanged"
+                item.kept = item.note = ("kept: it changed between the check and the delete "
+                                         "(the server refused the preconditions); sync again "
+                                         "to prune it")
+                report(f"kept       {item.id}: {item.kept}")
+            elif outcome == "failed":
+                result.failures.append(text)
+                report(f"failed     {text}")
             else:
                 result.pruned.append(item)
                 report(f"pruned     {item.id}")
+                for line in text:
+                    report(f"left       {line}")
 
 
-def _guard_again(app: App, plan: Plan, opts: Options, report: Report) -> None:
-    """What a Namespace or CRD holds is listed again right before it is
-    deleted: a non-member may have arrived since the plan (no cost when
-    neither is pruned)."""
-    before = {id(i) for i in plan.items if i.kept}
-    from kubectl_gitops.engine import prune as prune_guard  # noqa: PLC0415
-
-    prune_guard.guard(app.kube, plan.items, app.parent, app.kube.resource_types(),
-                      cascade=opts.prune_cascade, dependents=False)
-    for item in plan.items:
-        if item.kept and id(item) not in before:
-            report(f"kept       {item.id}: {item.kept}")
+def _delete(kube: Any, item: Item) -> tuple[str, Any]:
+    """Delete one candidate as :func:`prune.recheck` last read it:
+    ("pruned", lines on what was left behind), ("changed", []) when the
+    preconditions failed, or ("failed", why). With ``item.orphan``, the
+    garbage collector deletes nothing with it and the dependents seen to go
+    with it are deleted here, one by one."""
+    assert item.rtype and item.live
+    meta = item.live["metadata"]
+    orphan = item.orphan is not None
+    try:
+        kube.delete(item.rtype, item.id.namespace, item.id.name, uid=meta.get("uid"),
+                    resource_version=meta.get("resourceVersion"),
+                    propagation="Orphan" if orphan else "Background")
+    except ClusterError as e:
+        if e.status is None:
+            raise  # no answer at all: one error for the run, not one per object
+        if e.status == 409:
+            return "changed", []
+        return "failed", f"{item.id}: prune failed: {secrets.redact(e.message, item.live)}"
+    left = []
+    for rtype, oid, uid in item.orphan or []:
+        try:
+            kube.delete(rtype, oid.namespace, oid.name, uid=uid, propagation="Orphan")
+        except ClusterError as e:
+            if e.status is None:
+                raise
+            if e.status == 403:
+                what = f"{rtype.plural}{'.' + rtype.group if rtype.group else ''}"
+                left.append(f"{oid}: made by the controller of {item.id}, orphaned: this "
+                            f"user may not delete {what} (the RBAC verb delete on it would "
+                            "let sync remove it)")
+            elif e.status != 409:  # 409: re-created since (another uid), not the one seen
+                return "failed", f"{item.id}: pruned, but not its dependent {oid}: {e.message}"
+    return "pruned", left
 
 
 def _wait_healthy(run: _Run, items: list[Item], what: str, result: Result) -> None:

@@ -110,9 +110,12 @@ class Kube:
     def request(self, method: str, path: str, *, params: dict[str, Any] | None = None,
                 body: Any = None, content_type: str = "application/json",
                 accept: str = "application/json", obj: str = "",
-                etag: str | None = None, response: dict[str, Any] | None = None) -> Any:
+                etag: str | None = None, response: dict[str, Any] | None = None,
+                warn: bool = True) -> Any:
         """One API call, its JSON answer decoded. ``etag`` makes it conditional
-        (``If-None-Match``); ``response`` receives the status and the ETag."""
+        (``If-None-Match``); ``response`` receives the status and the ETag.
+        ``warn=False``: the server's warnings are not shown (a listing the
+        tool makes on its own, of every type, says nothing the user asked)."""
         if params:
             path += "?" + urlencode({k: v for k, v in params.items() if v is not None})
         data = json.dumps(body, separators=(",", ":")).encode() if body is not None else None
@@ -139,7 +142,8 @@ class Kube:
                     continue
                 raise ClusterError(self._http.describe(e)) from e
             self._log(method, path, status, started)
-            _warn(headers)
+            if warn:
+                _warn(headers)
             if status == 401 and not reauthenticated and \
                     self._conn.credentials.after_unauthorized():
                 reauthenticated = True  # an exec plugin runs again, a token file is re-read
@@ -354,15 +358,16 @@ class Kube:
 
     def list(self, rt: ResourceType, namespace: str = "", *,
              label_selector: str | None = None, version: str = "",
-             metadata_only: bool = False) -> list[dict[str, Any]]:
+             metadata_only: bool = False, warn: bool = True) -> list[dict[str, Any]]:
         """All objects of a type (in a namespace), in pages, with kind filled in.
-        ``metadata_only`` asks for metadata alone (no Secret data crosses the wire)."""
+        ``metadata_only`` asks for metadata alone (no Secret data crosses the wire);
+        ``warn=False`` drops the server's warnings (see :meth:`request`)."""
         items: list[dict[str, Any]] = []
         params: dict[str, Any] = {"labelSelector": label_selector, "limit": 500}
         accept = _METADATA if metadata_only else "application/json"
         while True:
             doc = self.request("GET", self.path(rt, namespace, version=version), params=params,
-                               accept=accept)
+                               accept=accept, warn=warn)
             api_version = doc.get("apiVersion", "v1")
             for item in doc.get("items") or []:
                 if metadata_only:
@@ -402,11 +407,16 @@ class Kube:
                          obj["apiVersion"].rpartition("/")[2])
 
     def delete(self, rt: ResourceType, namespace: str, name: str, *,
-               uid: str | None = None, propagation: str = "Background") -> None:
+               uid: str | None = None, resource_version: str | None = None,
+               propagation: str = "Background") -> None:
+        """Delete, if it is still there. ``uid`` (never a re-created namesake)
+        and ``resource_version`` (not changed since it was read) are
+        preconditions: the server refuses with 409 when either differs."""
         body: dict[str, Any] = {"apiVersion": "v1", "kind": "DeleteOptions",
                                 "propagationPolicy": propagation}
-        if uid:
-            body["preconditions"] = {"uid": uid}  # never delete a re-created namesake
+        pre = {k: v for k, v in (("uid", uid), ("resourceVersion", resource_version)) if v}
+        if pre:
+            body["preconditions"] = pre
         try:
             self.request("DELETE", self.path(rt, namespace, name), body=body,
                          obj=f"{rt.kind} {namespace + '/' if namespace else ''}{name}")

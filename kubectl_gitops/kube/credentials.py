@@ -169,6 +169,11 @@ class ExecPlugin:
         self.timeout = timeout
         self._cached: Issued | None = None
         self._lock = threading.Lock()
+        # A failed run, and until when it stands: the threads of one command
+        # (discovery, the main thread, who-am-I) get it at once instead of
+        # each running (and waiting out) the plugin again; a long-lived
+        # process (the agent) runs it again after that.
+        self._failed: tuple[CredentialError, float] | None = None
 
     @classmethod
     def from_config(cls, cfg: dict[str, Any], *, where: str, base: Path, timeout: float,
@@ -198,8 +203,15 @@ class ExecPlugin:
 
     def issued(self) -> Issued:
         with self._lock:
+            if self._failed is not None and time.monotonic() < self._failed[1]:
+                raise self._failed[0]
             if self._cached is None or not self._cached.fresh():
-                self._cached = self._run()
+                try:
+                    self._cached = self._run()
+                except CredentialError as e:
+                    self._failed = (e, time.monotonic() + max(self.timeout, 1.0))
+                    raise
+                self._failed = None
             return self._cached
 
     def invalidate(self) -> bool:

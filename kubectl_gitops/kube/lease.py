@@ -131,6 +131,7 @@ class Lease:
         self._held = False
         self._renewed_at = 0.0  # when (our clock) a write last confirmed we hold it
         self.error = ""  # why the last renewal failed ("" when it worked)
+        self.waited = False  # the last acquire waited for another holder
         self._lost = threading.Event()
         self._stop = threading.Event()
         self._renewer: threading.Thread | None = None
@@ -185,7 +186,9 @@ class Lease:
     def acquire(self, timeout: float, *, poll: float = 0.5) -> None:
         """Take the Lease, waiting up to ``timeout`` seconds for its holder."""
         deadline = self._clock() + timeout
+        self.waited = False  # whether another holder had it: what was read before is stale
         while not self.try_acquire():
+            self.waited = True
             if self._clock() >= deadline:
                 h = _holder(self._live) if self._live else None
                 who = h.describe() if h else "another writer"

@@ -169,8 +169,10 @@ def test_webhook_self_heal_backoff_and_suspend(tmp_path: Path, env: dict,
         detected = " | ".join(e["message"] for e in events(ns, env, "DriftDetected"))
         for part in (".spec.replicas", "kubectl-patch", "kubectl-label", "deleted"):
             assert part in detected
-        diff = gitops("diff", "deploy", "--repo", str(origin), "--name", "app", "-n", ns,
-                      cwd=origin, env=env)
+        # From a clone: the source the agent reads (the origin itself, without
+        # a remote, is another source, which diff refuses as sync does).
+        diff = gitops("diff", "deploy", "--name", "app", "-n", ns,
+                      cwd=_clone(tmp_path, origin), env=env)
         assert diff.returncode == 0, diff.stdout + diff.stderr
         assert wait_for(lambda: status("app", ns, env)["driftCount"] == 0, 10, "no drift")
 
@@ -268,8 +270,10 @@ def test_two_agents_one_writer_and_takeover_after_a_kill_mid_sync(
         live = json.loads(kubectl("get", "configmaps", "-n", ns, "-o", "json", env=env).stdout)
         values = {o["metadata"]["name"]: o.get("data") for o in live["items"]}
         assert all(values[f"c{i:02}"] == {"v": "2"} for i in range(60))
-        diff = gitops("diff", "deploy", "--repo", str(origin), "--name", "app", "-n", ns,
-                      cwd=origin, env=env)
+        # From a clone: the source the agent reads (the origin itself, without
+        # a remote, is another source, which diff refuses as sync does).
+        diff = gitops("diff", "deploy", "--name", "app", "-n", ns,
+                      cwd=_clone(tmp_path, origin), env=env)
         assert diff.returncode == 0, diff.stdout + diff.stderr
 
         leader.restart()  # back as a follower: the Lease is held

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from kubectl_gitops.engine.applyset import PART_OF_LABEL, applyset_id
+from kubectl_gitops.engine.applyset import PART_OF_LABEL, SOURCE_ANNOTATION, applyset_id
 from testing.git import commit, make_repo, write
 from testing.kube import configmap, crd, deployment, docs, gitops, kubectl
 
@@ -174,12 +174,16 @@ def test_no_spurious_differences(kind: str, applier: str, tmp_path: Path, git_en
     assert r.returncode == 0, r.stderr
     d = gitops("diff", *_args(namespace), cwd=repo, env=kube_env)
     if applier == "kubectl":
-        # Taken over from kubectl: the only difference is the label sync adds.
+        # Taken over from kubectl: the only differences are the label and the
+        # source annotation sync adds.
         assert d.returncode == 1, d.stderr
         changes = [line for line in d.stdout.splitlines()
                    if line[:1] in "+-" and not line.startswith(("+++", "---"))]
         label = f"+    {PART_OF_LABEL}: {applyset_id('app', namespace)}"
-        assert changes and all(line in ("+  labels:", label) for line in changes), d.stdout
+        source = f"+    {SOURCE_ANNOTATION}: commit:"
+        assert changes and all(line in ("+  labels:", label, "+  annotations:")
+                               or line.startswith(source) for line in changes), d.stdout
+        assert label in changes
         assert gitops("sync", *_args(namespace), cwd=repo, env=kube_env).returncode == 0
         d = gitops("diff", *_args(namespace), cwd=repo, env=kube_env)
     assert d.returncode == 0, d.stdout + d.stderr

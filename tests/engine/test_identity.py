@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from kubectl_gitops.engine import app as app_mod
-from kubectl_gitops.engine.applyset import (SALT_ANNOTATION, SOURCE_PATH_ANNOTATION,
+from kubectl_gitops.engine.applyset import (SALT_ANNOTATION, SOURCE_ANNOTATION,
+                                            SOURCE_PATH_ANNOTATION,
                                             SOURCE_REPO_ANNOTATION, SOURCE_ROOT_ANNOTATION)
 from kubectl_gitops.engine.plan import HASH_ANNOTATION
 from kubectl_gitops.source import tree
@@ -88,7 +89,8 @@ def test_a_sync_from_another_source_is_refused_unless_taking_over(
     assert get("configmap", "a1", kube_env, namespace) is not None
     assert get("configmap", "b1", kube_env, namespace) is None  # nothing written
     d = gitops("diff", "-n", namespace, "--prune", cwd=b, env=kube_env)
-    assert "warning: ConfigMap" in d.stderr and "without --take-over" in d.stderr
+    assert d.returncode == 2  # diff refuses where sync does
+    assert "error: ConfigMap" in d.stderr and "--take-over" in d.stderr
 
     r = gitops("sync", "-n", namespace, "--prune", "--take-over", cwd=b, env=kube_env)
     assert r.returncode == 0, r.stderr
@@ -152,8 +154,10 @@ def test_secret_hash_is_keyed_per_applyset(tmp_path: Path, git_env: dict, kube_e
             salt = get("configmap", "app", kube_env, ns)["metadata"]["annotations"][
                 SALT_ANNOTATION]
             # What sync applied: the manifest, labelled and namespaced.
+            ann = live["metadata"]["annotations"]
             obj = {**secret, "metadata": {"name": "pin", "namespace": ns, "labels": live[
-                "metadata"]["labels"]}}
+                "metadata"]["labels"], "annotations": {
+                    SOURCE_ANNOTATION: ann[SOURCE_ANNOTATION]}}}
             data = json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
             assert applied != hashlib.sha256(data).hexdigest()[:32]  # no offline guess check
             assert applied == hmac.new(salt.encode(), data, hashlib.sha256).hexdigest()[:32]

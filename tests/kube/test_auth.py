@@ -228,6 +228,27 @@ def test_bad_kubeconfigs_are_one_line_and_exit_2(tmp_path: Path, repo: Path, kub
     # (KUBECONFIG=missing:good: see test_merged_kubeconfig_files_with_relative_paths.)
 
 
+def test_a_hanging_exec_plugin_runs_once_per_command(tmp_path: Path, repo: Path,
+                                                     kube_env: dict, admin: dict) -> None:
+    """Discovery, the main thread and who-am-I all need the credentials: a
+    hanging plugin is waited out once per command, not once per thread."""
+    from testing.kube import run
+
+    hang, calls = exec_plugin(tmp_path, "__import__('time').sleep(120)", name="hang.py")
+    path = kubeconfig(tmp_path / "k", admin, exec_user(hang))
+    timeout = 2
+    for cmd in ("diff", "sync"):
+        if calls.exists():
+            calls.unlink()
+        # The plugin timeout + 5 s bounds the whole command (raises when exceeded).
+        proc = run(["kubectl", "gitops", cmd, "deploy", "--kubeconfig", str(path),
+                    "--request-timeout", f"{timeout}s"], cwd=repo, env=kube_env,
+                   timeout=timeout + 5)
+        line = one_error_line(proc)
+        assert f"did not finish within {timeout} s" in line, line
+        assert calls.read_text().splitlines() == ["x"], cmd  # one run
+
+
 def test_certificate_name_mismatch_names_the_names(tmp_path: Path, repo: Path,
                                                    kube_env: dict, admin: dict) -> None:
     path = kubeconfig(tmp_path / "config", admin, admin["user"],
