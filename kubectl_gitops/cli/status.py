@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from kubectl_gitops import exitcodes
-from kubectl_gitops.cli.common import cluster_options, handle_errors, run
+from kubectl_gitops.cli.common import cluster_options, fleet_options, handle_errors, run
 
 if TYPE_CHECKING:
     from kubectl_gitops.kube.client import Kube
@@ -69,20 +69,37 @@ def _table(apps: list[dict[str, Any]]) -> None:
     click.echo(tabulate(_rows(apps), headers=_HEAD, tablefmt="plain"))
 
 
+_REPO = click.option("--repo", metavar="DIR", help="With a fleet: the git repository whose "
+                     ".gitops.yaml declares the targets (default: the current directory's).")
+_REF = click.option("--ref", metavar="REV", help="With a fleet: the revision to compare "
+                    "each target with (default: HEAD).")
+
+
 @click.command(context_settings=_CTX)
 @click.argument("name", required=False)
 @cluster_options
 @_NAMESPACE
 @click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table",
               show_default=True)
+@fleet_options()
+@_REPO
+@_REF
 @handle_errors
 def command(name: str | None, cluster: Overrides, namespace: str | None,
-            output: str) -> int:
+            output: str, fleet: bool, targets: tuple[str, ...], selector: str | None,
+            max_parallel: int, repo: str | None, ref: str | None) -> int:
     """An app's state: revision synced, Synced/OutOfSync, health, drift, last error.
 
-    Without NAME, every app (as ls). Reads the cluster only.
+    Without NAME, every app (as ls). Reads the cluster only. With --fleet
+    (or --target, -l): the app of .gitops.yaml on each of its targets, one
+    row each, and whether it is at --ref (exit status 2 when a target cannot
+    be read).
     """
     from kubectl_gitops.engine import status  # noqa: PLC0415
+
+    if fleet or targets or selector:
+        return _fleet(name, cluster, namespace, output, targets, selector, max_parallel,
+                      repo, ref)
 
     kube = _kube(cluster)
     parents = [_find(kube, name, namespace)] if name else status.list_parents(kube, namespace)
@@ -94,6 +111,21 @@ def command(name: str | None, cluster: Overrides, namespace: str | None,
     else:
         _table(apps)
     return exitcodes.OK
+
+
+def _fleet(name: str | None, cluster: Overrides, namespace: str | None, output: str,
+           targets: tuple[str, ...], selector: str | None, max_parallel: int,
+           repo: str | None, ref: str | None) -> int:
+    from kubectl_gitops.cli import fleet as fleet_cli  # noqa: PLC0415
+    from kubectl_gitops.engine import fleet  # noqa: PLC0415
+    from kubectl_gitops.source import tree  # noqa: PLC0415
+
+    src = tree.resolve(repo=repo, ref=ref, name=name, namespace=namespace)
+    setup = fleet_cli.setup(src, cluster, concurrency=16, timeout=None, path=None, name=name,
+                            namespace=namespace)
+    results = fleet.run(fleet_cli.choose(setup, targets, selector), fleet.status_target(setup),
+                        revision=src.sha or src.revision, max_parallel=max_parallel)
+    return fleet_cli.finish(results, "status", src.sha or src.revision, output)
 
 
 def _detail(a: dict[str, Any]) -> None:

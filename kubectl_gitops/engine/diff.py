@@ -14,12 +14,15 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from kubectl_gitops.engine.model import Item, Plan
 from kubectl_gitops.engine.plan import HASH_ANNOTATION, normalize
+
+if TYPE_CHECKING:
+    from kubectl_gitops.engine.app import App
 
 try:
     _Base: type = yaml.CSafeDumper
@@ -134,6 +137,20 @@ def _count(text: str) -> tuple[int, int]:
 
     patch = PatchSet(text)
     return sum(f.added for f in patch), sum(f.removed for f in patch)
+
+
+def compare(app: App, *, prune: bool, cascade: bool, force_conflicts: bool | None,
+            adopt: bool) -> tuple[Plan, list[str]]:
+    """The plan a diff shows, and what sync would refuse in it (said first,
+    exit status 2): the one call ``diff`` and ``diff --fleet`` make."""
+    from kubectl_gitops.engine import plan as plan_mod  # noqa: PLC0415
+    from kubectl_gitops.engine import sync  # noqa: PLC0415
+
+    the_plan = plan_mod.build(app.kube, app.manifests, app.parent, app.parent_live, prune=prune,
+                              rules=app.src.ignore, cascade=cascade)
+    force = app.src.force_conflicts if force_conflicts is None else force_conflicts
+    owners = sync.foreign_owners(the_plan, app.parent.id, adopt=adopt)
+    return the_plan, the_plan.problems(force_conflicts=force) + owners
 
 
 def changed(plan: Plan) -> list[Item]:
