@@ -154,11 +154,26 @@ def _detail(a: dict[str, Any]) -> None:
 @_NAMESPACE
 @click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table",
               show_default=True)
+@fleet_options()
+@click.option("--all-contexts", is_flag=True, help="Every context of the kubeconfig, one "
+              "cluster each (no repository needed).")
+@_REPO
+@_REF
 @handle_errors
-def ls_command(cluster: Overrides, namespace: str | None, output: str) -> int:
-    """Every app this tool manages, with its state (no member reads: fast)."""
+def ls_command(cluster: Overrides, namespace: str | None, output: str, fleet: bool,
+               targets: tuple[str, ...], selector: str | None, max_parallel: int,
+               all_contexts: bool, repo: str | None, ref: str | None) -> int:
+    """Every app this tool manages, with its state (no member reads: fast).
+
+    With --fleet (or --target, -l): on every target of .gitops.yaml; with
+    --all-contexts: on every context of the kubeconfig. A cluster that
+    cannot be read is a row with its error (exit status 2).
+    """
     from kubectl_gitops.engine import status  # noqa: PLC0415
 
+    if fleet or targets or selector or all_contexts:
+        return _ls_fleet(cluster, namespace, output, targets, selector, max_parallel,
+                         all_contexts, repo, ref)
     kube = _kube(cluster)
     apps = [status.read(kube, p, with_health=False) for p in status.list_parents(kube, namespace)]
     if output == "json":
@@ -166,6 +181,42 @@ def ls_command(cluster: Overrides, namespace: str | None, output: str) -> int:
     else:
         _table(apps)
     return exitcodes.OK
+
+
+def _ls_fleet(cluster: Overrides, namespace: str | None, output: str,
+              targets: tuple[str, ...], selector: str | None, max_parallel: int,
+              all_contexts: bool, repo: str | None, ref: str | None) -> int:
+    from tabulate import tabulate  # noqa: PLC0415
+
+    from kubectl_gitops.cli import fleet as fleet_cli  # noqa: PLC0415
+    from kubectl_gitops.engine import fleet  # noqa: PLC0415
+    from kubectl_gitops.kube import kubeconfig  # noqa: PLC0415
+    from kubectl_gitops.source import tree  # noqa: PLC0415
+
+    if all_contexts:
+        if cluster.context:
+            raise click.UsageError("--all-contexts and --context exclude each other")
+        chosen = fleet.of_contexts(kubeconfig.contexts(cluster.kubeconfig))
+    else:
+        src = tree.resolve(repo=repo, ref=ref)
+        chosen = fleet_cli.choose(fleet_cli.setup(src, cluster, concurrency=16, timeout=None,
+                                                  path=None, name=None, namespace=None),
+                                  targets, selector)
+    results = fleet.run(chosen, fleet.ls_target(cluster, namespace), revision="",
+                        max_parallel=max_parallel)
+    rc = fleet.exit_status(results)
+    if output == "json":
+        click.echo(json.dumps([{"target": r.target, "context": r.context, "server": r.server,
+                                "error": r.error, "apps": r.apps} for r in results],
+                              indent=2))
+        return rc
+    rows = []
+    for r in results:
+        if r.error:
+            rows.append([r.target, "-", "-", "-", "-", "-", "-", "-", "-", r.error])
+        rows += [[r.target, *row] for row in _rows(r.apps)]
+    click.echo(tabulate(rows, headers=["TARGET", *_HEAD], tablefmt="plain"))
+    return rc
 
 
 def _flip(on: bool) -> click.Command:

@@ -58,7 +58,8 @@ class TargetResult:
     error: str = ""
     document: dict[str, Any] | None = None  # the single-cluster -o json shape
     rendered: list[Rendered] = field(default_factory=list, repr=False)  # diff
-    status: dict[str, Any] | None = None  # status / ls: the app's state
+    status: dict[str, Any] | None = None  # status: the app's state
+    apps: list[dict[str, Any]] = field(default_factory=list)  # ls: every app there
 
     @property
     def ok(self) -> bool:
@@ -76,6 +77,8 @@ class TargetResult:
             out["failures"] = self.document.get("failures", [])
         if self.status is not None:
             out["status"] = self.status
+        if self.apps:
+            out["apps"] = self.apps
         return out
 
 
@@ -224,6 +227,20 @@ def exit_status(results: list[TargetResult]) -> int:
 # --- one target ------------------------------------------------------------------------
 
 
+def connect(cluster: Overrides, t: Target, *, concurrency: int = 16,
+            deadline: float | None = None) -> Kube:
+    """The connection kubectl would make with these flags and the target's context."""
+    from kubectl_gitops.engine import app as app_mod  # noqa: PLC0415
+
+    return app_mod.connect(dataclasses.replace(cluster, context=t.context),
+                           concurrency=concurrency, deadline=deadline)
+
+
+def of_contexts(contexts: list[str]) -> list[Target]:
+    """Every context as a target of its own name (``ls --all-contexts``)."""
+    return [Target(name=c, where=f"context {c}", context=c) for c in contexts]
+
+
 @dataclass
 class Setup:
     """What every target of one run shares: the revision read once, the
@@ -244,10 +261,7 @@ class Setup:
                                    None if self.namespace else t.namespace)
 
     def connect(self, t: Target) -> Kube:
-        from kubectl_gitops.engine import app as app_mod  # noqa: PLC0415
-
-        return app_mod.connect(dataclasses.replace(self.cluster, context=t.context),
-                               concurrency=self.concurrency, deadline=self.timeout)
+        return connect(self.cluster, t, concurrency=self.concurrency, deadline=self.timeout)
 
     def load(self, t: Target, kube: Kube, r: TargetResult) -> App:
         from kubectl_gitops.engine import app as app_mod  # noqa: PLC0415
@@ -371,6 +385,24 @@ def status_target(setup: Setup) -> Work:
                 (f"at {at[:7]}" if at else "not synced")
             if st.get("lastResult") == FAILED or st.get("stalled"):
                 r.error = str(st.get("lastError") or st.get("stalled"))
+        finally:
+            kube.close()
+
+    return work
+
+
+def ls_target(cluster: Overrides, namespace: str | None) -> Work:
+    """The work of ``ls --fleet``/``--all-contexts`` for one cluster: every
+    app this tool manages there (no member reads, as ``ls``)."""
+    from kubectl_gitops.engine import status  # noqa: PLC0415
+
+    def work(t: Target, _gate: bool, r: TargetResult) -> None:
+        kube = connect(cluster, t)
+        try:
+            r.server = kube.info.server
+            r.apps = [status.read(kube, p, with_health=False)
+                      for p in status.list_parents(kube, namespace)]
+            r.result = SUCCEEDED
         finally:
             kube.close()
 

@@ -134,6 +134,15 @@ def test_an_unreachable_target_fails_alone_and_a_rerun_converges_it(
         assert text.returncode == 2
         assert text.stderr.splitlines() == [
             f"error: prod-us: cannot reach the cluster at {plane.server}: Connection refused"]
+        # The fleet's status: every app on every target; the unreachable one is a row.
+        ls = gitops("ls", "--all-contexts", "-n", ns, cwd=repo, env=env)
+        assert ls.returncode == 2, ls.stderr
+        lines = {line.split()[0]: line for line in ls.stdout.splitlines()[1:]}
+        assert lines["prod-us"].endswith(
+            f"cannot reach the cluster at {plane.server}: Connection refused")
+        doc = _json(gitops("ls", "--fleet", "-n", ns, "-o", "json", cwd=repo, env=env))
+        apps = {t["target"]: [(a["name"], a["revision"]) for a in t["apps"]] for t in doc}
+        assert apps == {"staging": [("shop", sha)], "prod-eu": [("shop", sha)], "prod-us": []}
     finally:
         plane.start_apiserver()
     again = gitops("sync", "--fleet", "-o", "json", cwd=repo, env=env)
