@@ -48,7 +48,7 @@ def test_flags_and_output_formats_through_kubectl() -> None:
     values, _ = kubectl_complete("diff", "--pr")
     assert values == ["--prune", "--prune-cascade"]
     values, _ = kubectl_complete("diff", "-o", "")
-    assert values == ["diff", "table", "json"]
+    assert values == ["diff", "table", "json", "markdown"]
     values, _ = kubectl_complete("version", "--output=j")
     assert values == ["--output=json"]
     _, directive = kubectl_complete("sync", "")
