@@ -47,6 +47,7 @@ from testing.fleet import started  # noqa: E402
 class Run:
     wall: float
     rss_mb: float
+    cpu: float  # the client's own CPU seconds (user + system)
 
 
 def timed(argv: list[str], env: dict[str, str], cwd: Path, expect: tuple[int, ...] = (0,)) \
@@ -62,20 +63,22 @@ def timed(argv: list[str], env: dict[str, str], cwd: Path, expect: tuple[int, ..
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode not in expect:
         common.die(f"`{' '.join(argv)}` exited {proc.returncode}: {err.decode()[-2000:]}")
-    return Run(wall, usage.ru_maxrss / 1024)
+    return Run(wall, usage.ru_maxrss / 1024, usage.ru_utime + usage.ru_stime)
 
 
 @dataclass
 class Results:
     times: dict[tuple[int, str, str], list[float]] = field(default_factory=dict)
     rss: dict[int, list[float]] = field(default_factory=dict)
+    cpu: dict[tuple[int, str], list[float]] = field(default_factory=dict)  # fleet, client
 
     def add(self, k: int, scenario: str, tool: str, wall: float) -> None:
         self.times.setdefault((k, scenario, tool), []).append(wall)
 
     def render(self) -> str:
-        lines = [f"{'K':>2}  {'scenario':<10}{'fleet s':>9}{'slowest single s':>18}"
-                 f"{'ratio':>7}{'shell loop s':>14}{'loop/fleet':>11}{'fleet RSS MB':>14}"]
+        lines = [f"{'K':>2}  {'scenario':<10}{'fleet s':>9}{'fleet cpu s':>12}"
+                 f"{'slowest single s':>18}{'ratio':>7}{'shell loop s':>14}{'loop/fleet':>11}"
+                 f"{'fleet RSS MB':>14}"]
         for k in sorted({k for k, _, _ in self.times}):
             for scenario in ("change", "no-change", "diff"):
                 fleet = self.times.get((k, scenario, "fleet"))
@@ -86,8 +89,9 @@ class Results:
                 loop = self.times.get((k, scenario, "shell loop"))
                 lp = statistics.median(loop) if loop else float("nan")
                 rss = max(self.rss.get(k, [0.0]))
-                lines.append(f"{k:>2}  {scenario:<10}{f:>9.3f}{s:>18.3f}{f / s:>6.2f}x"
-                             f"{lp:>14.3f}{lp / f:>10.2f}x{rss:>14.0f}")
+                cpu = statistics.median(self.cpu.get((k, scenario), [float("nan")]))
+                lines.append(f"{k:>2}  {scenario:<10}{f:>9.3f}{cpu:>12.2f}{s:>18.3f}"
+                             f"{f / s:>6.2f}x{lp:>14.3f}{lp / f:>10.2f}x{rss:>14.0f}")
         return "\n".join(lines)
 
 
@@ -147,13 +151,16 @@ def bench(env: dict[str, str], tmp: Path, names: list[str], sizes: list[int],
                               repo.root)
                     results.add(k, "change", "fleet", r.wall)
                     results.rss.setdefault(k, []).append(r.rss_mb)
+                    results.cpu.setdefault((k, "change"), []).append(r.cpu)
                     r = timed(gitops + ["sync", "--ref", "B", *_targets(targets)], env,
                               repo.root)
                     results.add(k, "no-change", "fleet", r.wall)
+                    results.cpu.setdefault((k, "no-change"), []).append(r.cpu)
                     reset(k)
                     r = timed(gitops + ["diff", "--ref", "B", "-o", "table",
                                         *_targets(targets)], env, repo.root, expect=(1,))
                     results.add(k, "diff", "fleet", r.wall)
+                    results.cpu.setdefault((k, "diff"), []).append(r.cpu)
                 elif tool == "single":
                     change = [timed(gitops + ["sync", "--ref", "B", "--context", c], env,
                                     repo.root).wall for c in targets]

@@ -306,16 +306,15 @@ def sync_target(setup: Setup, opts: Options, report: Report) -> Work:
             r.result = SUCCEEDED if result.ok else FAILED
             r.error = "; ".join(result.failures)
             r.health = "Healthy" if waited and result.ok else health_of(app)
-            mine = opts
-            if mine.dry_run:
+            if opts.dry_run:
                 r.result = "dry run"
                 p = plan.counts()
                 r.counts = {"created": p["create"], "updated": p["update"],
                             "pruned": p["prune"], "unchanged": p["unchanged"], "failed": 0}
+            done = None if opts.dry_run else {"counts": r.counts, "failures": result.failures,
+                                              "result": r.result}
             r.document = diff.document(plan, [], revision=r.revision, command="sync",
-                                       dry_run=mine.dry_run, result=None if mine.dry_run else {
-                                           "counts": r.counts, "failures": result.failures,
-                                           "result": r.result})
+                                       dry_run=opts.dry_run, result=done)
         finally:
             kube.close()
 
