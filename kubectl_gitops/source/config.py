@@ -218,7 +218,8 @@ def _targets(doc: object) -> tuple[Target, ...]:
     names: dict[str, str] = {}
     for at_, entry in _mappings(doc, "targets", _TARGET_KEYS):
         name = entry.get("name")
-        label = f"{at_} ({name})" if isinstance(name, str) and name else at_
+        shown = name or entry.get("context")
+        label = f"{at_} ({shown})" if isinstance(shown, str) and shown else at_
         for key in ("name", "context", "contextPattern", "path", "namespace", "appName"):
             if entry.get(key) is not None and (not isinstance(entry[key], str) or not entry[key]):
                 raise ConfigError(f"{label}: {key} must be a non-empty string")

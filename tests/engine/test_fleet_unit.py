@@ -66,9 +66,10 @@ def test_targets_and_a_pattern_expand_against_the_contexts() -> None:
      "targets[0] (a): give either context (a kubeconfig context) or contextPattern"),
     ("targets: [{context: x}, {context: y, name: x}]\n",
      ".gitops.yaml: targets[1] (x): a second target named x (the first is targets[0])"),
-    ("targets: [{context: x, wave: first}]\n", "targets[0]: wave must be an integer"),
+    ("targets: [{context: x, wave: first}]\n", "targets[0] (x): wave must be an integer"),
     ("targets: [{context: x, labels: [a]}]\n", "labels must be a mapping"),
     ("targets: [{context: x, cluster: y}]\n", "targets[0]: unknown key(s) cluster"),
+    ("targets: [{contextPattern: 'p-*', wave: 1.5}]\n", "targets[0]: wave must be an integer"),
     ("targets: [{contextPattern: 'p-*', name: p}]\n", "remove name"),
     ("targets: [{context: 'a b'}]\n", "is not a valid target name"),
 ])
