@@ -177,11 +177,27 @@ def test_a_wave_that_never_becomes_healthy_stops_the_rollout(
     for ctx in ("prod-eu", "prod-us"):
         assert _get(env, ctx, "namespace", ns, ns) is None  # untouched: not even the namespace
 
+    # Fixed in git, a re-run goes on from where the rollout stopped.
+    _overlay(repo, "staging", state="fixed")
+    sha = commit(repo, "staging fixed")
+    r = gitops("sync", "--fleet", "-o", "json", cwd=repo, env=env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    rows = _rows(_json(r))
+    assert rows["staging"]["counts"]["updated"] == 1
+    for ctx in ("prod-eu", "prod-us"):
+        assert rows[ctx]["counts"]["created"] == 2 and rows[ctx]["revision"] == sha
+
     # The opposite policy rolls on, and the exit status still says a target failed.
+    _overlay(repo, "staging", state="broken")
+    for ctx in ("prod-eu", "prod-us"):
+        _overlay(repo, ctx, state="v2")
+    commit(repo, "staging breaks again")
     r = gitops("sync", "--fleet", "--continue-on-error", "-o", "json", cwd=repo, env=env)
     assert r.returncode == 2
-    assert {t: row["result"] for t, row in _rows(_json(r)).items()} == {
+    rows = _rows(_json(r))
+    assert {t: row["result"] for t, row in rows.items()} == {
         "staging": "failed", "prod-eu": "succeeded", "prod-us": "succeeded"}
+    assert rows["prod-eu"]["counts"]["updated"] == 1
 
 
 def test_diff_fleet_markdown_shows_the_one_target_a_branch_changes(
