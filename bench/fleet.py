@@ -17,6 +17,8 @@ for
   the slowest single run: ``kubectl gitops sync|diff --context cI``, each
       target alone, one after the other; the table shows the slowest
   a shell loop of those single runs (what a team does without fleets)
+  parallel singles: those single runs all at once, one process each (sync
+      only): what the machine allows K clusters at once, whatever the tool
 
 The target: a fleet run within 1.3x of its slowest single target. The
 fleet's peak memory (max RSS of its process) is reported per K.
@@ -78,7 +80,7 @@ class Results:
     def render(self) -> str:
         lines = [f"{'K':>2}  {'scenario':<10}{'fleet s':>9}{'fleet cpu s':>12}"
                  f"{'slowest single s':>18}{'ratio':>7}{'shell loop s':>14}{'loop/fleet':>11}"
-                 f"{'fleet RSS MB':>14}"]
+                 f"{'parallel singles s':>20}{'fleet RSS MB':>14}"]
         for k in sorted({k for k, _, _ in self.times}):
             for scenario in ("change", "no-change", "diff"):
                 fleet = self.times.get((k, scenario, "fleet"))
@@ -90,8 +92,10 @@ class Results:
                 lp = statistics.median(loop) if loop else float("nan")
                 rss = max(self.rss.get(k, [0.0]))
                 cpu = statistics.median(self.cpu.get((k, scenario), [float("nan")]))
+                par = self.times.get((k, scenario, "parallel singles"))
+                pr = f"{statistics.median(par):.3f}" if par else "-"
                 lines.append(f"{k:>2}  {scenario:<10}{f:>9.3f}{cpu:>12.2f}{s:>18.3f}"
-                             f"{f / s:>6.2f}x{lp:>14.3f}{lp / f:>10.2f}x{rss:>14.0f}")
+                             f"{f / s:>6.2f}x{lp:>14.3f}{lp / f:>10.2f}x{pr:>20}{rss:>14.0f}")
         return "\n".join(lines)
 
 
@@ -185,6 +189,14 @@ def bench(env: dict[str, str], tmp: Path, names: list[str], sizes: list[int],
                                       ">/dev/null; [ $? = 1 ] || exit 1" for c in targets)
                     r = timed(["sh", "-c", dloop], env, repo.root)
                     results.add(k, "diff", "shell loop", r.wall)
+                if tool == "loop" and k > 1:  # the singles at once, one process each
+                    reset(k)
+                    par = " ".join(f"kubectl gitops sync --ref B --context {c} >/dev/null & "
+                                   for c in targets) + "wait"
+                    r = timed(["sh", "-c", par], env, repo.root)
+                    results.add(k, "change", "parallel singles", r.wall)
+                    r = timed(["sh", "-c", par], env, repo.root)
+                    results.add(k, "no-change", "parallel singles", r.wall)
     return results
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 import fnmatch
 import re
-import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -28,6 +27,7 @@ from kubectl_gitops.source.config import CONFIG_FILE, Target
 if TYPE_CHECKING:
     from kubectl_gitops.engine.app import App
     from kubectl_gitops.engine.diff import Rendered
+    from kubectl_gitops.engine.model import Plan
     from kubectl_gitops.engine.sync import Options
     from kubectl_gitops.kube.client import Kube
     from kubectl_gitops.kube.kubeconfig import Overrides
@@ -273,6 +273,18 @@ class Setup:
         return app
 
 
+def health_in(app: App, plan: Plan) -> str:
+    """The members' health from what the plan read of them (no request):
+    what a diff, or a sync that wrote nothing, finds live."""
+    from kubectl_gitops.kube import health  # noqa: PLC0415
+
+    checks = health.Checks(app.src.health_checks)
+    shown = [health.check(i.id.group, i.id.kind, i.live, checks=checks,
+                          status_subresource=i.rtype.status_subresource).shown
+             for i in plan.items if i.live is not None and i.rtype and i.action != "prune"]
+    return health.worst(shown) if shown else "-"
+
+
 def health_of(app: App) -> str:
     """The members' health as the cluster holds them now (one LIST per type)."""
     if app.parent_live is None:
@@ -283,7 +295,6 @@ def health_of(app: App) -> str:
     return status.members_health(app.kube, parent)[0]
 
 
-_lock = threading.Lock()
 
 
 def sync_target(setup: Setup, opts: Options, report: Report) -> Work:
@@ -305,7 +316,9 @@ def sync_target(setup: Setup, opts: Options, report: Report) -> Work:
             r.counts = result.counts()
             r.result = SUCCEEDED if result.ok else FAILED
             r.error = "; ".join(result.failures)
-            r.health = "Healthy" if waited and result.ok else health_of(app)
+            wrote = bool(result.created or result.updated or result.pruned)
+            r.health = "Healthy" if waited and result.ok else \
+                health_of(app) if wrote else health_in(app, plan)
             if opts.dry_run:
                 r.result = "dry run"
                 p = plan.counts()
@@ -349,7 +362,7 @@ def diff_target(setup: Setup, o: DiffOptions) -> Work:
             r.counts = {"create": p["create"], "update": p["update"], "prune": p["prune"],
                         "unchanged": p["unchanged"]}
             r.result = DIFFERS if r.rendered else IN_SYNC
-            r.health = health_of(app)
+            r.health = health_in(app, plan)
             r.document = diff.document(plan, r.rendered, revision=r.revision,
                                        command="diff", dry_run=True)
         finally:

@@ -97,6 +97,7 @@ def test_sync_fleet_converges_three_clusters_and_a_second_run_writes_nothing(
         assert row["counts"] == {"created": 0, "updated": 0, "pruned": 0, "unchanged": 2,
                                  "failed": 0}, ctx
         assert row["result"] == "succeeded" and row["context"] == ctx
+        assert row["health"] == "Healthy"  # from what the plan read: nothing written
         live = _get(env, ctx, "configmap", "shop", ns)
         assert live and parents[ctx]
         # Nothing written: not even the parent (no second history record).
