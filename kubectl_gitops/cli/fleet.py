@@ -53,6 +53,10 @@ class Lines:
             with self.lock:
                 click.echo(f"{target}: {line}")
 
+    def wave(self, wave: int, targets: list[str]) -> None:
+        if not self.quiet:
+            click.echo(f"wave {wave}: {', '.join(targets)}")
+
 
 def _time(seconds: float) -> str:
     return f"{seconds:.1f}s"

@@ -88,9 +88,11 @@ def command(path_arg: str | None, path: str | None, repo: str | None, ref: str |
         setup = fleet_cli.setup(src, cluster, concurrency=concurrency, timeout=timeout or None,
                                 path=pick_path(path_arg, path), name=name, namespace=namespace)
         chosen = fleet_cli.choose(setup, targets, selector)
-        results = fleet_mod.run(chosen, fleet_mod.sync_target(
-            setup, opts, fleet_cli.Lines(output == "json")), revision=src.sha or src.revision,
-            max_parallel=max_parallel, staged=True, continue_on_error=continue_on_error)
+        lines = fleet_cli.Lines(output == "json")
+        results = fleet_mod.run(chosen, fleet_mod.sync_target(setup, opts, lines),
+                                revision=src.sha or src.revision, max_parallel=max_parallel,
+                                staged=True, continue_on_error=continue_on_error,
+                                on_wave=lines.wave)
         return fleet_cli.finish(results, "sync", src.sha or src.revision, output)
     kube = app_mod.connect(cluster, concurrency=concurrency, deadline=timeout or None)
     app = app_mod.load(src, kube, name=name, namespace=namespace)

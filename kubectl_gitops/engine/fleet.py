@@ -169,13 +169,15 @@ Work = Callable[[Target, bool, TargetResult], None]
 
 
 def run(targets: list[Target], work: Work, *, revision: str, max_parallel: int,
-        staged: bool = False, continue_on_error: bool = False) -> list[TargetResult]:
+        staged: bool = False, continue_on_error: bool = False,
+        on_wave: Callable[[int, list[str]], None] | None = None) -> list[TargetResult]:
     """``work`` for each target, ``max_parallel`` at a time, results in the
     targets' order. ``staged``: wave by wave, each wave started once the one
     before ended; a failed target skips every later wave unless
     ``continue_on_error``. ``work`` fills in the target's row; it gets
     whether its wave gates a later one (it must then end healthy, not
-    merely synced)."""
+    merely synced). ``on_wave`` is told each wave as it starts (when there
+    are several)."""
     from concurrent.futures import ThreadPoolExecutor  # noqa: PLC0415
 
     results: dict[str, TargetResult] = {}
@@ -185,6 +187,8 @@ def run(targets: list[Target], work: Work, *, revision: str, max_parallel: int,
         for n, wave in enumerate(waves):
             batch = [t for t in targets if wave is None or t.wave == wave]
             gate = staged and n < len(waves) - 1
+            if on_wave and wave is not None and len(waves) > 1:
+                on_wave(wave, [t.name for t in batch])
             for t, r in zip(batch, pool.map(lambda t: _guarded(work, t, gate, revision), batch)):
                 results[t.name] = r
             failed = [results[t.name] for t in batch if not results[t.name].ok]

@@ -79,6 +79,9 @@ def test_sync_fleet_converges_three_clusters_and_a_second_run_writes_nothing(
     assert r.returncode == 0, r.stdout + r.stderr
     table = r.stdout.splitlines()
     assert table[-4].split()[:3] == ["TARGET", "CLUSTER", "REVISION"]
+    assert table[0] == "wave 0: staging"
+    assert table.index("wave 1: prod-eu, prod-us") > table.index(
+        f"staging: created    ConfigMap {ns}/settings")  # wave 1 after wave 0
     for ctx in CONTEXTS:
         assert f"{ctx}: created    ConfigMap {ns}/settings" in table
         row = next(line.split() for line in table if line.startswith(ctx + " "))
