@@ -168,6 +168,14 @@ def fleet_options(*, waves: bool = False) -> Callable[[F], F]:
     return apply
 
 
+def fleet_hint(src: Any) -> None:
+    """A fleet's repository read whole for one cluster is rarely meant: say so."""
+    if src.targets and not src.path:
+        click.echo("note: .gitops.yaml declares targets: and no path:, so this reads the "
+                   "whole repository for one cluster; use --target NAME or --fleet",
+                   err=True)
+
+
 def parse_timeout(_ctx: click.Context | None, param: click.Parameter | None,
                   value: str | None) -> float | None:
     """A click callback: kubectl's duration forms (``30s``, ``1m30s``, ``0``) as seconds."""

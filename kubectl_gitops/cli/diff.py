@@ -10,8 +10,9 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from kubectl_gitops import exitcodes
-from kubectl_gitops.cli.common import (cluster_options, fleet_options, handle_errors,
-                                       parse_timeout, pick_path, run, source_options)
+from kubectl_gitops.cli.common import (cluster_options, fleet_hint, fleet_options,
+                                       handle_errors, parse_timeout, pick_path, run,
+                                       source_options)
 
 if TYPE_CHECKING:  # type names only: the modules load lazily, after --help
     from kubectl_gitops.engine.model import Plan
@@ -73,6 +74,7 @@ def command(path_arg: str | None, path: str | None, repo: str | None, ref: str |
                       pick_path(path_arg, path), name, namespace, concurrency, timeout,
                       fleet_mod_options(prune, prune_cascade, force_conflicts, adopt,
                                         show_secrets), use_color(no_color))
+    fleet_hint(src)
     kube = app_mod.connect(cluster, concurrency=concurrency, deadline=timeout or None)
     app = app_mod.load(src, kube, name=name, namespace=namespace)
     the_plan, problems = diff.compare(app, prune=prune, cascade=prune_cascade,

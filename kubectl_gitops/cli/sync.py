@@ -9,8 +9,9 @@ from typing import TYPE_CHECKING
 import click
 
 from kubectl_gitops import exitcodes
-from kubectl_gitops.cli.common import (cluster_options, fleet_options, handle_errors,
-                                       parse_timeout, pick_path, run, source_options)
+from kubectl_gitops.cli.common import (cluster_options, fleet_hint, fleet_options,
+                                       handle_errors, parse_timeout, pick_path, run,
+                                       source_options)
 
 if TYPE_CHECKING:  # type names only: the modules load lazily, after --help
     from kubectl_gitops.engine.model import Plan
@@ -94,6 +95,7 @@ def command(path_arg: str | None, path: str | None, repo: str | None, ref: str |
                                 staged=True, continue_on_error=continue_on_error,
                                 on_wave=lines.wave)
         return fleet_cli.finish(results, "sync", src.sha or src.revision, output)
+    fleet_hint(src)
     kube = app_mod.connect(cluster, concurrency=concurrency, deadline=timeout or None)
     app = app_mod.load(src, kube, name=name, namespace=namespace)
     the_plan = sync.make_plan(app, opts)

@@ -223,6 +223,10 @@ def test_diff_fleet_markdown_shows_the_one_target_a_branch_changes(
     assert "*** (after)" in md
     assert "s3cret" not in md
 
+    # Without --fleet or --target, one cluster gets the whole repository: said first.
+    r = gitops("diff", "--context", "prod-eu", cwd=repo, env=env)
+    assert r.stderr.startswith("note: .gitops.yaml declares targets: and no path:")
+
     # Only the prod targets, as a table; nothing differs on main.
     r = gitops("diff", "-l", "env=prod", "-o", "table", cwd=repo, env=env)
     assert r.returncode == 0, r.stdout + r.stderr
