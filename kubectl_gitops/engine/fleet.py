@@ -182,8 +182,8 @@ def run(targets: list[Target], work: Work, *, revision: str, max_parallel: int,
 
     results: dict[str, TargetResult] = {}
     waves = sorted({t.wave for t in targets}) if staged else [None]
-    with ThreadPoolExecutor(max_workers=max(1, max_parallel),
-                            thread_name_prefix="target") as pool:
+    pool = ThreadPoolExecutor(max_workers=max(1, max_parallel), thread_name_prefix="target")
+    try:
         for n, wave in enumerate(waves):
             batch = [t for t in targets if wave is None or t.wave == wave]
             gate = staged and n < len(waves) - 1
@@ -201,6 +201,12 @@ def run(targets: list[Target], work: Work, *, revision: str, max_parallel: int,
                                                        revision=revision, result=SKIPPED,
                                                        error=why)
                 break
+    except BaseException:
+        # Ctrl-C: no target starts any more; those under way finish their
+        # writes (each bounded by its --timeout), as the agent's on SIGTERM.
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown()
     return [results[t.name] for t in targets]
 
 

@@ -148,3 +148,19 @@ def test_the_exit_status_of_a_diff_over_a_fleet() -> None:
     assert fleet.exit_status(rows) == exitcodes.DIFFERENT
     rows[0].result = fleet.FAILED
     assert fleet.exit_status(rows) == exitcodes.ERROR
+
+
+def test_ctrl_c_starts_no_further_target() -> None:
+    ran: list[str] = []
+    release = threading.Event()
+
+    def work(t: Target, _gate: bool, r: fleet.TargetResult) -> None:
+        ran.append(t.name)
+        if t.name == "t0":
+            raise KeyboardInterrupt
+        release.wait(10)  # t1, if it started, holds the one worker until after the run
+
+    with pytest.raises(KeyboardInterrupt):
+        fleet.run(_targets(0, 0, 0, 0), work, revision="abc", max_parallel=1)
+    release.set()
+    assert "t2" not in ran and "t3" not in ran
