@@ -474,6 +474,7 @@ class ControlPlane:
     server: str
     kubeconfig: Path
     pki: Pki
+    _api_argv: tuple[Path, list[str]]
 
     def __init__(self, *, bin_dir: Path | None = None, data_dir: Path | None = None,
                  keep: bool = False, timeout: float = DEFAULT_TIMEOUT,
@@ -540,6 +541,24 @@ class ControlPlane:
         if not self.keep and hasattr(self, "data_dir"):
             shutil.rmtree(self.data_dir, ignore_errors=True)
 
+    def stop_apiserver(self) -> None:
+        """Stop kube-apiserver alone (etcd keeps the data): the cluster is
+        unreachable, connections are refused, until :meth:`start_apiserver`."""
+        api = [c for c in self._components if c.name == "kube-apiserver"]
+        _terminate([c.proc for c in api], STOP_TIMEOUT)
+        self._components = [c for c in self._components if c.name != "kube-apiserver"]
+
+    def start_apiserver(self) -> None:
+        """Start kube-apiserver again on the same port, with the same data."""
+        bin_dir, args = self._api_argv
+        api = self._launch(bin_dir, "kube-apiserver", args)
+        ctx = self.pki.client_context()
+        deadline = time.monotonic() + self.timeout
+        while _expect_ok(https_get(f"{self.server}/readyz", ctx)) is not None:
+            if api.proc.poll() is not None or time.monotonic() > deadline:
+                raise ControlPlaneError(api.failure("kube-apiserver did not come back"))
+            time.sleep(0.2)
+
     def _terminate_all(self, timeout: float) -> None:
         # Clients of etcd first, so they do not spend their shutdown retrying it.
         by_name = {c.name: c.proc for c in self._components}
@@ -579,7 +598,8 @@ class ControlPlane:
         etcd = self._launch(bin_dir, "etcd", self._etcd_args(etcd_url, peer_port))
         self._wait(etcd, "etcd to report healthy", lambda: _etcd_health(etcd_url))
 
-        api = self._launch(bin_dir, "kube-apiserver", self._apiserver_args(etcd_url, api_port))
+        self._api_argv = (bin_dir, self._apiserver_args(etcd_url, api_port))
+        api = self._launch(bin_dir, "kube-apiserver", self._api_argv[1])
         ctx = self.pki.client_context()
         self._wait(api, f"kube-apiserver {self.server}/readyz",
                    lambda: _expect_ok(https_get(f"{self.server}/readyz", ctx)))

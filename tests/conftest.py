@@ -27,7 +27,10 @@ from testing.git import isolate_git
 if TYPE_CHECKING:
     from kubernetes.client import ApiClient
 
-CLUSTER_FIXTURES = {"control_plane", "api_client", "namespace", "fresh_namespace", "kube_env"}
+    from testing.fleet import Fleet
+
+CLUSTER_FIXTURES = {"control_plane", "api_client", "namespace", "fresh_namespace", "kube_env",
+                    "three_clusters"}
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -67,6 +70,19 @@ def control_plane() -> Iterator[Cluster]:
     # Any failure to start raises here, which fails (never skips) the tests.
     with ControlPlane() as cp:
         yield Cluster(cp.kubeconfig)
+
+
+@pytest.fixture(scope="session")
+def three_clusters(control_plane: Cluster, tmp_path_factory: pytest.TempPathFactory) \
+        -> Iterator[Fleet]:
+    """A fleet: contexts ``staging`` (the suite's own cluster), ``prod-eu`` and
+    ``prod-us`` (two more control planes, started once per session, about
+    10 s and 300 MB each) in one kubeconfig (``.kubeconfig``)."""
+    from testing.fleet import started
+
+    with started(control_plane.kubeconfig, tmp_path_factory.mktemp("fleet"), ["staging"],
+                 ["prod-eu", "prod-us"]) as fleet:
+        yield fleet
 
 
 @pytest.fixture(scope="session")

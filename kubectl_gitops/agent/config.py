@@ -4,7 +4,11 @@
 app has ``repo`` (a git URL or path), and optionally ``name``, ``ref``,
 ``path``, ``namespace``, ``interval``, ``prune``, ``selfHeal``, ``suspend``,
 ``decryptionSecret`` (``NAME`` in the app's namespace, or ``NAMESPACE/NAME``:
-a Secret whose ``*.agekey`` entries hold the age keys of its SOPS files).
+a Secret whose ``*.agekey`` entries hold the age keys of its SOPS files),
+``kubeConfigSecret`` (hub mode: ``NAME`` in the agent's namespace, or
+``NAMESPACE/NAME``: a Secret holding the kubeconfig of the cluster the app
+goes to, under ``value``, ``value.yaml`` or ``kubeconfig``, as Flux's
+``spec.kubeConfig.secretRef``).
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from kubectl_gitops import durations
 from kubectl_gitops.errors import ConfigError
 
 _KEYS = {"name", "repo", "ref", "path", "namespace", "interval", "prune", "selfHeal", "suspend",
-         "decryptionSecret"}
+         "decryptionSecret", "kubeConfigSecret"}
 
 
 @dataclass(frozen=True)
@@ -34,6 +38,9 @@ class AppSpec:
     suspend: bool = False
     named: bool = True  # False: .gitops.yaml's name, else ``name`` (from the URL)
     decryption_secret: str | None = None  # NAME or NAMESPACE/NAME: age keys for SOPS
+    # NAME or NAMESPACE/NAME, in the agent's cluster: the kubeconfig of the
+    # cluster this app goes to (hub mode); None: the agent's own cluster.
+    kubeconfig_secret: str | None = None
 
 
 def duration(value: Any, where: str) -> float:
@@ -92,12 +99,15 @@ def _spec(path: Path, index: int, entry: Any) -> AppSpec:
                    prune=bool(entry.get("prune", False)),
                    self_heal=bool(entry.get("selfHeal", False)),
                    suspend=bool(entry.get("suspend", False)), named="name" in entry,
-                   decryption_secret=_secret_ref(entry.get("decryptionSecret"), where))
+                   decryption_secret=secret_ref(entry.get("decryptionSecret"),
+                                                f"{where}: decryptionSecret"),
+                   kubeconfig_secret=secret_ref(entry.get("kubeConfigSecret"),
+                                                f"{where}: kubeConfigSecret"))
 
 
-def _secret_ref(value: Any, where: str) -> str | None:
+def secret_ref(value: Any, where: str) -> str | None:
     if value is None:
         return None
     if not isinstance(value, str) or not re.match(r"^([a-z0-9.-]+/)?[a-z0-9.-]+$", value):
-        raise ConfigError(f"{where}: decryptionSecret must be NAME or NAMESPACE/NAME")
+        raise ConfigError(f"{where} must be NAME or NAMESPACE/NAME")
     return value

@@ -24,6 +24,7 @@ from __future__ import annotations
 import base64
 import functools
 import logging
+import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -39,8 +40,9 @@ from kubectl_gitops.agent.workqueue import Backoff, WorkQueue
 from kubectl_gitops.engine import app as app_mod
 from kubectl_gitops.engine import applyset, desired, plan, status, sync
 from kubectl_gitops.engine.model import Plan
-from kubectl_gitops.errors import ClusterError, GitOpsError, NotFoundError
+from kubectl_gitops.errors import ClusterError, ConfigError, GitOpsError, NotFoundError
 from kubectl_gitops.kube import health
+from kubectl_gitops.kube.kubeconfig import Overrides
 from kubectl_gitops.kube.lease import Lease, LeaseHeld, LeaseLost, identity, lease_name
 from kubectl_gitops.kube.resources import ObjectId, ResourceType
 from kubectl_gitops.source import tree
@@ -120,6 +122,10 @@ class AppRun:
     heals: dict[ObjectId, tuple[int, float]] = field(default_factory=dict)  # n, last time
     blocked_by: list[str] = field(default_factory=list)  # apps of dependsOn not ready, and why
     stopped: bool = False
+    # The cluster the app goes to: the agent's own, or (hub mode) the one the
+    # kubeconfig Secret names; its Lease, parent, status and Events live there.
+    kube: Any = None
+    kubeconfig_fd: int | None = None  # the in-memory file that kubeconfig is read from
 
 
 class Agent:
@@ -156,6 +162,10 @@ class Agent:
             if run is None:
                 self.apps[name] = AppRun(spec, self._mirror(spec.repo))
             elif run.spec != spec:
+                if run.spec.kubeconfig_secret != spec.kubeconfig_secret:
+                    with run.lock:  # another cluster: nothing of the old one carries over
+                        self._stop_app(run)
+                        run.stopped, run.parent_live, run.lease = False, None, None
                 run.spec, run.synced_sha, run.bad_sha = spec, "", ""  # re-plan with the new spec
                 run.mirror = self._mirror(spec.repo)
                 run.fetch_since = time.monotonic()
@@ -176,6 +186,42 @@ class Agent:
             run.lease.release()
         for area in list(run.stalls):
             self._unstall(run, area, quiet=True)
+        if run.kube is not None and run.kube is not self.kube:
+            run.kube.close()
+        if run.kubeconfig_fd is not None:
+            os.close(run.kubeconfig_fd)
+        run.kube, run.kubeconfig_fd = None, None
+
+    def _connect(self, run: AppRun) -> None:
+        """The app's cluster: the agent's own, or (hub mode) the cluster of
+        the kubeconfig in the Secret ``kubeConfigSecret`` names, in the
+        agent's cluster (``NAME``: the agent's namespace). The kubeconfig is
+        read from an in-memory file, never written to disk."""
+        ref = run.spec.kubeconfig_secret
+        if not ref:
+            run.kube = self.kube
+            return
+        ns, _, name = ref.rpartition("/")
+        ns = ns or self.kube.info.namespace
+        secret = self.kube.get(self.kube.resource_types()[("", "Secret")], ns, name)
+        if secret is None:
+            raise ConfigError(f"kubeConfigSecret {ns}/{name}: no such Secret")
+        data = secret.get("data") or {}
+        key = next((k for k in ("value", "value.yaml", "kubeconfig") if k in data), None)
+        if key is None:
+            raise ConfigError(f"kubeConfigSecret {ns}/{name}: no kubeconfig under value, "
+                              "value.yaml or kubeconfig")
+        fd = os.memfd_create(f"kubeconfig-{run.spec.name}", os.MFD_CLOEXEC)
+        try:
+            os.write(fd, base64.b64decode(data[key]))
+            kube = CountingKube(Overrides(kubeconfig=f"/proc/self/fd/{fd}"))
+        except BaseException:
+            os.close(fd)
+            raise
+        kube.metrics = self.metrics
+        run.kube, run.kubeconfig_fd = kube, fd
+        log.info("app %s: in the cluster at %s (kubeconfig Secret %s/%s)", run.spec.name,
+                 kube.info.server, ns, name)
 
     def trigger_fetch(self) -> None:
         """The webhook: every app wants a fetch that starts from now on; the
@@ -234,6 +280,8 @@ class Agent:
         result = "ok"
         try:
             with run.lock:
+                if run.kube is None:
+                    self._connect(run)
                 if kind == "app":
                     after = self._reconcile_app(run)
                 elif kind == "status":
@@ -275,7 +323,7 @@ class Agent:
         does, once the revision proved valid (:meth:`_bootstrap`)."""
         if run.lease is None or (run.lease.namespace, run.lease.name) != \
                 (run.namespace, lease_name(run.name)):
-            run.lease = Lease(self.kube, run.namespace, lease_name(run.name),
+            run.lease = Lease(run.kube, run.namespace, lease_name(run.name),
                               holder=self.identity, duration=self.settings.lease_duration)
         lease = run.lease
         if lease.held:
@@ -341,12 +389,12 @@ class Agent:
             self._report(run)
             return failed  # the last good revision stays; nothing is synced or pruned
         src = self._source(run)
-        run.namespace = desired.default_namespace(src, spec.namespace, self.kube)
+        run.namespace = desired.default_namespace(src, spec.namespace, run.kube)
         if not self._lead(run, src):
             self._report(run)
             return min(spec.interval, self.settings.lease_duration / 3)
         if ("", "parent", run.namespace) not in run.watches:  # else the watch keeps it fresh
-            run.parent_live = self.kube.get(applyset.PARENT_TYPE, run.namespace, run.name)
+            run.parent_live = run.kube.get(applyset.PARENT_TYPE, run.namespace, run.name)
         if run.spec.suspend or status.suspended(run.parent_live):
             self._unstall(run, "sync")
             self._status(run)
@@ -432,7 +480,7 @@ class Agent:
                                                                  ignore_missing_schemas=True))
             if not checked.valid:
                 raise GitOpsError("; ".join(p.render() for p in checked.problems))
-            app = app_mod.load(src, self.kube, name=run.name, namespace=run.namespace)
+            app = app_mod.load(src, run.kube, name=run.name, namespace=run.namespace)
             opts = sync.options_for(src, prune=spec.prune)
             the_plan = sync.make_plan(app, opts)
             sync.check(app, the_plan, opts)
@@ -469,7 +517,7 @@ class Agent:
                        f"{counts['updated']} updated, {counts['pruned']} pruned, "
                        f"{counts['unchanged']} unchanged, {counts['failed']} failed")
             log.info("app %s: %s", spec.name, summary)
-            run.parent_live = self.kube.get(applyset.PARENT_TYPE, run.namespace, run.name)
+            run.parent_live = run.kube.get(applyset.PARENT_TYPE, run.namespace, run.name)
             if not result.ok:
                 raise GitOpsError(f"{summary}: {'; '.join(result.failures)}")
             self._event(run, "Synced", summary)
@@ -503,8 +551,8 @@ class Agent:
 
     def _watch(self, run: AppRun, set_id: str) -> None:
         """One watch per member type and namespace, by the part-of label."""
-        self.kube.forget_discovery()  # the revision may have added CRDs
-        served = self.kube.resource_types()
+        run.kube.forget_discovery()  # the revision may have added CRDs
+        served = run.kube.resource_types()
         wanted: dict[tuple[str, str, str], ResourceType] = {}
         for oid, m in run.members.items():
             rtype = served.get((oid.group, oid.kind)) or m.rtype
@@ -521,7 +569,7 @@ class Agent:
                 continue
             parent = key[1] == "parent"
             run.watches[key] = Watch(
-                self.kube, rtype, key[2], f"{applyset.ID_LABEL}={set_id}" if parent else selector,
+                run.kube, rtype, key[2], f"{applyset.ID_LABEL}={set_id}" if parent else selector,
                 functools.partial(self._on_parent if parent else self._on_event, run),
                 on_error=functools.partial(self._on_watch_error, run, "/".join(key))).start()
 
@@ -559,16 +607,16 @@ class Agent:
         m = run.members.get(oid)
         if m is None or run.lease is None or not run.lease.held or run.src is None:
             return None
-        live = self.kube.get(m.rtype, oid.namespace, oid.name)
+        live = run.kube.get(m.rtype, oid.namespace, oid.name)
         if live is not None and plan.known_unchanged(m.desired, live):
             self._no_drift(run, oid)
             return None
-        parent_live = run.parent_live = self.kube.get(applyset.PARENT_TYPE, run.namespace,
+        parent_live = run.parent_live = run.kube.get(applyset.PARENT_TYPE, run.namespace,
                                                       run.name)
         parent = applyset.parent_from_live(run.name, run.namespace, parent_live)
         # The source its sync recorded (and wrote on every member), so the
         # object corrected is the one that sync applied.
-        app = app_mod.App(run.src, self.kube, [m.manifest], parent, parent_live, parent.source)
+        app = app_mod.App(run.src, run.kube, [m.manifest], parent, parent_live, parent.source)
         # The revision's settings, as its sync had; dependsOn held back the
         # revision, not the correction of what it already put there.
         opts = sync.options_for(run.src, ignore_dependencies=True)
@@ -687,7 +735,7 @@ class Agent:
         if run.lease is not None and run.lease.held:
             self._status(run)
         elif "lease" in run.stalls and run.namespace:
-            run.parent_live = self.kube.get(applyset.PARENT_TYPE, run.namespace, run.name)
+            run.parent_live = run.kube.get(applyset.PARENT_TYPE, run.namespace, run.name)
             self._status(run)
 
     def _health(self, run: AppRun) -> tuple[str, list[str]]:
@@ -742,10 +790,10 @@ class Agent:
         if leading:
             assert run.lease is not None
             run.lease.check()
-        state.write_status(self.kube, run.namespace, run.name, st)
+        state.write_status(run.kube, run.namespace, run.name, st)
         run.status = st
 
     def _event(self, run: AppRun, reason: str, message: str, *, warning: bool = False) -> None:
         if run.namespace:
-            state.event(self.kube, run.parent_live, run.namespace, run.name, reason,
+            state.event(run.kube, run.parent_live, run.namespace, run.name, reason,
                         message, warning=warning)

@@ -40,6 +40,10 @@ def _app_options(fn: Any) -> Any:
         click.option("--decryption-secret", metavar="[NS/]NAME", help="A Secret whose "
                      "*.agekey entries decrypt the app's SOPS files (default namespace: "
                      "the app's)."),
+        click.option("--kubeconfig-secret", metavar="[NS/]NAME", help="Hub mode: sync the "
+                     "app to the cluster of the kubeconfig in this Secret (of the agent's "
+                     "cluster; default namespace: the agent's); its Lease, status and Events "
+                     "live there."),
     ]):
         fn = opt(fn)
     return fn
@@ -47,7 +51,8 @@ def _app_options(fn: Any) -> Any:
 
 def _specs(config: str | None, repo: str | None, ref: str, path: str | None,
            name: str | None, namespace: str | None, interval: str, prune: bool,
-           self_heal: bool, decryption_secret: str | None = None) -> list[AppSpec]:
+           self_heal: bool, decryption_secret: str | None = None,
+           kubeconfig_secret: str | None = None) -> list[AppSpec]:
     from kubectl_gitops.agent import config as cfg  # noqa: PLC0415
 
     if config and repo:
@@ -59,7 +64,9 @@ def _specs(config: str | None, repo: str | None, ref: str, path: str | None,
     return [cfg.AppSpec(name=name or cfg.name_from_url(repo), repo=repo, ref=ref, path=path,
                         namespace=namespace, interval=cfg.duration(interval, "--interval"),
                         prune=prune, self_heal=self_heal, named=bool(name),
-                        decryption_secret=decryption_secret)]
+                        decryption_secret=decryption_secret,
+                        kubeconfig_secret=cfg.secret_ref(kubeconfig_secret,
+                                                         "--kubeconfig-secret"))]
 
 
 class _Json(logging.Formatter):
@@ -116,7 +123,7 @@ def _listen(value: str) -> tuple[str, int]:
 @handle_errors
 def command(ctx: click.Context, repo: str | None, ref: str, path: str | None,
             name: str | None, interval: str, prune: bool, self_heal: bool,
-            decryption_secret: str | None,
+            decryption_secret: str | None, kubeconfig_secret: str | None,
             cluster: Overrides, namespace: str | None, config: str | None, cache_dir: str | None, listen: str,
             webhook_secret_file: str | None, git_token_file: str | None, log_format: str,
             workers: int, debounce: str, heal_backoff: str, lease_duration: int) -> int:
@@ -133,7 +140,7 @@ def command(ctx: click.Context, repo: str | None, ref: str, path: str | None,
 
     _logging(log_format, cluster.verbosity >= 4)  # -v 4: the agent's debug lines
     specs = _specs(config, repo, ref, path, name, namespace, interval, prune, self_heal,
-                   decryption_secret)
+                   decryption_secret, kubeconfig_secret)
     cache = Path(cache_dir or _cache_dir())
     secret = _secret(webhook_secret_file) if webhook_secret_file else None
     settings = runner.Settings(cache=cache, workers=workers,
@@ -229,8 +236,8 @@ def _mtime(path: str | None) -> float:
 @handle_errors
 def manifests_command(repo: str | None, ref: str, path: str | None, name: str | None,
                       interval: str, prune: bool, self_heal: bool,
-                      decryption_secret: str | None, namespace: str,
-                      cluster_wide: bool, image: str | None) -> int:
+                      decryption_secret: str | None, kubeconfig_secret: str | None,
+                      namespace: str, cluster_wide: bool, image: str | None) -> int:
     """Print what running the agent in a cluster takes (apply with kubectl apply -f -)."""
     import yaml  # noqa: PLC0415
 
@@ -243,6 +250,8 @@ def manifests_command(repo: str | None, ref: str, path: str | None, name: str | 
         app["path"] = path
     if decryption_secret:
         app["decryptionSecret"] = decryption_secret
+    if kubeconfig_secret:
+        app["kubeConfigSecret"] = kubeconfig_secret
     if not cluster_wide:
         app["namespace"] = namespace  # a namespaced agent may write only there
     config = yaml.safe_dump({"apps": [app]}, sort_keys=False)

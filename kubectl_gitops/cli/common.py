@@ -144,6 +144,38 @@ _CONNECTION_FLAGS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
 ]
 
 
+def fleet_options(*, waves: bool = False) -> Callable[[F], F]:
+    """``--fleet --target NAME -l SELECTOR --max-parallel N`` (and, for
+    sync, ``--continue-on-error``)."""
+    def apply(fn: F) -> F:
+        opts = [
+            click.option("--fleet", is_flag=True, help="Every target of targets: in "
+                         ".gitops.yaml, each in its own cluster (see \"Fleets\")."),
+            click.option("--target", "targets", metavar="NAME", multiple=True,
+                         help="Only this target of the fleet (repeat for several)."),
+            click.option("-l", "--selector", metavar="SELECTOR", help="Only the targets "
+                         "whose labels match (env=prod,region!=us)."),
+            click.option("--max-parallel", type=click.IntRange(1, 256), default=8,
+                         show_default=True, help="Targets at once."),
+        ]
+        if waves:
+            opts.append(click.option("--continue-on-error", is_flag=True, help="With "
+                                     "waves of targets: go on to the next wave although a "
+                                     "target failed (default: stop there)."))
+        for opt in reversed(opts):
+            fn = opt(fn)
+        return fn
+    return apply
+
+
+def fleet_hint(src: Any) -> None:
+    """A fleet's repository read whole for one cluster is rarely meant: say so."""
+    if src.targets and not src.path:
+        click.echo("note: .gitops.yaml declares targets: and no path:, so this reads the "
+                   "whole repository for one cluster; use --target NAME or --fleet",
+                   err=True)
+
+
 def parse_timeout(_ctx: click.Context | None, param: click.Parameter | None,
                   value: str | None) -> float | None:
     """A click callback: kubectl's duration forms (``30s``, ``1m30s``, ``0``) as seconds."""

@@ -219,7 +219,25 @@ def _namespaces(words: list[str], partial: str) -> Candidates:
     return [(i["metadata"]["name"], "") for i in items if i.get("metadata", {}).get("name")]
 
 
+def _fleet_targets(words: list[str], partial: str) -> Candidates:
+    """The targets of ``.gitops.yaml`` in the working tree, patterns expanded
+    against the kubeconfig's contexts; each described by its context."""
+    from kubectl_gitops.engine import fleet  # noqa: PLC0415
+    from kubectl_gitops.errors import GitOpsError  # noqa: PLC0415
+    from kubectl_gitops.kube import kubeconfig  # noqa: PLC0415
+    from kubectl_gitops.source import config, git  # noqa: PLC0415
+
+    try:
+        targets = config.at(git.toplevel(_flag(words, "--repo")), "worktree", None).targets
+        contexts = kubeconfig.contexts(_flag(words, "--kubeconfig")) \
+            if any(t.context_pattern for t in targets) else []
+        return [(t.name, f"context {t.context}") for t in fleet.expand(targets, contexts)]
+    except (GitOpsError, OSError):
+        return []
+
+
 _VALUE_FINDERS: dict[str, Callable[[list[str], str], Candidates]] = {
+    "targets": _fleet_targets,
     "context": _contexts,
     "cluster": _clusters,
     "user": _users,

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from kubectl_gitops import exitcodes
-from kubectl_gitops.cli.common import cluster_options, handle_errors, run
+from kubectl_gitops.cli.common import cluster_options, fleet_options, handle_errors, run
 
 if TYPE_CHECKING:
     from kubectl_gitops.kube.client import Kube
@@ -69,20 +69,37 @@ def _table(apps: list[dict[str, Any]]) -> None:
     click.echo(tabulate(_rows(apps), headers=_HEAD, tablefmt="plain"))
 
 
+_REPO = click.option("--repo", metavar="DIR", help="With a fleet: the git repository whose "
+                     ".gitops.yaml declares the targets (default: the current directory's).")
+_REF = click.option("--ref", metavar="REV", help="With a fleet: the revision to compare "
+                    "each target with (default: HEAD).")
+
+
 @click.command(context_settings=_CTX)
 @click.argument("name", required=False)
 @cluster_options
 @_NAMESPACE
 @click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table",
               show_default=True)
+@fleet_options()
+@_REPO
+@_REF
 @handle_errors
 def command(name: str | None, cluster: Overrides, namespace: str | None,
-            output: str) -> int:
+            output: str, fleet: bool, targets: tuple[str, ...], selector: str | None,
+            max_parallel: int, repo: str | None, ref: str | None) -> int:
     """An app's state: revision synced, Synced/OutOfSync, health, drift, last error.
 
-    Without NAME, every app (as ls). Reads the cluster only.
+    Without NAME, every app (as ls). Reads the cluster only. With --fleet
+    (or --target, -l): the app of .gitops.yaml on each of its targets, one
+    row each, and whether it is at --ref (exit status 2 when a target cannot
+    be read).
     """
     from kubectl_gitops.engine import status  # noqa: PLC0415
+
+    if fleet or targets or selector:
+        return _fleet(name, cluster, namespace, output, targets, selector, max_parallel,
+                      repo, ref)
 
     kube = _kube(cluster)
     parents = [_find(kube, name, namespace)] if name else status.list_parents(kube, namespace)
@@ -94,6 +111,21 @@ def command(name: str | None, cluster: Overrides, namespace: str | None,
     else:
         _table(apps)
     return exitcodes.OK
+
+
+def _fleet(name: str | None, cluster: Overrides, namespace: str | None, output: str,
+           targets: tuple[str, ...], selector: str | None, max_parallel: int,
+           repo: str | None, ref: str | None) -> int:
+    from kubectl_gitops.cli import fleet as fleet_cli  # noqa: PLC0415
+    from kubectl_gitops.engine import fleet  # noqa: PLC0415
+    from kubectl_gitops.source import tree  # noqa: PLC0415
+
+    src = tree.resolve(repo=repo, ref=ref, name=name, namespace=namespace)
+    setup = fleet_cli.setup(src, cluster, concurrency=16, timeout=None, path=None, name=name,
+                            namespace=namespace)
+    results = fleet.run(fleet_cli.choose(setup, targets, selector), fleet.status_target(setup),
+                        revision=src.sha or src.revision, max_parallel=max_parallel)
+    return fleet_cli.finish(results, "status", src.sha or src.revision, output)
 
 
 def _detail(a: dict[str, Any]) -> None:
@@ -122,11 +154,26 @@ def _detail(a: dict[str, Any]) -> None:
 @_NAMESPACE
 @click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table",
               show_default=True)
+@fleet_options()
+@click.option("--all-contexts", is_flag=True, help="Every context of the kubeconfig, one "
+              "cluster each (no repository needed).")
+@_REPO
+@_REF
 @handle_errors
-def ls_command(cluster: Overrides, namespace: str | None, output: str) -> int:
-    """Every app this tool manages, with its state (no member reads: fast)."""
+def ls_command(cluster: Overrides, namespace: str | None, output: str, fleet: bool,
+               targets: tuple[str, ...], selector: str | None, max_parallel: int,
+               all_contexts: bool, repo: str | None, ref: str | None) -> int:
+    """Every app this tool manages, with its state (no member reads: fast).
+
+    With --fleet (or --target, -l): on every target of .gitops.yaml; with
+    --all-contexts: on every context of the kubeconfig. A cluster that
+    cannot be read is a row with its error (exit status 2).
+    """
     from kubectl_gitops.engine import status  # noqa: PLC0415
 
+    if fleet or targets or selector or all_contexts:
+        return _ls_fleet(cluster, namespace, output, targets, selector, max_parallel,
+                         all_contexts, repo, ref)
     kube = _kube(cluster)
     apps = [status.read(kube, p, with_health=False) for p in status.list_parents(kube, namespace)]
     if output == "json":
@@ -134,6 +181,42 @@ def ls_command(cluster: Overrides, namespace: str | None, output: str) -> int:
     else:
         _table(apps)
     return exitcodes.OK
+
+
+def _ls_fleet(cluster: Overrides, namespace: str | None, output: str,
+              targets: tuple[str, ...], selector: str | None, max_parallel: int,
+              all_contexts: bool, repo: str | None, ref: str | None) -> int:
+    from tabulate import tabulate  # noqa: PLC0415
+
+    from kubectl_gitops.cli import fleet as fleet_cli  # noqa: PLC0415
+    from kubectl_gitops.engine import fleet  # noqa: PLC0415
+    from kubectl_gitops.kube import kubeconfig  # noqa: PLC0415
+    from kubectl_gitops.source import tree  # noqa: PLC0415
+
+    if all_contexts:
+        if cluster.context:
+            raise click.UsageError("--all-contexts and --context exclude each other")
+        chosen = fleet.of_contexts(kubeconfig.contexts(cluster.kubeconfig))
+    else:
+        src = tree.resolve(repo=repo, ref=ref)
+        chosen = fleet_cli.choose(fleet_cli.setup(src, cluster, concurrency=16, timeout=None,
+                                                  path=None, name=None, namespace=None),
+                                  targets, selector)
+    results = fleet.run(chosen, fleet.ls_target(cluster, namespace), revision="",
+                        max_parallel=max_parallel)
+    rc = fleet.exit_status(results)
+    if output == "json":
+        click.echo(json.dumps([{"target": r.target, "context": r.context, "server": r.server,
+                                "error": r.error, "apps": r.apps} for r in results],
+                              indent=2))
+        return rc
+    rows = []
+    for r in results:
+        if r.error:
+            rows.append([r.target, "-", "-", "-", "-", "-", "-", "-", "-", r.error])
+        rows += [[r.target, *row] for row in _rows(r.apps)]
+    click.echo(tabulate(rows, headers=["TARGET", *_HEAD], tablefmt="plain"))
+    return rc
 
 
 def _flip(on: bool) -> click.Command:

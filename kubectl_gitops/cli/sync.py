@@ -9,8 +9,9 @@ from typing import TYPE_CHECKING
 import click
 
 from kubectl_gitops import exitcodes
-from kubectl_gitops.cli.common import (cluster_options, handle_errors, parse_timeout,
-                                       pick_path, run, source_options)
+from kubectl_gitops.cli.common import (cluster_options, fleet_hint, fleet_options,
+                                       handle_errors, parse_timeout, pick_path, run,
+                                       source_options)
 
 if TYPE_CHECKING:  # type names only: the modules load lazily, after --help
     from kubectl_gitops.engine.model import Plan
@@ -52,17 +53,24 @@ if TYPE_CHECKING:  # type names only: the modules load lazily, after --help
               help="Requests to the API server at once.")
 @click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text",
               show_default=True)
+@fleet_options(waves=True)
 @handle_errors
 def command(path_arg: str | None, path: str | None, repo: str | None, ref: str | None,
             working_tree: bool, name: str | None, cluster: Overrides, namespace: str | None,
             prune: bool, dry_run: bool, force_conflicts: bool | None,
             allow_empty: bool, adopt: bool, wait: bool, ignore_dependencies: bool,
             timeout: float, prune_cascade: bool, take_over: bool, lock_timeout: float,
-            concurrency: int, output: str) -> int:
+            concurrency: int, output: str, fleet: bool, targets: tuple[str, ...],
+            selector: str | None, max_parallel: int, continue_on_error: bool) -> int:
     """Converge the cluster to a git revision.
 
-    Exit status: 0 converged, 2 error. Nothing is written when any manifest
-    is invalid.
+    With --fleet (or --target, -l): every target of targets: in
+    .gitops.yaml, each in its own cluster, in parallel and wave by wave (a
+    wave starts once every target of the one before synced and is healthy);
+    one table, one exit status.
+
+    Exit status: 0 converged, 2 error (any target failed). Nothing is
+    written when any manifest is invalid.
     """
     from kubectl_gitops.engine import app as app_mod  # noqa: PLC0415 - keep --help fast
     from kubectl_gitops.engine import sync  # noqa: PLC0415
@@ -75,6 +83,20 @@ def command(path_arg: str | None, path: str | None, repo: str | None, ref: str |
                             timeout=timeout or float("inf"), take_over=take_over,
                             prune_cascade=prune_cascade, lock_timeout=lock_timeout,
                             ignore_dependencies=ignore_dependencies)
+    if fleet or targets or selector:
+        from kubectl_gitops.cli import fleet as fleet_cli  # noqa: PLC0415
+        from kubectl_gitops.engine import fleet as fleet_mod  # noqa: PLC0415
+
+        setup = fleet_cli.setup(src, cluster, concurrency=concurrency, timeout=timeout or None,
+                                path=pick_path(path_arg, path), name=name, namespace=namespace)
+        chosen = fleet_cli.choose(setup, targets, selector)
+        lines = fleet_cli.Lines(output == "json")
+        results = fleet_mod.run(chosen, fleet_mod.sync_target(setup, opts, lines),
+                                revision=src.sha or src.revision, max_parallel=max_parallel,
+                                staged=True, continue_on_error=continue_on_error,
+                                on_wave=lines.wave)
+        return fleet_cli.finish(results, "sync", src.sha or src.revision, output)
+    fleet_hint(src)
     kube = app_mod.connect(cluster, concurrency=concurrency, deadline=timeout or None)
     app = app_mod.load(src, kube, name=name, namespace=namespace)
     the_plan = sync.make_plan(app, opts)

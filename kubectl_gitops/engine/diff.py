@@ -14,12 +14,15 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from kubectl_gitops.engine.model import Item, Plan
 from kubectl_gitops.engine.plan import HASH_ANNOTATION, normalize
+
+if TYPE_CHECKING:
+    from kubectl_gitops.engine.app import App
 
 try:
     _Base: type = yaml.CSafeDumper
@@ -134,6 +137,22 @@ def _count(text: str) -> tuple[int, int]:
 
     patch = PatchSet(text)
     return sum(f.added for f in patch), sum(f.removed for f in patch)
+
+
+def compare(app: App, *, prune: bool, cascade: bool, force_conflicts: bool | None,
+            adopt: bool, take_over: bool = False) -> tuple[Plan, list[str]]:
+    """The plan a diff shows, and what sync would refuse in it (said first,
+    exit status 2): the one call ``diff`` and ``diff --fleet`` make, with the
+    options sync runs with (an empty revision is shown, not refused)."""
+    from kubectl_gitops.engine import plan as plan_mod  # noqa: PLC0415
+    from kubectl_gitops.engine import sync  # noqa: PLC0415
+
+    opts = sync.options_for(app.src, force_conflicts=force_conflicts, prune=prune, adopt=adopt,
+                            take_over=take_over, prune_cascade=cascade, allow_empty=True)
+    the_plan = plan_mod.build(app.kube, app.manifests, app.parent, app.parent_live, prune=prune,
+                              rules=app.src.ignore, cascade=cascade, source=app.source,
+                              take_over=take_over)
+    return the_plan, sync.refusals(app, the_plan, opts)
 
 
 def changed(plan: Plan) -> list[Item]:

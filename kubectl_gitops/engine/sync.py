@@ -678,6 +678,16 @@ def _delete(kube: Any, item: Item) -> tuple[str, Any]:
     return "pruned", left
 
 
+def wait_healthy(app: App, plan: Plan, opts: Options, report: Report) -> list[str]:
+    """Wait until the plan's members are healthy, as ``--wait`` does at the
+    end of a sync, without syncing (a fleet's wave that gates the next);
+    the failures (empty: all healthy)."""
+    result = Result()
+    _wait_healthy(_Run(app, plan, opts, report, None),
+                  [i for i in plan.items if i.action != "prune"], "members", result)
+    return result.failures
+
+
 def _wait_healthy(run: _Run, items: list[Item], what: str, result: Result) -> None:
     """Wait until ``items`` are healthy; a failed one or the deadline is a failure."""
     from kubectl_gitops.engine import wait  # noqa: PLC0415 - only when waiting

@@ -218,6 +218,12 @@ def load(kubeconfig: str | None = None, context: str | None = None, *,
                        str(ctx.get("namespace") or "default"))
 
 
+def contexts(kubeconfig: str | None = None) -> list[str]:
+    """The contexts of the kubeconfig kubectl would read (``--kubeconfig``,
+    else ``$KUBECONFIG``'s files merged, else ``~/.kube/config``), in order."""
+    return list(_merge(_paths(kubeconfig)).contexts)
+
+
 def _files(merged: _Merged) -> str:
     return ", ".join(map(str, merged.files)) or "the kubeconfig"
 

@@ -27,7 +27,11 @@ T = TypeVar("T")
 
 
 def transient(e: BaseException) -> bool:
-    """A reset or a dropped connection: a read may simply be asked again."""
+    """A reset or a dropped connection: a read may simply be asked again. A
+    refused connection is not: nothing listens there, and a fleet's
+    unreachable target must fail in a moment, not after seconds of retries."""
+    if isinstance(e, ConnectionRefusedError):
+        return False
     return isinstance(e, (ConnectionError, http.client.RemoteDisconnected,
                           http.client.IncompleteRead, ssl.SSLEOFError))
 

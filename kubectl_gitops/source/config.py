@@ -7,6 +7,7 @@ optional; an unknown key is an error, never ignored.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +39,38 @@ class RepoConfig:
     # Flux's healthCheckExprs entries (apiVersion, kind, current, inProgress, failed).
     health_checks: tuple[dict[str, str], ...] = ()
     depends_on: tuple[Dependency, ...] = ()  # apps to wait for
+    targets: tuple[Target, ...] = ()  # a fleet: the clusters this app goes to
+
+
+@dataclass(frozen=True)
+class Target:
+    """One entry of ``targets:``: a cluster (a kubeconfig context, or every
+    context matching ``context_pattern``) the app is synced to, with what
+    differs there. ``path``, ``namespace`` and ``app`` may hold
+    ``{{name}}`` and ``{{context}}`` (see :func:`Target.expand`)."""
+
+    name: str  # "" for a pattern entry: each match is named after its context
+    where: str  # ".gitops.yaml: targets[1]", for errors
+    context: str | None = None
+    context_pattern: str | None = None
+    path: str | None = None
+    namespace: str | None = None
+    app: str | None = None  # the app (ApplySet) name there; default the app's
+    labels: tuple[tuple[str, str], ...] = ()
+    wave: int = 0
+
+    def expand(self, context: str) -> Target:
+        """This entry for one context: the name and templates filled in."""
+        name = self.name or context
+
+        def fill(text: str | None) -> str | None:
+            if text is None:
+                return None
+            return _TEMPLATE.sub(lambda m: name if m.group(1) == "name" else context, text)
+
+        return Target(name=name, where=self.where, context=context, path=fill(self.path),
+                      namespace=fill(self.namespace), app=fill(self.app), labels=self.labels,
+                      wave=self.wave)
 
 
 @dataclass(frozen=True)
@@ -69,7 +102,7 @@ def load(root: Path, data: bytes | None = None) -> RepoConfig:
     if not isinstance(doc, dict):
         raise ConfigError(f"{CONFIG_FILE}: expected a mapping of path, name, namespace, exclude")
     unknown = set(doc) - {"path", "name", "namespace", "exclude", "ignore", "forceConflicts",
-                          "helm", "healthCheckExprs", "dependsOn"}
+                          "helm", "healthCheckExprs", "dependsOn", "targets"}
     if unknown:
         raise ConfigError(f"{CONFIG_FILE}: unknown key(s) {', '.join(sorted(unknown))}")
     exclude = doc.get("exclude") or []
@@ -86,7 +119,8 @@ def load(root: Path, data: bytes | None = None) -> RepoConfig:
                       ignore=_ignore_rules(doc.get("ignore")), force_conflicts=force,
                       helm=_helm_spec(doc.get("helm")),
                       health_checks=_health_checks(doc.get("healthCheckExprs")),
-                      depends_on=_depends_on(doc.get("dependsOn")))
+                      depends_on=_depends_on(doc.get("dependsOn")),
+                      targets=_targets(doc.get("targets")))
 
 
 def _helm_spec(doc: object) -> HelmSpec | None:
@@ -167,6 +201,64 @@ def _depends_on(doc: object) -> tuple[Dependency, ...]:
             raise ConfigError(f"{at}: namespace must be a string")
         out.append(Dependency(name, namespace))
     return tuple(out)
+
+
+_TEMPLATE = re.compile(r"\{\{\s*(name|context)\s*\}\}")
+_TARGET_KEYS = ("name", "context", "contextPattern", "path", "namespace", "appName", "labels",
+                "wave")
+_TARGET_NAME = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
+
+
+def _targets(doc: object) -> tuple[Target, ...]:
+    """``targets:``, each a context (or a ``contextPattern``) and what
+    differs there; every problem is one line naming the entry."""
+    if doc is None:
+        return ()
+    out: list[Target] = []
+    names: dict[str, str] = {}
+    for at_, entry in _mappings(doc, "targets", _TARGET_KEYS):
+        name = entry.get("name")
+        shown = name or entry.get("context")
+        label = f"{at_} ({shown})" if isinstance(shown, str) and shown else at_
+        for key in ("name", "context", "contextPattern", "path", "namespace", "appName"):
+            if entry.get(key) is not None and (not isinstance(entry[key], str) or not entry[key]):
+                raise ConfigError(f"{label}: {key} must be a non-empty string")
+        context, pattern = entry.get("context"), entry.get("contextPattern")
+        if bool(context) == bool(pattern):
+            raise ConfigError(f"{label}: give either context (a kubeconfig context) or "
+                              "contextPattern (e.g. \"prod-*\"), not "
+                              + ("both" if context else "neither"))
+        if pattern and name:
+            raise ConfigError(f"{label}: a contextPattern entry names each target after its "
+                              "context; remove name")
+        if context and not name:
+            name = context
+        if name and not _TARGET_NAME.match(name):
+            raise ConfigError(f"{label}: name {name!r} is not a valid target name (letters, "
+                              "digits, '-', '_' and '.')")
+        if name in names:
+            raise ConfigError(f"{label}: a second target named {name} (the first is "
+                              f"{names[name]})")
+        if name:
+            names[name] = at_.split(": ")[1]
+        wave = entry.get("wave", 0)
+        if isinstance(wave, bool) or not isinstance(wave, int):
+            raise ConfigError(f"{label}: wave must be an integer")
+        labels = entry.get("labels") or {}
+        if not isinstance(labels, dict) or not all(
+                isinstance(k, str) and isinstance(v, (str, int, float, bool))
+                for k, v in labels.items()):
+            raise ConfigError(f"{label}: labels must be a mapping of names to values")
+        out.append(Target(name=name or "", where=label, context=context,
+                          context_pattern=pattern, path=entry.get("path"),
+                          namespace=entry.get("namespace"), app=entry.get("appName"),
+                          labels=tuple(sorted((k, _label_value(v)) for k, v in labels.items())),
+                          wave=wave))
+    return tuple(out)
+
+
+def _label_value(value: object) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 def at(root: Path, mode: Mode, sha: str | None, index_file: str | None = None) -> RepoConfig:

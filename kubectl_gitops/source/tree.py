@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 from kubectl_gitops.errors import ConfigError, GitError, ManifestError, ManifestErrors
 from kubectl_gitops.source import config, git, links
-from kubectl_gitops.source.config import CONFIG_FILE, Dependency, Mode
+from kubectl_gitops.source.config import CONFIG_FILE, Dependency, Mode, Target
 
 if TYPE_CHECKING:
     from kubectl_gitops.source.helm import Spec as HelmSpec
@@ -56,6 +56,7 @@ class Source:
     # temporary one a pre-commit hook gets from ``git commit -a``.
     index_file: str | None = None
     helm: HelmSpec | None = None
+    targets: tuple[Target, ...] = ()  # .gitops.yaml's targets: (a fleet)
     # Where sops finds its key (None: sops's own environment).
     keys: Keys | None = field(default=None, repr=False)
     _tree_cache: dict[str, object] = field(default_factory=dict, repr=False)
@@ -67,6 +68,17 @@ class Source:
             assert self.sha
             return f"git@{self.sha[:7]}"
         return "working-tree" if self.mode == "worktree" else "index"
+
+    def for_target(self, path: str | None, name: str | None, namespace: str | None) -> Source:
+        """This revision as one target of a fleet reads it: its own path,
+        app name and namespace where the target sets them (``None``: this
+        source's)."""
+        import dataclasses  # noqa: PLC0415
+
+        return dataclasses.replace(
+            self, path=self.path if path is None else normalize_path(self.root, path),
+            name=self.name if name is None else name,
+            namespace=self.namespace if namespace is None else namespace, _tree_cache={})
 
     def files(self) -> list[SourceFile]:
         files, errors = self.read_files()
@@ -184,7 +196,7 @@ def resolve(*, repo: str | Path | None = None, path: str | None = None, ref: str
                   name=name or cfg.name or "", namespace=namespace or cfg.namespace,
                   exclude=cfg.exclude, ignore=cfg.ignore, force_conflicts=cfg.force_conflicts,
                   health_checks=cfg.health_checks, depends_on=cfg.depends_on,
-                  index_file=index_file, helm=cfg.helm)
+                  index_file=index_file, helm=cfg.helm, targets=cfg.targets)
 
 
 def is_manifest(relpath: str) -> bool:

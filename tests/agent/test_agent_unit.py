@@ -30,6 +30,8 @@ def test_config_file(tmp_path: Path) -> None:
     assert (a.name, a.interval, a.self_heal, a.prune, a.ref) == ("shop", 30.0, True, False,
                                                                  "HEAD")
     assert (b.name, b.interval, b.prune, b.suspend, b.ref) == ("b", 60.0, True, True, "prod")
+    f.write_text("apps:\n- repo: /srv/a\n  kubeConfigSecret: hub/prod-eu\n")
+    assert config.load(f)[0].kubeconfig_secret == "hub/prod-eu"
 
 
 @pytest.mark.parametrize("text, message", [
@@ -39,6 +41,8 @@ def test_config_file(tmp_path: Path) -> None:
     ("apps:\n- repo: r\n  prune: 'yes'\n", "prune must be true or false"),
     ("apps:\n- {repo: a/x}\n- {repo: b/x}\n", "app name(s) given twice: x"),
     ("apps: [\n", "agent.yaml:2: not valid YAML"),
+    ("apps:\n- repo: r\n  kubeConfigSecret: a/b/c\n",
+     "apps[0]: kubeConfigSecret must be NAME or NAMESPACE/NAME"),
 ])
 def test_config_errors_name_the_file_and_app(tmp_path: Path, text: str, message: str) -> None:
     f = tmp_path / "agent.yaml"

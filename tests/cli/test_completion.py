@@ -48,7 +48,7 @@ def test_flags_and_output_formats_through_kubectl() -> None:
     values, _ = kubectl_complete("diff", "--pr")
     assert values == ["--prune", "--prune-cascade"]
     values, _ = kubectl_complete("diff", "-o", "")
-    assert values == ["diff", "table", "json"]
+    assert values == ["diff", "table", "json", "markdown"]
     values, _ = kubectl_complete("version", "--output=j")
     assert values == ["--output=json"]
     _, directive = kubectl_complete("sync", "")
@@ -68,6 +68,20 @@ def test_contexts_from_the_kubeconfig(tmp_path: Path) -> None:
     values, _ = kubectl_complete("sync", "--kubeconfig", str(kubeconfig), "--context", "",
                                  env=_env(KUBECONFIG=str(tmp_path / "none")))
     assert values == ["prod-eu", "prod-us", "staging"]
+
+
+def test_fleet_targets_from_gitops_yaml(tmp_path: Path, git_env: dict[str, str]) -> None:
+    kubeconfig = tmp_path / "config"
+    kubeconfig.write_text(
+        "apiVersion: v1\nkind: Config\ncontexts:\n"
+        "- {name: prod-eu, context: {cluster: c, user: u}}\n"
+        "- {name: prod-us, context: {cluster: c, user: u}}\n")
+    repo = make_repo(tmp_path / "repo")
+    write(repo, ".gitops.yaml", "targets:\n- {name: staging, context: kind-staging}\n"
+                                "- {contextPattern: 'prod-*'}\n")
+    values, _ = kubectl_complete("sync", "--target", "", cwd=repo,
+                                 env={**git_env, **_env(KUBECONFIG=str(kubeconfig))})
+    assert values == ["staging", "prod-eu", "prod-us"]
 
 
 def test_refs_from_the_repository(tmp_path: Path, git_env: dict[str, str]) -> None:
