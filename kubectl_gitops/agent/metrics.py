@@ -36,6 +36,11 @@ class Metrics:
                               registry=r)
         self.objects = Gauge("gitops_objects_managed", "Objects the app's revision holds.",
                              ["app"], registry=r)
+        self.plans = Counter("gitops_plans_total", "Revisions planned (a new revision that "
+                             "changes nothing the app reads is not).", ["app"], registry=r)
+        self.led = Gauge("gitops_apps_led", "Apps this replica leads.", registry=r)
+        self.watches = Gauge("gitops_watches", "Watches open (one per member type, shared "
+                             "by the apps, and one on the parents).", registry=r)
         self.requests = Counter("gitops_api_requests_total", "Requests to the Kubernetes API "
                                 "by verb (watches counted once, when opened).", ["verb"],
                                 registry=r)

@@ -236,6 +236,10 @@ class Lease:
         except ClusterError:
             pass  # it expires on its own
 
+    def renew_in_background(self) -> None:
+        """Keep a Lease just acquired renewed until :meth:`release`."""
+        self._start_renewing()
+
     @contextmanager
     def hold(self, timeout: float) -> Iterator[Lease]:
         """Hold the Lease for a ``with`` block, renewed in the background."""
