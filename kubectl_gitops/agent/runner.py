@@ -664,8 +664,11 @@ class Agent:
     def _watch(self, run: AppRun, set_id: str) -> None:
         """Register the app's member types (and its parent) with the shared
         watches: one watch per type for all the apps, by the part-of label."""
-        self.kube.forget_discovery()  # the revision may have added CRDs
         served = self.kube.resource_types()
+        if any((oid.group, oid.kind) not in served or oid.kind == "CustomResourceDefinition"
+               for oid in run.members):
+            self.kube.forget_discovery()  # the revision added CRDs: their types now
+            served = self.kube.resource_types()
         if run.set_id and run.set_id != set_id:
             self.watches.unregister(run.set_id)
             self.by_set.pop(run.set_id, None)
