@@ -706,6 +706,10 @@ class Agent:
             return
         was = status.suspended(run.parent_live)
         run.parent_live = None if ev == "DELETED" else obj
+        if status.status_of(obj).get("agent") not in (None, "", self.identity):
+            # Written by a replica that led the app a moment (before the
+            # replicas saw each other): say who leads, once they agree.
+            self.queue.add(("status", run.spec.name), self.settings.lease_duration / 3)
         if status.suspended(run.parent_live) != was and ev != "SYNCED":
             log.info("app %s: %s", run.spec.name,
                      "suspended" if not was else "resumed")
@@ -885,7 +889,9 @@ class Agent:
                 self._event(run, s.reason, s.message, warning=True)
         bare = {k: v for k, v in st.items() if k not in ("lastFetchTime",)}
         old = {k: v for k, v in run.status.items() if k not in ("lastFetchTime", "conditions")}
-        if bare == old:
+        # Another replica wrote it since (it led the app a moment): say who leads now.
+        written_by = status.status_of(run.parent_live).get("agent")
+        if bare == old and written_by in (None, "", self.identity):
             return
         st["conditions"] = state.conditions(st, run.status.get("conditions") or
                                             status.status_of(run.parent_live).get("conditions")
