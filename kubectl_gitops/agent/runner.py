@@ -373,18 +373,15 @@ class Agent:
             mine = self.replicas.mine(app_key(run.spec))
             if mine == run.led:
                 continue
-            with run.lock:
-                run.led = mine
-                if mine:
-                    log.info("app %s: leading", run.spec.name)
-                    run.fetch_since = time.monotonic()
-                else:
-                    log.info("app %s: led by another replica now", run.spec.name)
-                    self._unlead(run)
-                    for area in list(run.stalls):
-                        self._unstall(run, area, quiet=True)
+            # Never waits for a worker (a long sync must not hold the
+            # heartbeat): the app's key does the rest under the app's lock.
+            run.led = mine
             if mine:
-                self.queue.add(("app", run.spec.name))
+                log.info("app %s: leading", run.spec.name)
+                run.fetch_since = time.monotonic()
+            else:
+                log.info("app %s: led by another replica now", run.spec.name)
+            self.queue.add(("app", run.spec.name))
         self.metrics.led.set(sum(1 for r in self.apps.values() if r.led))
 
     @contextmanager
@@ -405,7 +402,7 @@ class Agent:
                 lease.acquire(0)
             except NotFoundError:  # the namespace (the Lease itself reads as None)
                 if not self._bootstrap(run, src):
-                    raise _Busy() from None  # an invalid revision: its stall says why
+                    raise _Stalled() from None  # an invalid revision: its stall says why
                 lease.acquire(0)
         except LeaseHeld:  # following another agent or a CLI sync is fine
             raise _Busy() from None
@@ -437,8 +434,12 @@ class Agent:
 
     def _reconcile_app(self, run: AppRun) -> float | None:
         spec = run.spec
-        if not run.led:
-            return None  # another replica's: queued again if it falls to this one
+        if not run.led:  # another replica's: queued again if it falls to this one
+            if run.set_id or run.stalls:
+                self._unlead(run)
+                for area in list(run.stalls):
+                    self._unstall(run, area, quiet=True)
+            return None
         failed = self._fetch(run)
         if failed is not None:
             self._report(run)

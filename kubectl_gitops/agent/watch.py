@@ -172,6 +172,8 @@ class Shared:
         self._watches: dict[WatchKey, Watch] = {}
         self._namespaced: set[tuple[str, str]] = set()  # types not watchable cluster-wide
         self._objects: dict[WatchKey, dict[ObjectId, dict[str, Any]]] = {}
+        self._keys: dict[str, dict[WatchKey, ResourceType]] = {}  # set id -> its watches
+        self._users_of: dict[WatchKey, int] = {}  # how many sets want each watch
 
     # --- registering ----------------------------------------------------------
 
@@ -185,14 +187,13 @@ class Shared:
         with self._lock:
             self._sets[set_id] = wants
             self._parents[set_id] = parent_namespace
-            self._ensure()
+            self._rekey(set_id)
 
     def unregister(self, set_id: str) -> None:
         with self._lock:
-            if self._sets.pop(set_id, None) is not None or \
-                    self._parents.pop(set_id, None) is not None:
-                self._parents.pop(set_id, None)
-                self._ensure()
+            self._sets.pop(set_id, None)
+            self._parents.pop(set_id, None)
+            self._rekey(set_id)
 
     def stop(self) -> None:
         with self._lock:
@@ -231,40 +232,49 @@ class Shared:
 
     # --- internals -----------------------------------------------------------------
 
-    def _wanted(self) -> dict[WatchKey, ResourceType]:
+    def _wanted(self, set_id: str) -> dict[WatchKey, ResourceType]:
+        """The watches one set needs."""
         wanted: dict[WatchKey, ResourceType] = {}
-        for wants in self._sets.values():
-            for (group, kind), (rtype, nss) in wants.items():
-                if not rtype.namespaced or (group, kind) not in self._namespaced:
-                    wanted[(group, kind, "")] = rtype
-                else:
-                    for ns in nss:
-                        wanted[(group, kind, ns)] = rtype
-        if self._parents:
-            if ("", "parent") in self._namespaced:
-                for ns in set(self._parents.values()):
-                    wanted[("", "parent", ns)] = self.parent_type
+        for (group, kind), (rtype, nss) in self._sets.get(set_id, {}).items():
+            if not rtype.namespaced or (group, kind) not in self._namespaced:
+                wanted[(group, kind, "")] = rtype
             else:
-                wanted[("", "parent", "")] = self.parent_type
+                for ns in nss:
+                    wanted[(group, kind, ns)] = rtype
+        if set_id in self._parents:
+            ns = self._parents[set_id] if ("", "parent") in self._namespaced else ""
+            wanted[("", "parent", ns)] = self.parent_type
         return wanted
 
-    def _ensure(self) -> None:
-        wanted = self._wanted()
-        for key in list(self._watches):
-            if key not in wanted:
-                self._watches.pop(key).stop()
-                self._objects.pop(key, None)
-                self.on_error(self._users(key), "/".join(key), "")
-        for key, rtype in wanted.items():
-            if key in self._watches:
-                continue
-            parent = key[1] == "parent"
-            self._objects[key] = {}
-            self._watches[key] = Watch(
-                self.kube, rtype, key[2], self.parent_label if parent else self.member_label,
-                lambda ev, oid, obj, key=key: self._event(key, ev, oid, obj),
-                on_error=lambda message, key=key: self._error(key, message),
-                on_listed=lambda found, key=key: self._listed(key, found)).start()
+    def _rekey(self, set_id: str) -> None:
+        """Count what the set now wants; start the watches somebody wants
+        first, stop those nobody wants any more (at a cost of the set's own
+        types, not of every set's)."""
+        old, new = self._keys.pop(set_id, {}), self._wanted(set_id)
+        if new:
+            self._keys[set_id] = new
+        for key, rtype in new.items():
+            if key not in old:
+                self._users_of[key] = self._users_of.get(key, 0) + 1
+                if key not in self._watches:
+                    self._start(key, rtype)
+        for key in old:
+            if key not in new:
+                self._users_of[key] -= 1
+                if self._users_of[key] <= 0:
+                    del self._users_of[key]
+                    self._watches.pop(key).stop()
+                    self._objects.pop(key, None)
+                    self.on_error([set_id], "/".join(key), "")
+
+    def _start(self, key: WatchKey, rtype: ResourceType) -> None:
+        parent = key[1] == "parent"
+        self._objects[key] = {}
+        self._watches[key] = Watch(
+            self.kube, rtype, key[2], self.parent_label if parent else self.member_label,
+            lambda ev, oid, obj, key=key: self._event(key, ev, oid, obj),
+            on_error=lambda message, key=key: self._error(key, message),
+            on_listed=lambda found, key=key: self._listed(key, found)).start()
 
     def _users(self, key: WatchKey) -> list[str]:
         group, kind, ns = key
@@ -304,6 +314,7 @@ class Shared:
                 # namespace of the apps' members instead.
                 log.info("watching %s per namespace (not allowed cluster-wide)", key[1])
                 self._namespaced.add((key[0], key[1]))
-                self._ensure()
+                for set_id in list(self._keys):
+                    self._rekey(set_id)
                 return
         self.on_error(self._users(key), "/".join(key), message)

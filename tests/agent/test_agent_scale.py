@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import collections
 import json
+import subprocess
 import time
 from pathlib import Path
 
@@ -185,3 +186,37 @@ def test_three_replicas_divide_the_apps_and_take_over_a_killed_ones(
         assert len(history(app, ns, env)) == 2  # the correction, once
     finally:
         _stopped(*agents)
+
+
+def test_a_namespaced_agent_watches_per_namespace(tmp_path: Path, env: dict,
+                                                  namespace: str) -> None:
+    """An agent with rights in one namespace only (``agent manifests
+    --namespaced``) may not watch cluster-wide: it watches that namespace,
+    and drift there is still corrected."""
+    ns = namespace
+    user = f"agent-{ns}"[:63]
+    rbac = docs({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+                 "metadata": {"name": "agent", "namespace": ns},
+                 "rules": [{"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]}]},
+                {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+                 "metadata": {"name": "agent", "namespace": ns},
+                 "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User",
+                               "name": user}],
+                 "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
+                             "name": "agent"}})
+    subprocess.run(["kubectl", "apply", "-f", "-"], input=rbac, env=env, check=True,
+                   capture_output=True, text=True, timeout=60)
+    _, cfg, sha = _apps(tmp_path, ns, 2, extra="  interval: 2s\n")
+    a = AgentProc(tmp_path, env, "--config", str(cfg), "-n", ns, "--as", user)
+    try:
+        a.wait_ready()
+        wait_for(lambda: _all_synced(ns, env, 2, sha), 60, "both apps synced")
+        wait_for(lambda: "per namespace" in a.text(), 10, "the watches moved to the namespace")
+        kubectl("patch", "configmap", "c1-0", "-n", ns, "-p", '{"data":{"v":"drifted"}}',
+                env=env)
+        wait_for(lambda: (get("configmap", "c1-0", env, ns) or {}).get("data") == {"v": "1"},
+                 15, "the drift corrected")
+        assert a.metric("gitops_app_stalled", reason="WatchFailed") == 0
+        assert status("app1", ns, env)["health"] == "Healthy"
+    finally:
+        _stopped(a)
