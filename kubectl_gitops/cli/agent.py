@@ -130,7 +130,9 @@ def command(ctx: click.Context, repo: str | None, ref: str, path: str | None,
     """Pull and converge: fetch git every interval (or on the webhook), sync new
     revisions, watch the members and report or correct drift.
 
-    Runs until SIGTERM or Ctrl-C (the write in flight finishes first).
+    Replicas divide the apps between them (one Lease each in --lease-namespace);
+    an app's own Lease is taken only for a write. Runs until SIGTERM or Ctrl-C
+    (the write in flight finishes first).
     """
     if ctx.invoked_subcommand:
         return exitcodes.OK
