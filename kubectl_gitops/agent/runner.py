@@ -530,10 +530,26 @@ class Agent:
                         f"{run.synced_sha[:12] or '(none yet)'}")
             return delay
         run.next_fetch = now + spec.interval
+        if ran:
+            self._fan_out(run)
         self.backoff.forget(("fetch", spec.name))
         run.last_fetch = state.now()
         self._unstall(run, "fetch")
         return None
+
+    def _fan_out(self, fetched: AppRun) -> None:
+        """A fetch found new commits: the other apps of the URL whose ref
+        moved look now, not at their next interval (one rev-parse per ref)."""
+        for run in list(self.apps.values()):
+            if run is fetched or run.mirror is not fetched.mirror or not run.led or \
+                    not run.seen_sha:
+                continue
+            try:
+                moved = run.mirror.commit(run.spec.ref) != run.seen_sha
+            except GitOpsError:
+                moved = True  # the app's own key says what is wrong
+            if moved:
+                self.queue.add(("app", run.spec.name))
 
     def _source(self, run: AppRun) -> tree.Source:
         """The revision ``ref`` names in the mirror, as ``kubectl gitops sync``

@@ -220,3 +220,24 @@ def test_a_namespaced_agent_watches_per_namespace(tmp_path: Path, env: dict,
         assert status("app1", ns, env)["health"] == "Healthy"
     finally:
         _stopped(a)
+
+
+def test_a_fetch_fans_out_to_every_app_of_the_url(tmp_path: Path, env: dict,
+                                                   fresh_namespace: str) -> None:
+    """app0 is fetched every 2 s, app1 every hour: a commit for app1 is
+    fetched by app0's interval and app1 looks at once (one fetch serves both)."""
+    ns = fresh_namespace
+    origin, cfg, sha = _apps(tmp_path, ns, 2, extra="  interval: 1h\n")
+    cfg.write_text(cfg.read_text().replace("interval: 1h", "interval: 2s", 1))
+    a = AgentProc(tmp_path, env, "--config", str(cfg))
+    try:
+        a.wait_ready()
+        wait_for(lambda: _all_synced(ns, env, 2, sha), 60, "both apps synced")
+        write(origin, "apps/1/all.yaml", docs(configmap("c1-0", {"v": "2"})))
+        new = commit(origin, "app1 only")
+        wait_for(lambda: status("app1", ns, env).get("revision") == new, 2 + 5,
+                 "app1 synced within app0's interval + 5 s")
+        assert status("app0", ns, env)["revision"] == sha  # not touched
+        assert a.metric("gitops_plans_total", app="app0") == 1
+    finally:
+        _stopped(a)
