@@ -132,6 +132,15 @@ class Replicas:
                 meta["resourceVersion"] = live["metadata"]["resourceVersion"]
                 self._live = self.kube.request("PUT", path, body=body)
 
+    def _forget(self, item: dict[str, Any]) -> None:
+        meta = item.get("metadata") or {}
+        try:
+            self.kube.request("DELETE", Kube.path(LEASE_TYPE, self.namespace, meta.get("name")),
+                              body={"preconditions": {
+                                  "resourceVersion": meta.get("resourceVersion")}})
+        except ClusterError:
+            pass  # another replica did, or it was renewed after all
+
     def _look(self) -> list[str]:
         doc = self.kube.request("GET", Kube.path(LEASE_TYPE, self.namespace),
                                 params={"labelSelector": f"{GROUP_LABEL}={self.group}"})
@@ -148,6 +157,10 @@ class Replicas:
             since = since if renew == last else mono
             seen[holder] = (renew, since)
             renewed = _parse(renew)
+            if holder != self.identity and renewed is not None and \
+                    (now - renewed).total_seconds() > 10 * duration:
+                self._forget(item)  # a replica killed long ago: its Lease goes
+                continue
             # Expired by the server's clock, or (against skew) unchanged for
             # longer than its duration by ours, as client-go judges a Lease.
             if holder != self.identity and (

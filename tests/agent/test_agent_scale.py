@@ -241,3 +241,32 @@ def test_a_fetch_fans_out_to_every_app_of_the_url(tmp_path: Path, env: dict,
         assert a.metric("gitops_plans_total", app="app0") == 1
     finally:
         _stopped(a)
+
+
+def test_replicas_see_each_other_leave_and_forget_long_dead_ones(
+        kube_env: dict, namespace: str) -> None:
+    from kubectl_gitops.agent.replicas import GROUP_LABEL, Replicas
+    from kubectl_gitops.kube.client import Kube
+    from kubectl_gitops.kube.kubeconfig import Overrides
+
+    kube = Kube(Overrides(kubeconfig=kube_env["KUBECONFIG"]))
+    a, b = (Replicas(kube, namespace, "g", who, duration=5) for who in ("agent a", "agent b"))
+    other = Replicas(kube, namespace, "h", "agent c", duration=5)  # another group
+    for r in (a, b, other, a):
+        r.tick()
+    assert a.alive == ["agent a", "agent b"] and not a.error
+    assert other.alive == ["agent c"]
+    dead = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+            "metadata": {"name": "dead", "labels": {GROUP_LABEL: "g"}},
+            "spec": {"holderIdentity": "agent d", "leaseDurationSeconds": 5,
+                     "renewTime": "2020-01-01T00:00:00.000000Z"}}
+    kube.request("POST", f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases",
+                 body=dead)
+    assert not a.tick()  # expired: not alive, and gone after ten durations
+    assert a.alive == ["agent a", "agent b"]
+    leases = kube.request("GET", f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases")
+    assert sorted(i["metadata"]["name"] for i in leases["items"]) == \
+        sorted([a.name, b.name, other.name])
+    b.leave()
+    assert a.tick() and a.alive == ["agent a"]
+    assert a.mine("ns/x") and a.mine("ns/y")
