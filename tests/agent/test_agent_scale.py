@@ -108,8 +108,7 @@ def test_idle_requests_do_not_grow_with_the_number_of_apps(
         tmp_path: Path, env: dict, fresh_namespace: str, namespace: str) -> None:
     """Two agents side by side over one window, re-checking every 2 s: one
     with 1 app, one with 20; the requests each made in the window (watches
-    aside) are counted, and the second made no more than the first (one
-    heartbeat's slack, for where the window falls)."""
+    aside) are counted, and the second made no more than the first."""
     _, one_cfg, one_sha = _apps(tmp_path, namespace, 1, extra="  interval: 2s\n",
                                 name="one.yaml")
     _, many_cfg, many_sha = _apps(tmp_path, fresh_namespace, 20, extra="  interval: 2s\n",
@@ -133,7 +132,10 @@ def test_idle_requests_do_not_grow_with_the_number_of_apps(
         assert many.metric("gitops_reconcile_total", kind="app") - checks >= 20
         idle_one, idle_many = after[0] - before[0], after[1] - before[1]
         assert idle_one > 0  # the heartbeat is counted
-        assert idle_many <= idle_one + 2, (idle_one, idle_many)
+        # Two heartbeats (a PUT and a LIST each) of slack, for where the window
+        # falls in each agent's period; sixty re-checks costing a request each
+        # would be sixty more.
+        assert idle_many <= idle_one + 4, (idle_one, idle_many)
         assert many.metric("gitops_plans_total") == plans  # re-checks plan nothing
     finally:
         _stopped(one, many)
