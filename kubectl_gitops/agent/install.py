@@ -1,6 +1,6 @@
 """``kubectl gitops agent manifests``: what running the agent in a cluster
-takes: a ServiceAccount, RBAC, the config, a Deployment of two replicas (one
-leads each app through its Lease) and a Service for the webhook and metrics.
+takes: a ServiceAccount, RBAC, the config, a Deployment of two replicas (they
+divide the apps between them through a Lease each) and a Service for the webhook and metrics.
 
 RBAC: an agent applies whatever its repositories hold, so it needs write
 rights on those kinds; ``--namespaced`` confines them to the agent's own
@@ -71,7 +71,10 @@ def _deployment(meta: dict[str, Any], labels: dict[str, str], image: str) -> dic
                       "limits": {"memory": "512Mi"}},
         "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
                             "capabilities": {"drop": ["ALL"]}},
-        "env": [{"name": "HOME", "value": "/tmp"}],
+        "env": [{"name": "HOME", "value": "/tmp"},
+                # The replicas keep their Leases in their own namespace.
+                {"name": "POD_NAMESPACE",
+                 "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}}],
         "volumeMounts": [{"name": "config", "mountPath": "/etc/kubectl-gitops"},
                          {"name": "cache", "mountPath": "/var/cache/kubectl-gitops"},
                          {"name": "tmp", "mountPath": "/tmp"}],

@@ -3,6 +3,7 @@ second agent in one process never share counters)."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from kubectl_gitops.kube.client import Kube
@@ -36,6 +37,11 @@ class Metrics:
                               registry=r)
         self.objects = Gauge("gitops_objects_managed", "Objects the app's revision holds.",
                              ["app"], registry=r)
+        self.plans = Counter("gitops_plans_total", "Revisions planned (a new revision that "
+                             "changes nothing the app reads is not).", ["app"], registry=r)
+        self.led = Gauge("gitops_apps_led", "Apps this replica leads.", registry=r)
+        self.watches = Gauge("gitops_watches", "Watches open (one per member type, shared "
+                             "by the apps, and one on the parents).", registry=r)
         self.requests = Counter("gitops_api_requests_total", "Requests to the Kubernetes API "
                                 "by verb (watches counted once, when opened).", ["verb"],
                                 registry=r)
@@ -48,9 +54,18 @@ class Metrics:
 
 class CountingKube(Kube):
     """A :class:`Kube` that counts its requests by verb, for ``/metrics`` and
-    the idle-load benchmark."""
+    the idle-load benchmark (and remembers who it is for a while)."""
 
     metrics: Metrics | None = None
+    _who: tuple[float, dict[str, Any]] | None = None
+
+    def identity(self) -> dict[str, Any]:
+        """Who the server sees, asked once per 10 minutes (a history record
+        of every sync names it; the agent's user does not change per sync)."""
+        now = time.monotonic()
+        if self._who is None or now - self._who[0] > 600:
+            self._who = (now, super().identity())
+        return self._who[1]
 
     def request(self, method: str, path: str, **kw: Any) -> Any:
         if self.metrics is not None:

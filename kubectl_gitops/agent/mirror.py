@@ -56,6 +56,8 @@ class Mirror:
         self._lock = threading.Lock()
         self._tried = float("-inf")  # when (monotonic) the last attempt started
         self._error = ""  # how it failed; "" when it worked
+        self._revs: dict[str, str] = {}  # ref -> commit, until the next fetch
+        self._tree: tuple[str, dict[str, str]] = ("", {})  # commit, its paths -> object ids
 
     def fetch(self, since: float | None = None) -> tuple[bool, str]:
         """Clone the first time, fetch afterwards: ``(whether this call ran
@@ -67,6 +69,7 @@ class Mirror:
             if since is not None and self._tried >= since:
                 return False, self._error
             self._tried = time.monotonic()
+            self._revs = {}
             try:
                 self._fetch()
             except GitError as e:
@@ -74,6 +77,32 @@ class Mirror:
             else:
                 self._error = ""
             return True, self._error
+
+    def commit(self, ref: str) -> str:
+        """The commit ``ref`` names, asked of git once per fetch for all the
+        apps that follow it."""
+        with self._lock:
+            sha = self._revs.get(ref)
+            if sha is None:
+                sha = self._revs[ref] = git.rev_parse(self.dir, ref)
+            return sha
+
+    def objects(self, sha: str) -> dict[str, str]:
+        """Every path of commit ``sha`` (directories too) -> its object id,
+        with ``""`` for the root tree: one ``git ls-tree`` per new commit,
+        for all the apps that read it."""
+        with self._lock:
+            if self._tree[0] == sha:
+                return self._tree[1]
+        out = git.run(["ls-tree", "-r", "-t", "-z", "--full-tree", sha], cwd=self.dir).stdout
+        found = {"": git.run(["rev-parse", f"{sha}^{{tree}}"], cwd=self.dir).stdout.decode()
+                 .strip()}
+        for rec in git.zsplit(out):
+            meta, _, name = rec.partition("\t")
+            found[name] = meta.split()[2]
+        with self._lock:
+            self._tree = (sha, found)
+        return found
 
     def _fetch(self) -> None:
         try:

@@ -3,9 +3,16 @@
 Keys are ``("app", name)`` (fetch, and on a new revision validate, plan and
 sync) and ``("drift", name, object id)`` (one member that a watch saw differ
 from git). A timer per app (the requeue after each reconcile), the webhook
-and the watches feed the queue; a burst collapses into one key. Everything
-that writes runs under the app's Lease and the app's own lock, so two keys of
-one app never write at once and a lost Lease stops writing at once.
+and the watches feed the queue; a burst collapses into one key, and two keys
+of one app never run at once.
+
+Many apps cost little while nothing changes: the replicas divide the apps
+between them through one Lease each (:mod:`.replicas`), the watches are
+shared by type (:class:`.watch.Shared`), a URL is fetched once per interval
+for all its apps, and an app whose files a new revision did not touch is not
+planned again. The app's own Lease (the one ``kubectl gitops sync`` takes)
+is taken only for a write, and released after it: a lost Lease stops the
+write at once, and an idle app costs no request.
 
 The agent is a driver of the engine: a revision becomes a source through
 ``tree.resolve`` (the mirror is a repository like any other), and a plan
@@ -22,11 +29,14 @@ app has synced yet).
 from __future__ import annotations
 
 import base64
-import functools
+import hashlib
 import logging
 import os
+import random
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,7 +45,8 @@ from kubectl_gitops.agent import state
 from kubectl_gitops.agent.config import AppSpec
 from kubectl_gitops.agent.metrics import CountingKube, Metrics
 from kubectl_gitops.agent.mirror import Mirror
-from kubectl_gitops.agent.watch import Watch
+from kubectl_gitops.agent.replicas import Replicas
+from kubectl_gitops.agent.watch import Shared
 from kubectl_gitops.agent.workqueue import Backoff, WorkQueue
 from kubectl_gitops.engine import app as app_mod
 from kubectl_gitops.engine import applyset, desired, plan, status, sync
@@ -45,7 +56,8 @@ from kubectl_gitops.kube import health
 from kubectl_gitops.kube.kubeconfig import Overrides
 from kubectl_gitops.kube.lease import Lease, LeaseHeld, LeaseLost, identity, lease_name
 from kubectl_gitops.kube.resources import ObjectId, ResourceType
-from kubectl_gitops.source import tree
+from kubectl_gitops.source import git, tree
+from kubectl_gitops.source.config import CONFIG_FILE
 from kubectl_gitops.source.manifests import Manifest
 from kubectl_gitops.validate import checks
 from kubectl_gitops.source.sops import Keys
@@ -62,6 +74,8 @@ class Settings:
     heal_backoff: float = 5.0  # the second correction of one object waits this, then doubles
     heal_backoff_cap: float = 300.0
     lease_duration: int = 15
+    lease_namespace: str = "default"  # where the replicas' Leases live
+    group: str = "default"  # the replicas that divide one configuration's apps
     token_file: str | None = None
     log_backoff: float = 30.0  # an unchanged failure is logged again after this, doubling
     log_backoff_cap: float = 1800.0
@@ -101,15 +115,17 @@ class AppRun:
     mirror: Mirror
     name: str = ""  # the app's name in the cluster (.gitops.yaml's when not given)
     lock: threading.Lock = field(default_factory=threading.Lock)
-    lease: Lease | None = None
+    lease: Lease | None = None  # the app's write lock: held only during a write
+    led: bool = False  # this replica leads the app
+    set_id: str = ""  # the ApplySet id its watches dispatch by
     namespace: str = ""
     src: tree.Source | None = None
     synced_sha: str = ""  # the revision live (synced or found unchanged)
+    seen_sha: str = ""  # the newest revision looked at (it may change nothing here)
+    fingerprint: str = ""  # the hash of what the app reads at synced_sha
     bad_sha: str = ""  # a revision that failed validation: not retried until it changes
     members: dict[ObjectId, Member] = field(default_factory=dict)
-    live: dict[ObjectId, dict[str, Any]] = field(default_factory=dict)  # from the watches
     drift: dict[ObjectId, str] = field(default_factory=dict)
-    watches: dict[tuple[str, str, str], Watch] = field(default_factory=dict)
     stalls: dict[str, Stall] = field(default_factory=dict)  # area -> why no progress there
     stall_reasons: set[str] = field(default_factory=set)  # metric labels ever set
     last_fetch: str = ""
@@ -126,6 +142,42 @@ class AppRun:
     # kubeconfig Secret names; its Lease, parent, status and Events live there.
     kube: Any = None
     kubeconfig_fd: int | None = None  # the in-memory file that kubeconfig is read from
+    shared: Any = None  # the shared watches of that cluster (hub mode: its own)
+
+
+class _Busy(Exception):
+    """Another writer (a CLI sync, another replica) holds the app's Lease."""
+
+
+class _Stalled(Exception):
+    """The app's Lease cannot be taken for an error: the stall says why."""
+
+
+# Which keys a worker takes first when several are due: a drift correction,
+# then a new revision or a status change, then the periodic re-checks.
+_PRIORITY = {"drift": 0, "status": 1, "app": 2}
+
+
+def _priority(key: Key) -> int:
+    return _PRIORITY.get(key[0], 3)
+
+
+def _changes(the_plan: Plan) -> bool:
+    return any(i.needs_apply for i in the_plan.items) or bool(the_plan.of("prune"))
+
+
+def _version(obj: dict[str, Any] | None) -> str:
+    return str(((obj or {}).get("metadata") or {}).get("resourceVersion") or "")
+
+
+def _jitter(seconds: float) -> float:
+    """An interval give or take 10 %: apps started together do not stay in step."""
+    return seconds * random.uniform(0.9, 1.1)
+
+
+def app_key(spec: AppSpec) -> str:
+    """What the replicas divide apps by: stable across restarts and replicas."""
+    return f"{spec.namespace or ''}/{spec.name}"
 
 
 class Agent:
@@ -134,16 +186,22 @@ class Agent:
         self.settings = settings
         self.metrics = Metrics()
         kube.metrics = self.metrics
-        self.queue: WorkQueue[Key] = WorkQueue()
+        self.queue: WorkQueue[Key] = WorkQueue(group=lambda k: k[1], priority=_priority)
         self.backoff: Backoff[Key] = Backoff(base=1.0, cap=300.0)
         self.apps: dict[str, AppRun] = {}
         self.mirrors: dict[str, Mirror] = {}  # one per URL, shared by its apps
         self.identity = identity("agent")
+        self.replicas = Replicas(kube, settings.lease_namespace, settings.group, self.identity,
+                                 duration=settings.lease_duration)
+        self.watches = self._new_watches(kube)
+        self.by_set: dict[str, AppRun] = {}  # ApplySet id -> the app, for the watches
         self.stopping = threading.Event()
         self.ready = threading.Event()
         self.synced_once = False  # some app reached a revision (synced or found live)
         self._stalls_lock = threading.Lock()
         self._threads: list[threading.Thread] = []
+        self._replica_error = ""
+        self._outside: dict[str, bool] = {}  # kustomization blob -> names a path outside
         self.set_apps(specs)
 
     # --- apps -----------------------------------------------------------------
@@ -160,15 +218,18 @@ class Agent:
         for name, spec in wanted.items():
             run = self.apps.get(name)
             if run is None:
-                self.apps[name] = AppRun(spec, self._mirror(spec.repo))
+                run = self.apps[name] = AppRun(spec, self._mirror(spec.repo))
+                run.led = self.replicas.mine(app_key(spec))
             elif run.spec != spec:
                 if run.spec.kubeconfig_secret != spec.kubeconfig_secret:
                     with run.lock:  # another cluster: nothing of the old one carries over
                         self._stop_app(run)
                         run.stopped, run.parent_live, run.lease = False, None, None
                 run.spec, run.synced_sha, run.bad_sha = spec, "", ""  # re-plan with the new spec
+                run.seen_sha = run.fingerprint = ""
                 run.mirror = self._mirror(spec.repo)
                 run.fetch_since = time.monotonic()
+                run.led = self.replicas.mine(app_key(spec))
                 self._unstall(run, "revision")
             self.queue.add(("app", name))
 
@@ -177,15 +238,28 @@ class Agent:
         mirror = Mirror(repo, self.settings.cache, token_file=self.settings.token_file)
         return self.mirrors.setdefault(mirror.url, mirror)
 
+    def _new_watches(self, kube: CountingKube) -> Shared:
+        return Shared(kube, member_label=applyset.PART_OF_LABEL,
+                      parent_label=applyset.ID_LABEL, parent_type=applyset.PARENT_TYPE,
+                      on_member=self._on_event, on_parent=self._on_parent,
+                      on_error=self._on_watch_error)
+
+    def _all_watches(self) -> list[Shared]:
+        """The agent's cluster's shared watches and each hub-mode app's."""
+        found = {id(self.watches): self.watches}
+        for run in list(self.apps.values()):
+            if run.shared is not None:
+                found[id(run.shared)] = run.shared
+        return list(found.values())
+
     def _stop_app(self, run: AppRun) -> None:
         run.stopped = True
-        for w in run.watches.values():
-            w.stop()
-        run.watches.clear()
-        if run.lease is not None:
-            run.lease.release()
+        self._unlead(run)
         for area in list(run.stalls):
             self._unstall(run, area, quiet=True)
+        if run.shared is not None and run.shared is not self.watches:
+            run.shared.stop()
+        run.shared = None
         if run.kube is not None and run.kube is not self.kube:
             run.kube.close()
         if run.kubeconfig_fd is not None:
@@ -199,7 +273,7 @@ class Agent:
         read from an in-memory file, never written to disk."""
         ref = run.spec.kubeconfig_secret
         if not ref:
-            run.kube = self.kube
+            run.kube, run.shared = self.kube, self.watches
             return
         ns, _, name = ref.rpartition("/")
         ns = ns or self.kube.info.namespace
@@ -220,14 +294,27 @@ class Agent:
             raise
         kube.metrics = self.metrics
         run.kube, run.kubeconfig_fd = kube, fd
+        # The app's objects live in that cluster: watched there, for it alone.
+        run.shared = self._new_watches(kube)
         log.info("app %s: in the cluster at %s (kubeconfig Secret %s/%s)", run.spec.name,
                  kube.info.server, ns, name)
+
+    def _unlead(self, run: AppRun) -> None:
+        """Forget what leading the app took: its watches' registration."""
+        if run.set_id:
+            if run.shared is not None:
+                run.shared.unregister(run.set_id)
+            self.by_set.pop(run.set_id, None)
+        run.members, run.drift, run.status, run.set_id = {}, {}, {}, ""
+        run.synced_sha = run.seen_sha = run.fingerprint = ""  # a new leader looks at all once
 
     def trigger_fetch(self) -> None:
         """The webhook: every app wants a fetch that starts from now on; the
         first app of a URL makes it and the others of that URL use it."""
         now = time.monotonic()
         for name, run in list(self.apps.items()):
+            if not run.led:
+                continue
             run.fetch_since = now if run.fetch_since is None else max(run.fetch_since, now)
             self.queue.add(("app", name))
 
@@ -241,15 +328,16 @@ class Agent:
     # --- running --------------------------------------------------------------
 
     def start(self) -> None:
+        self._divide()  # before the first keys: who leads what
         for i in range(self.settings.workers):
             t = threading.Thread(target=self._work, name=f"worker-{i}", daemon=True)
             t.start()
             self._threads.append(t)
-        t = threading.Thread(target=self._renew_leases, name="leases", daemon=True)
+        t = threading.Thread(target=self._replicas_loop, name="replicas", daemon=True)
         t.start()
 
     def stop(self) -> None:
-        """Hand out no more keys, let the writes in flight finish, let go of the Leases."""
+        """Hand out no more keys, let the writes in flight finish, leave the replicas."""
         self.stopping.set()
         self.queue.close()
         for t in self._threads:
@@ -257,6 +345,8 @@ class Agent:
         for run in self.apps.values():
             with run.lock:
                 self._stop_app(run)
+        self.watches.stop()
+        self.replicas.leave()
 
     def _work(self) -> None:
         while True:
@@ -293,6 +383,16 @@ class Agent:
             if kind != "app":  # the app key clears its own, only where it got through
                 self._unstall(run, area)
             return after
+        except _Stalled:
+            result = "error"
+            self._report(run)
+            return min(run.spec.interval, self.settings.lease_duration / 3)
+        except _Busy:
+            result = "busy"  # another writer: this one looks again soon
+            for area in ("lease", "sync"):  # what this agent failed to write is not its now
+                self._unstall(run, area)
+            self._report(run)
+            return min(run.spec.interval, self.settings.lease_duration / 3)
         except LeaseLost as e:
             result = "lease-lost"
             log.warning("app %s: %s", run.spec.name, e)
@@ -315,40 +415,73 @@ class Agent:
 
     # --- leadership -------------------------------------------------------------
 
-    def _lead(self, run: AppRun, src: tree.Source) -> bool:
+    def _replicas_loop(self) -> None:
+        period = self.settings.lease_duration / 3
+        while not self.stopping.wait(period):
+            self._divide()
+
+    def _divide(self) -> None:
+        """Renew this replica's Lease, look at the others', and lead the apps
+        that fall to this replica now (a new leader looks at everything once);
+        let go of the others."""
+        changed = self.replicas.tick()
+        if self.replicas.error != self._replica_error:
+            self._replica_error = self.replicas.error
+            if self.replicas.error:
+                log.warning("%s; dividing the apps among the replicas last seen (%d)",
+                            self.replicas.error, len(self.replicas.alive))
+            else:
+                log.info("the agent replicas' Leases read and written again")
+        if changed:
+            log.info("agent replicas: %d (%s)", len(self.replicas.alive),
+                     ", ".join(self.replicas.alive))
+        for run in list(self.apps.values()):
+            mine = self.replicas.mine(app_key(run.spec))
+            if mine == run.led:
+                continue
+            # Never waits for a worker (a long sync must not hold the
+            # heartbeat): the app's key does the rest under the app's lock.
+            run.led = mine
+            if mine:
+                log.info("app %s: leading", run.spec.name)
+                run.fetch_since = time.monotonic()
+            else:
+                log.info("app %s: led by another replica now", run.spec.name)
+            self.queue.add(("app", run.spec.name))
+        self.metrics.led.set(sum(1 for r in self.apps.values() if r.led))
+
+    @contextmanager
+    def _write_lock(self, run: AppRun, src: tree.Source) -> Iterator[Lease]:
         """Hold the app's Lease (the one a CLI sync takes: ``kubectl-gitops.<app>``
-        in the app's namespace), or try to take it. Another holder makes this
-        agent a follower; an error (no rights on Leases, ...) is a stall. A
-        namespace that does not exist yet is created first, as a CLI sync
-        does, once the revision proved valid (:meth:`_bootstrap`)."""
+        in the app's namespace) for one write, renewed while it lasts, then
+        let go. Another holder raises :class:`_Busy` (the write waits); an
+        error (no rights on Leases...) is a stall. A namespace that does not
+        exist yet is created first, as a CLI sync does, once the revision
+        proved valid (:meth:`_bootstrap`)."""
         if run.lease is None or (run.lease.namespace, run.lease.name) != \
                 (run.namespace, lease_name(run.name)):
             run.lease = Lease(run.kube, run.namespace, lease_name(run.name),
                               holder=self.identity, duration=self.settings.lease_duration)
         lease = run.lease
-        if lease.held:
-            return True
         try:
             try:
                 lease.acquire(0)
             except NotFoundError:  # the namespace (the Lease itself reads as None)
-                if run.spec.suspend:
-                    return False  # asked to write nothing: not even the namespace
                 if not self._bootstrap(run, src):
-                    return False  # an invalid revision: its stall says why
+                    raise _Stalled() from None  # an invalid revision: its stall says why
                 lease.acquire(0)
         except LeaseHeld:  # following another agent or a CLI sync is fine
-            for area in ("lease", "sync"):  # and what this agent failed to write is not its now
-                self._unstall(run, area)
-            return False
+            raise _Busy() from None
         except ClusterError as e:
             self._stall(run, "lease", "LeaseFailed", f"cannot take the Lease "
                         f"{lease.namespace}/{lease.name}: {e.message}")
-            return False
+            raise _Stalled() from None
         self._unstall(run, "lease")
-        log.info("app %s: leading (Lease %s/%s)", run.spec.name, run.namespace, lease.name)
-        run.synced_sha = ""  # a new leader looks at everything once
-        return True
+        lease.renew_in_background()
+        try:
+            yield lease
+        finally:
+            lease.release()
 
     def _bootstrap(self, run: AppRun, src: tree.Source) -> bool:
         """The app's namespace does not exist (a new app, whose revision may
@@ -363,52 +496,81 @@ class Agent:
                  run.namespace)
         return True
 
-    def _renew_leases(self) -> None:
-        period = self.settings.lease_duration / 3
-        while not self.stopping.wait(period):
-            for run in list(self.apps.values()):
-                lease = run.lease
-                if lease is None or not lease.held:
-                    continue
-                ok = lease.renew()
-                if lease.error:
-                    self._stall(run, "lease", "LeaseFailed", f"cannot renew the Lease "
-                                f"{lease.namespace}/{lease.name}: {lease.error}")
-                else:
-                    self._unstall(run, "lease")
-                if not ok:
-                    log.warning("app %s: lost the Lease; stopped writing", run.spec.name)
-                    self.queue.add(("app", run.spec.name))
-
     # --- the app key ----------------------------------------------------------------
 
-    def _reconcile_app(self, run: AppRun) -> float:
+    def _reconcile_app(self, run: AppRun) -> float | None:
         spec = run.spec
+        if not run.led:  # another replica's: queued again if it falls to this one
+            if run.set_id or run.stalls:
+                self._unlead(run)
+                for area in list(run.stalls):
+                    self._unstall(run, area, quiet=True)
+            return None
         failed = self._fetch(run)
         if failed is not None:
             self._report(run)
             return failed  # the last good revision stays; nothing is synced or pruned
-        src = self._source(run)
+        sha = run.mirror.commit(spec.ref)
+        # The same commit as last time: its source as read then (no git call).
+        src = run.src if run.src is not None and sha == run.seen_sha else self._source(run)
         run.namespace = desired.default_namespace(src, spec.namespace, run.kube)
-        if not self._lead(run, src):
-            self._report(run)
-            return min(spec.interval, self.settings.lease_duration / 3)
-        if ("", "parent", run.namespace) not in run.watches:  # else the watch keeps it fresh
-            run.parent_live = run.kube.get(applyset.PARENT_TYPE, run.namespace, run.name)
+        parent = run.shared.parent(run.namespace, run.name) if run.set_id else None
+        run.parent_live = parent if parent is not None else \
+            run.kube.get(applyset.PARENT_TYPE, run.namespace, run.name)
         if run.spec.suspend or status.suspended(run.parent_live):
             self._unstall(run, "sync")
             self._status(run)
-            return spec.interval
+            return _jitter(spec.interval)
         if run.status.get("suspended"):  # resumed: correct what was only reported
             for oid in run.drift:
                 self.queue.add(("drift", spec.name, oid))
         assert src.sha
-        if src.sha != run.synced_sha and src.sha != run.bad_sha:
-            self._sync(run, src)
+        if src.sha != run.seen_sha and src.sha != run.bad_sha:
+            fingerprint = self._fingerprint(run, src)
+            if fingerprint and fingerprint == run.fingerprint:
+                # Nothing this app reads changed: no plan, no write; its
+                # status keeps the revision that last changed it.
+                log.debug("app %s: %s changes nothing here", spec.name, src.sha[:12])
+                run.seen_sha, run.src = src.sha, src
+            else:
+                self._sync(run, src)
+                if run.synced_sha == src.sha:
+                    run.seen_sha, run.fingerprint = src.sha, fingerprint
+        elif "lease" in run.stalls:  # nothing to write: see whether it could now
+            with self._write_lock(run, src):
+                pass
+        if run.synced_sha and "lease" not in run.stalls:
+            self.synced_once = True  # at a revision, and able to write when it must
         self._unstall(run, "sync")
         self._status(run)
         # Blocked on another app: look again soon, as that app gets ready by itself.
-        return min(spec.interval, _BLOCKED_RECHECK) if run.blocked_by else spec.interval
+        return min(spec.interval, _BLOCKED_RECHECK) if run.blocked_by else \
+            _jitter(spec.interval)
+
+    def _fingerprint(self, run: AppRun, src: tree.Source) -> str:
+        """A hash of what the app reads at ``src``: the tree of its path and
+        ``.gitops.yaml``, and the whole repository's tree when the path
+        reaches outside itself (a kustomization naming ``../``, a Helm
+        chart); "" when unknown. A new commit with the same fingerprint is
+        not planned again."""
+        assert src.sha
+        objects = run.mirror.objects(src.sha)
+        if src.path not in objects:
+            return ""
+        parts = [src.path, objects[src.path], objects.get(CONFIG_FILE, "")]
+        if src.helm is not None or self._reaches_out(run, src, objects):
+            parts.append(objects[""])
+        return hashlib.sha256("\0".join(parts).encode()).hexdigest()
+
+    def _reaches_out(self, run: AppRun, src: tree.Source, objects: dict[str, str]) -> bool:
+        below = src.path + "/" if src.path else ""
+        shas = [sha for path, sha in objects.items() if path.startswith(below)
+                and path.rpartition("/")[2] in tree.KUSTOMIZATION_FILES]
+        unknown = [sha for sha in shas if sha not in self._outside]
+        if unknown:
+            for sha, data in zip(unknown, git.cat_blobs(run.mirror.dir, unknown), strict=True):
+                self._outside[sha] = b"../" in data
+        return any(self._outside[sha] for sha in shas)
 
     def _fetch(self, run: AppRun) -> float | None:
         """Fetch when the interval is due or a fetch was asked for; None when
@@ -434,10 +596,26 @@ class Agent:
                         f"{run.synced_sha[:12] or '(none yet)'}")
             return delay
         run.next_fetch = now + spec.interval
+        if ran:
+            self._fan_out(run)
         self.backoff.forget(("fetch", spec.name))
         run.last_fetch = state.now()
         self._unstall(run, "fetch")
         return None
+
+    def _fan_out(self, fetched: AppRun) -> None:
+        """A fetch found new commits: the other apps of the URL whose ref
+        moved look now, not at their next interval (one rev-parse per ref)."""
+        for run in list(self.apps.values()):
+            if run is fetched or run.mirror is not fetched.mirror or not run.led or \
+                    not run.seen_sha:
+                continue
+            try:
+                moved = run.mirror.commit(run.spec.ref) != run.seen_sha
+            except GitOpsError:
+                moved = True  # the app's own key says what is wrong
+            if moved:
+                self.queue.add(("app", run.spec.name))
 
     def _source(self, run: AppRun) -> tree.Source:
         """The revision ``ref`` names in the mirror, as ``kubectl gitops sync``
@@ -500,30 +678,23 @@ class Agent:
         if prepared is None:
             return
         app, the_plan, opts = prepared
-        assert src.sha and run.lease
-        changed = any(i.needs_apply for i in the_plan.items) or the_plan.of("prune")
-        if changed:
-            run.lease.check()
-            try:
-                result = sync.run(app, the_plan, opts, lambda line: log.info(
-                    "app %s: %s", spec.name, line), lease=run.lease)
-            except sync.Blocked as e:
-                if app.parent_live is None:  # so that status and ls show what it waits for
-                    run.parent_live = sync.ensure_parent(app)
-                self._blocked(run, e.blockers)
-                return
-            counts = result.counts()
-            summary = (f"synced {src.sha[:12]}: {counts['created']} created, "
-                       f"{counts['updated']} updated, {counts['pruned']} pruned, "
-                       f"{counts['unchanged']} unchanged, {counts['failed']} failed")
-            log.info("app %s: %s", spec.name, summary)
-            run.parent_live = run.kube.get(applyset.PARENT_TYPE, run.namespace, run.name)
-            if not result.ok:
-                raise GitOpsError(f"{summary}: {'; '.join(result.failures)}")
-            self._event(run, "Synced", summary)
+        assert src.sha
+        self.metrics.plans.labels(spec.name).inc()
+        if _changes(the_plan):
+            # The Lease for the write only. A writer that synced the app
+            # between the plan and the Lease (another replica, a CLI sync)
+            # changed the parent: plan again, and write only what is left.
+            with self._write_lock(run, src) as lease:
+                live = run.kube.get(applyset.PARENT_TYPE, run.namespace, run.name)
+                if _version(live) != _version(app.parent_live):
+                    again = self._prepare(run, src)
+                    if again is None:
+                        return
+                    app, the_plan, opts = again
+                if _changes(the_plan) and not self._write(run, src, app, the_plan, opts, lease):
+                    return
         self._blocked(run, [])
         run.src, run.synced_sha, run.bad_sha = src, src.sha, ""
-        self.synced_once = True
         run.last_sync = state.now()
         self.metrics.last_sync.labels(spec.name).set(time.time())
         run.members = {i.id: Member(i.rtype, i.manifest, i.desired) for i in the_plan.items
@@ -531,6 +702,30 @@ class Agent:
         self.metrics.objects.labels(spec.name).set(len(run.members))
         run.drift.clear()
         self._watch(run, app.parent.id)
+
+    def _write(self, run: AppRun, src: tree.Source, app: app_mod.App, the_plan: Plan,
+               opts: sync.Options, lease: Lease) -> bool:
+        """Sync the plan under the Lease held; False when dependsOn holds it back."""
+        spec = run.spec
+        assert src.sha
+        try:
+            result = sync.run(app, the_plan, opts, lambda line: log.info(
+                "app %s: %s", spec.name, line), lease=lease)
+        except sync.Blocked as e:
+            if app.parent_live is None:  # so that status and ls show what it waits for
+                run.parent_live = sync.ensure_parent(app)
+            self._blocked(run, e.blockers)
+            return False
+        counts = result.counts()
+        summary = (f"synced {src.sha[:12]}: {counts['created']} created, "
+                   f"{counts['updated']} updated, {counts['pruned']} pruned, "
+                   f"{counts['unchanged']} unchanged, {counts['failed']} failed")
+        log.info("app %s: %s", spec.name, summary)
+        run.parent_live = run.kube.get(applyset.PARENT_TYPE, run.namespace, run.name)
+        if not result.ok:
+            raise GitOpsError(f"{summary}: {'; '.join(result.failures)}")
+        self._event(run, "Synced", summary)
+        return True
 
     def _blocked(self, run: AppRun, blockers: list[str]) -> None:
         """An app of ``dependsOn`` is not ready: the revision waits (not a
@@ -550,54 +745,54 @@ class Agent:
     # --- watches and drift --------------------------------------------------------------
 
     def _watch(self, run: AppRun, set_id: str) -> None:
-        """One watch per member type and namespace, by the part-of label."""
-        run.kube.forget_discovery()  # the revision may have added CRDs
+        """Register the app's member types (and its parent) with the shared
+        watches: one watch per type for all the apps, by the part-of label."""
         served = run.kube.resource_types()
-        wanted: dict[tuple[str, str, str], ResourceType] = {}
-        for oid, m in run.members.items():
-            rtype = served.get((oid.group, oid.kind)) or m.rtype
-            wanted[(oid.group, oid.kind, oid.namespace if rtype.namespaced else "")] = rtype
-        for key in list(run.watches):
-            if key not in wanted:
-                run.watches.pop(key).stop()
-                self._unstall(run, f"watch {'/'.join(key)}", quiet=True)
-        selector = f"{applyset.PART_OF_LABEL}={set_id}"
-        # The parent too (by its ID label): suspend and resume act at once.
-        wanted[("", "parent", run.namespace)] = applyset.PARENT_TYPE
-        for key, rtype in wanted.items():
-            if key in run.watches:
+        if any((oid.group, oid.kind) not in served or oid.kind == "CustomResourceDefinition"
+               for oid in run.members):
+            run.kube.forget_discovery()  # the revision added CRDs: their types now
+            served = run.kube.resource_types()
+        if run.set_id and run.set_id != set_id:
+            run.shared.unregister(run.set_id)
+            self.by_set.pop(run.set_id, None)
+        run.set_id = set_id
+        self.by_set[set_id] = run
+        run.shared.register(set_id, run.namespace, [
+            (served.get((oid.group, oid.kind)) or m.rtype, oid.namespace)
+            for oid, m in run.members.items()])
+        self.metrics.watches.set(sum(w.count for w in self._all_watches()))
+
+    def _on_watch_error(self, set_ids: list[str], key: str, message: str) -> None:
+        """A watch cannot read its type (forbidden, gone...): the health and
+        drift of the apps there are unknown until it can again."""
+        for set_id in set_ids:
+            run = self.by_set.get(set_id)
+            if run is None or run.stopped:
                 continue
-            parent = key[1] == "parent"
-            run.watches[key] = Watch(
-                run.kube, rtype, key[2], f"{applyset.ID_LABEL}={set_id}" if parent else selector,
-                functools.partial(self._on_parent if parent else self._on_event, run),
-                on_error=functools.partial(self._on_watch_error, run, "/".join(key))).start()
+            if message:
+                self._stall(run, f"watch {key}", "WatchFailed", message)
+            else:
+                self._unstall(run, f"watch {key}")
 
-    def _on_watch_error(self, run: AppRun, key: str, message: str) -> None:
-        """A watch cannot read its type (forbidden, gone...): the app's health
-        and drift there are unknown until it can again."""
-        if run.stopped:
-            return
-        if message:
-            self._stall(run, f"watch {key}", "WatchFailed", message)
-        else:
-            self._unstall(run, f"watch {key}")
-
-    def _on_event(self, run: AppRun, ev: str, oid: ObjectId, obj: dict[str, Any]) -> None:
-        if ev == "DELETED":
-            run.live.pop(oid, None)
-        else:
-            run.live[oid] = obj
-        m = run.members.get(oid)
-        if m is None or run.stopped:
+    def _on_event(self, set_id: str, ev: str, oid: ObjectId, obj: dict[str, Any]) -> None:
+        run = self.by_set.get(set_id)
+        m = run.members.get(oid) if run is not None else None
+        if run is None or m is None or run.stopped or not run.led:
             return
         self.queue.add(("status", run.spec.name), 1.0)  # health may have changed
         if ev == "DELETED" or not plan.known_unchanged(m.desired, obj):
             self.queue.add(("drift", run.spec.name, oid), self.settings.debounce)
 
-    def _on_parent(self, run: AppRun, ev: str, _oid: ObjectId, obj: dict[str, Any]) -> None:
+    def _on_parent(self, set_id: str, ev: str, _oid: ObjectId, obj: dict[str, Any]) -> None:
+        run = self.by_set.get(set_id)
+        if run is None or run.stopped or not run.led:
+            return
         was = status.suspended(run.parent_live)
         run.parent_live = None if ev == "DELETED" else obj
+        if status.status_of(obj).get("agent") not in (None, "", self.identity):
+            # Written by a replica that led the app a moment (before the
+            # replicas saw each other): say who leads, once they agree.
+            self.queue.add(("status", run.spec.name), self.settings.lease_duration / 3)
         if status.suspended(run.parent_live) != was and ev != "SYNCED":
             log.info("app %s: %s", run.spec.name,
                      "suspended" if not was else "resumed")
@@ -605,7 +800,7 @@ class Agent:
 
     def _reconcile_drift(self, run: AppRun, oid: ObjectId) -> float | None:
         m = run.members.get(oid)
-        if m is None or run.lease is None or not run.lease.held or run.src is None:
+        if m is None or not run.led or run.src is None:
             return None
         live = run.kube.get(m.rtype, oid.namespace, oid.name)
         if live is not None and plan.known_unchanged(m.desired, live):
@@ -638,10 +833,10 @@ class Agent:
         wait = self._heal_wait(run, oid)
         if wait > 0:
             return wait  # a second writer cannot make this loop faster than the backoff
-        run.lease.check()
-        result = sync.run(app, one, opts,
-                          lambda line: log.info("app %s: %s", run.spec.name, line),
-                          lease=run.lease)
+        with self._write_lock(run, run.src) as lease:
+            result = sync.run(app, one, opts,
+                              lambda line: log.info("app %s: %s", run.spec.name, line),
+                              lease=lease)
         n, _ = run.heals.get(oid, (0, 0.0))
         run.heals[oid] = (n + 1, time.monotonic())
         if not result.ok:
@@ -729,13 +924,11 @@ class Agent:
     # --- status and events --------------------------------------------------------------
 
     def _report(self, run: AppRun) -> None:
-        """Write the status where this agent should: as the app's leader, or,
-        when it cannot take the Lease for an error (not because another holds
-        it: nobody may be leading to say so), on a parent that exists."""
-        if run.lease is not None and run.lease.held:
-            self._status(run)
-        elif "lease" in run.stalls and run.namespace:
-            run.parent_live = run.kube.get(applyset.PARENT_TYPE, run.namespace, run.name)
+        """Write the status of the apps this replica leads (on a parent that
+        exists)."""
+        if run.led and run.namespace:
+            if run.parent_live is None:
+                run.parent_live = run.kube.get(applyset.PARENT_TYPE, run.namespace, run.name)
             self._status(run)
 
     def _health(self, run: AppRun) -> tuple[str, list[str]]:
@@ -743,7 +936,7 @@ class Agent:
         checks = health.Checks(run.src.health_checks if run.src else ())
         shown, notes = [], []
         for oid, m in run.members.items():
-            obj = run.live.get(oid)
+            obj = (run.shared or self.watches).get(oid)
             if obj is None:  # not seen yet (a watch's first LIST to come) or deleted
                 shown.append("Progressing")
                 notes.append(f"{oid}: not seen yet")
@@ -775,21 +968,19 @@ class Agent:
             "agent": self.identity, "lastFetchTime": run.last_fetch,
             "lastSyncTime": run.last_sync,
         }
-        leading = run.lease is not None and run.lease.held
         for s in list(run.stalls.values()):
             if not s.evented:  # once per failure, now that there is a parent to carry it
                 s.evented = True
                 self._event(run, s.reason, s.message, warning=True)
         bare = {k: v for k, v in st.items() if k not in ("lastFetchTime",)}
         old = {k: v for k, v in run.status.items() if k not in ("lastFetchTime", "conditions")}
-        if bare == old:
+        # Another replica wrote it since (it led the app a moment): say who leads now.
+        written_by = status.status_of(run.parent_live).get("agent")
+        if bare == old and written_by in (None, "", self.identity):
             return
         st["conditions"] = state.conditions(st, run.status.get("conditions") or
                                             status.status_of(run.parent_live).get("conditions")
                                             or [])
-        if leading:
-            assert run.lease is not None
-            run.lease.check()
         state.write_status(run.kube, run.namespace, run.name, st)
         run.status = st
 

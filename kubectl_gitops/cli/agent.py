@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import signal
 import sys
 import threading
@@ -118,7 +119,12 @@ def _listen(value: str) -> tuple[str, int]:
 @click.option("--heal-backoff", default="5s", show_default=True, help="Wait before correcting "
               "one object a second time; doubles each time, up to 5m.")
 @click.option("--lease-duration", type=click.IntRange(2, 3600), default=15, show_default=True,
-              help="Seconds a leader may go silent before another agent takes over.")
+              help="Seconds a replica may go silent before the others take over its apps.")
+@click.option("--lease-namespace", metavar="NS", help="Where the replicas keep their Leases "
+              "(default: $POD_NAMESPACE, else -n, else the context's namespace).")
+@click.option("--replica-group", metavar="NAME", help="Replicas of one group divide its "
+              "apps between them (default: a hash of --config's path, or of --repo, --name "
+              "and -n).")
 @click.pass_context
 @handle_errors
 def command(ctx: click.Context, repo: str | None, ref: str, path: str | None,
@@ -126,11 +132,14 @@ def command(ctx: click.Context, repo: str | None, ref: str, path: str | None,
             decryption_secret: str | None, kubeconfig_secret: str | None,
             cluster: Overrides, namespace: str | None, config: str | None, cache_dir: str | None, listen: str,
             webhook_secret_file: str | None, git_token_file: str | None, log_format: str,
-            workers: int, debounce: str, heal_backoff: str, lease_duration: int) -> int:
+            workers: int, debounce: str, heal_backoff: str, lease_duration: int,
+            lease_namespace: str | None, replica_group: str | None) -> int:
     """Pull and converge: fetch git every interval (or on the webhook), sync new
     revisions, watch the members and report or correct drift.
 
-    Runs until SIGTERM or Ctrl-C (the write in flight finishes first).
+    Replicas divide the apps between them (one Lease each in --lease-namespace);
+    an app's own Lease is taken only for a write. Runs until SIGTERM or Ctrl-C
+    (the write in flight finishes first).
     """
     if ctx.invoked_subcommand:
         return exitcodes.OK
@@ -148,10 +157,27 @@ def command(ctx: click.Context, repo: str | None, ref: str, path: str | None,
                                heal_backoff=cfg.duration(heal_backoff, "--heal-backoff"),
                                lease_duration=lease_duration, token_file=git_token_file)
     kube = CountingKube(cluster)
+    settings.lease_namespace = (lease_namespace or os.environ.get("POD_NAMESPACE") or namespace
+                                or kube.info.namespace or "default")
+    settings.group = _group(replica_group, config, repo, name, namespace)
     agent = runner.Agent(kube, specs, settings)
     host, port = _listen(listen)
     httpd = server.serve(agent, host, port, secret) if port else None
     return _run(agent, config, specs) if httpd is None else _serving(agent, httpd, config, specs)
+
+
+def _group(given: str | None, config: str | None, repo: str | None, name: str | None,
+           namespace: str | None) -> str:
+    """The replicas' group: given, or the same for replicas of one configuration."""
+    import hashlib  # noqa: PLC0415
+
+    if given:
+        if not re.fullmatch(r"[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?", given):
+            raise click.BadParameter("lowercase letters, digits and '-', up to 40",
+                                     param_hint="--replica-group")
+        return given
+    what = f"config:{Path(config).resolve()}" if config else f"repo:{repo}|{name}|{namespace}"
+    return hashlib.sha256(what.encode()).hexdigest()[:12]
 
 
 def _cache_dir() -> str:

@@ -129,6 +129,7 @@ class Lease:
         self._seen: tuple[str, str] | None = None  # (holder, renewTime) last observed
         self._seen_at = 0.0
         self._held = False
+        self._released: dict[str, Any] | None = None  # the Lease as our release wrote it
         self._renewed_at = 0.0  # when (our clock) a write last confirmed we hold it
         self.error = ""  # why the last renewal failed ("" when it worked)
         self.waited = False  # the last acquire waited for another holder
@@ -161,7 +162,19 @@ class Lease:
     # --- taking and keeping ----------------------------------------------------
 
     def try_acquire(self) -> bool:
-        """Take the Lease if it is free, expired or ours; True when held."""
+        """Take the Lease if it is free, expired or ours; True when held.
+        Taken again after this object released it, it is written at once
+        with the version that release wrote (no read first); a 409 (someone
+        wrote it since) falls back to reading it."""
+        released, self._released = self._released, None
+        if released is not None:
+            now = _now()
+            started = self._clock()
+            spec = released.get("spec") or {}
+            if self._write(released, self._spec(now, now, transitions=int(
+                    spec.get("leaseTransitions") or 0))):
+                self._renewed_at = started
+                return True
         live = self.kube.get(LEASE_TYPE, self.namespace, self.name)
         self._live = live
         now = _now()
@@ -234,10 +247,15 @@ class Lease:
                     return  # not ours (any more): nothing to release
                 released = {**spec, "holderIdentity": None, "leaseDurationSeconds": 1}
                 if self._write(live, released, expect_holder=False):
+                    self._released = self._live
                     return
                 live = self.kube.get(LEASE_TYPE, self.namespace, self.name)
         except ClusterError:
             pass  # it expires on its own
+
+    def renew_in_background(self) -> None:
+        """Keep a Lease just acquired renewed until :meth:`release`."""
+        self._start_renewing()
 
     @contextmanager
     def hold(self, timeout: float) -> Iterator[Lease]:

@@ -170,3 +170,32 @@ def test_renewals_that_keep_failing_stop_the_holder_before_it_expires(
     assert lease.lost
     with pytest.raises(LeaseLost, match="could not renew it: .*forbidden"):
         lease.check()
+
+
+def test_taken_again_after_its_own_release_without_a_read_unless_changed(
+        kube: Kube, kube_env: dict[str, str], namespace: str) -> None:
+    """The agent takes an app's Lease for each write: after its own release
+    the next take is one write; if another writer took it meanwhile, that
+    write is refused (409) and the Lease read as usual."""
+    calls: list[str] = []
+
+    class Counting(Kube):
+        def request(self, method: str, path: str, **kw: object) -> object:
+            calls.append(method)
+            return super().request(method, path, **kw)  # type: ignore[arg-type]
+
+    counting = Counting(Overrides(kubeconfig=kube_env["KUBECONFIG"]))
+    agent = Lease(counting, namespace, "app", holder="agent", duration=60)
+    cli = Lease(kube, namespace, "app", holder="cli", duration=60)
+    agent.acquire(timeout=1)
+    agent.release()
+    calls.clear()
+    agent.acquire(timeout=1)
+    assert calls == ["PUT"]
+    agent.release()
+    cli.acquire(timeout=1)  # a CLI sync takes it between two writes of the agent
+    with pytest.raises(LeaseHeld, match="held by cli"):
+        agent.acquire(timeout=0.2)
+    cli.release()
+    agent.acquire(timeout=1)
+    assert kube.get(LEASE_TYPE, namespace, "app")["spec"]["holderIdentity"] == "agent"
