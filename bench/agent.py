@@ -93,13 +93,6 @@ def _wait_synced(kube: Kube, ns: str, name: str, proc: subprocess.Popen[bytes],
     return 0.0
 
 
-def _rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
 def _drifts(kube: Kube, repo: common.Repo, count: int) -> list[float]:
     names = [(repo.namespaces[(n // 3) % len(repo.namespaces)], f"config-{n}")
              for n in range(0, repo.n_objects, 3)][:count]
@@ -117,11 +110,6 @@ def _drifts(kube: Kube, repo: common.Repo, count: int) -> list[float]:
             time.sleep(0.02)
         out.append(time.perf_counter() - start)
     return out
-
-
-def _pct(values: list[float], p: float) -> float:
-    values = sorted(values)
-    return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))]
 
 
 def main() -> None:
@@ -167,7 +155,7 @@ def _rss_run(env: dict[str, str], tmp: Path, kube: Kube, n: int) -> float:
     try:
         _wait_synced(kube, nss[0], "bench-rss", proc, tmp / "agent-rss.log")
         time.sleep(5)  # the watches' first LISTs are in
-        return _rss_mib(proc.pid)
+        return common.rss_mib(proc.pid)
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(60)
@@ -178,7 +166,8 @@ def _report(args: argparse.Namespace, lat: list[float], before: dict[str, float]
     minutes = args.idle / 60
     print(f"agent bench: {args.objects} objects, {args.drifts} drifts, idle {args.idle:g} s, "
           f"interval {args.interval}")
-    print(f"drift-to-correction  p50 {statistics.median(lat):.2f} s  p99 {_pct(lat, 99):.2f} s"
+    p99 = common.percentile(lat, 99)
+    print(f"drift-to-correction  p50 {statistics.median(lat):.2f} s  p99 {p99:.2f} s"
           f"  max {max(lat):.2f} s   (Argo CD: self-heal retried after 5 s, "
           "selfHealTimeoutSeconds)")
     print("idle API load, requests per minute by verb:")

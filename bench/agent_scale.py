@@ -49,7 +49,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 
-from kubectl_gitops.engine.applyset import ID_LABEL, PARENT_TYPE  # noqa: E402
+from kubectl_gitops.engine.applyset import ID_LABEL  # noqa: E402
 from kubectl_gitops.kube.client import Kube  # noqa: E402
 
 SECRET = "bench-hook"
@@ -193,18 +193,6 @@ def _wait_all(kube: Kube, n: int, shas: dict[str, str], proc: subprocess.Popen[b
     return 0.0
 
 
-def _rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
-def _pct(values: list[float], p: float) -> float:
-    values = sorted(values)
-    return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))]
-
-
 def _drifts(kube: Kube, n: int, nss: list[str], count: int) -> list[float]:
     cm = kube.resource_types()[("", "ConfigMap")]
     out = []
@@ -269,7 +257,7 @@ def one_size(args: argparse.Namespace, n: int) -> dict:
             m = _metrics(port)
             res["cold_requests"] = _requests(m)
             time.sleep(10)  # the last statuses and Events land, the watches' LISTs are in
-            res["rss"] = _rss_mib(proc.pid)
+            res["rss"] = common.rss_mib(proc.pid)
             res["watches"] = m.get("gitops_watches", 0)
             before = _metrics(port)
             time.sleep(args.idle)
@@ -279,7 +267,8 @@ def one_size(args: argparse.Namespace, n: int) -> dict:
             res["idle_fetches"] = (after.get("gitops_git_fetches_total_sum", 0) -
                                    before.get("gitops_git_fetches_total_sum", 0)) * 60 / args.idle
             lat = _drifts(kube, n, nss, args.drifts)
-            res["drift_p50"], res["drift_p99"] = statistics.median(lat), _pct(lat, 99)
+            res["drift_p50"] = statistics.median(lat)
+            res["drift_p99"] = common.percentile(lat, 99)
             time.sleep(3)
             res.update(_one_commit(env, kube, roots[0], nss, port, n))
             started = time.perf_counter()

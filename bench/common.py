@@ -411,3 +411,17 @@ def rotate(items: Sequence[str], k: int) -> list[str]:
 def machine(when: str = "start") -> str:
     return (f"python {sys.version.split()[0]}, cpus: {os.cpu_count()}, "
             f"load average at {when}: {os.getloadavg()[0]:.2f}")
+
+
+def rss_mib(pid: int) -> float:
+    """A running process's resident memory, from /proc."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def percentile(values: list[float], p: float) -> float:
+    """The nearest-rank ``p``-th percentile."""
+    values = sorted(values)
+    return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))]
